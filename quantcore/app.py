@@ -1,0 +1,180 @@
+"""App: wires config → bus, components, feed (and the local exchange), and runs them.
+
+Order matters and is the contract: components are built and started first (a bad
+parameter or an unwritable CSV fails here, before any connection); the feed resumes
+from the earliest bar any component already holds; on stop the feed goes first, then
+queued handlers drain, then components flush and close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from quantcore.bus import EventBus
+from quantcore.component import Component, Context
+from quantcore.config import AppConfig, ConfigError, LocalExchangeConfig
+from quantcore.consumers.csv_recorder import CsvPathError, CsvRecorder
+from quantcore.feeds.base import StreamKey
+from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a run did; printed as the last line by the CLI."""
+
+    seconds: float
+    bars_recorded: int
+    bars: int
+    frames: int
+    malformed: int
+    duplicates: int
+    reconnects: int
+    subscriber_errors: int
+    feed_errors: int
+
+    def line(self) -> str:
+        return (
+            f"quantcore: stopped after {self.seconds:.1f}s: bars recorded={self.bars_recorded} "
+            f"bars published={self.bars} frames={self.frames} malformed={self.malformed} "
+            f"duplicates={self.duplicates} reconnects={self.reconnects} "
+            f"subscriber errors={self.subscriber_errors} feed errors={self.feed_errors}"
+        )
+
+
+class App:
+    """One run of quantcore: build with a config, then ``await run()``."""
+
+    def __init__(self, config: AppConfig, extra_components: Sequence[Component] = ()) -> None:
+        self.config = config
+        self.bus = EventBus()
+        self.components: list[Component] = [spec.build() for spec in config.consumers]
+        self.components.extend(extra_components)
+        self.context = Context(self.bus, config.streams, self.components)
+        self.feed: BinanceKlineFeed | None = None
+        self._stop_requested = False
+
+    def stop(self) -> None:
+        """Graceful stop (what Ctrl-C and SIGTERM do); safe to call at any time."""
+        self._stop_requested = True
+        if self.feed is not None:
+            self.feed.stop()
+
+    async def run(self, duration: float | None = None, max_bars: int | None = None) -> RunSummary:
+        started = time.monotonic()
+        for component in self.components:
+            component.attach(self.context)
+        started_components: list[Component] = []
+        try:
+            for component in self.components:
+                try:
+                    await component.start()
+                except (CsvPathError, OSError) as exc:
+                    raise ConfigError(f"{component.name}: {exc}") from None
+                started_components.append(component)
+            async with self._exchange_urls() as settings:
+                feed = self.feed = BinanceKlineFeed(self.bus, self.config.streams, settings)
+                feed.bar_limit = max_bars
+                self._resume(feed)
+                if self._stop_requested:
+                    feed.stop()
+                with self._signals(), self._deadline(duration):
+                    await feed.run()
+                await self.bus.drain()
+        finally:
+            for component in reversed(started_components):
+                try:
+                    await component.stop()
+                except Exception:
+                    log.exception("%s failed to stop cleanly", component.name)
+            await self.bus.close()
+        return self._summary(time.monotonic() - started)
+
+    def _resume(self, feed: BinanceKlineFeed) -> None:
+        for key in self.config.streams:
+            points = [p for c in self.components if (p := c.resume_point(*key)) is not None]
+            if points:
+                feed.resume_after(key, min(points))
+                log.info("%s %s: resuming after %s", *key, _ms_text(min(points)))
+
+    @contextlib.asynccontextmanager
+    async def _exchange_urls(self) -> AsyncIterator[BinanceFeedSettings]:
+        """The feed settings, pointed at an embedded local exchange if configured."""
+        local = self.config.local
+        if local is None:
+            yield self.config.feed
+            return
+        exchange = start_local_exchange(local, self.config.streams)
+        async with exchange:
+            log.info("local exchange: ws=%s rest=%s", exchange.ws_url, exchange.rest_url)
+            yield replace(self.config.feed, ws_url=exchange.ws_url, rest_url=exchange.rest_url)
+
+    @contextlib.contextmanager
+    def _signals(self) -> Any:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    @contextlib.contextmanager
+    def _deadline(self, duration: float | None) -> Any:
+        handle = None
+        if duration is not None:
+            handle = asyncio.get_running_loop().call_later(duration, self.stop)
+        try:
+            yield
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def _summary(self, seconds: float) -> RunSummary:
+        stats = self.feed.stats if self.feed is not None else None
+        recorders = [c for c in self.components if isinstance(c, CsvRecorder)]
+        bars = stats.bars if stats else 0
+        return RunSummary(
+            seconds=seconds,
+            bars_recorded=sum(r.rows_written for r in recorders) if recorders else bars,
+            bars=bars,
+            frames=stats.frames if stats else 0,
+            malformed=stats.malformed if stats else 0,
+            duplicates=stats.duplicates if stats else 0,
+            reconnects=stats.reconnects if stats else 0,
+            subscriber_errors=sum(self.bus.handler_errors.values()),
+            feed_errors=stats.errors if stats else 0,
+        )
+
+
+def start_local_exchange(local: LocalExchangeConfig, streams: Sequence[StreamKey]) -> Any:
+    """Build (not yet start) the embedded local exchange for these streams."""
+    from quantcore.sim import LocalExchange
+
+    return LocalExchange.from_options(
+        streams=list(streams),
+        speed=local.speed,
+        seed=local.seed,
+        data=list(local.data),
+        port=local.port,
+        history_bars=local.history_bars,
+        updates_per_bar=local.updates_per_bar,
+    )
+
+
+def _ms_text(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))

@@ -1,0 +1,125 @@
+"""EventBus: topic publish/subscribe on pyee, with subscriber isolation and in-order delivery.
+
+pyee alone lets one raising handler abort ``emit`` (skipping the handlers after it)
+and runs coroutine handlers as interleaving tasks. The bus wraps every handler so a
+failure is logged and counted instead, and gives each coroutine handler its own queue
+and worker so it still sees events one at a time, in publish order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyee import EventEmitter
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any], None] | Callable[[Any], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What :meth:`EventBus.subscribe` returns; pass it back to unsubscribe."""
+
+    topic: str
+    name: str
+    wrapper: Callable[[Any], None]
+
+
+class _AsyncWorker:
+    """Feeds one coroutine handler from its own queue so its calls never interleave."""
+
+    def __init__(self, bus: EventBus, topic: str, name: str, handler: Handler) -> None:
+        self._bus, self._topic, self._name, self._handler = bus, topic, name, handler
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    def put(self, event: Any) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"bus:{self._topic}:{self._name}"
+            )
+        self.queue.put_nowait(event)
+
+    async def _run(self) -> None:
+        while True:
+            event = await self.queue.get()
+            try:
+                await self._handler(event)  # type: ignore[misc]
+            except Exception as exc:
+                self._bus._handler_failed(self._topic, self._name, exc)
+            finally:
+                self.queue.task_done()
+
+    async def close(self) -> None:
+        if self.task is not None:
+            await self.queue.join()
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+
+
+class EventBus:
+    """Publish/subscribe by topic; one instance per app, used from one asyncio loop.
+
+    Contract: handlers of a topic run in subscription order; a sync handler has
+    finished with an event before the next event is published; a failing handler
+    never affects the publisher or other handlers (see :attr:`handler_errors`).
+    """
+
+    def __init__(self) -> None:
+        self._emitter = EventEmitter()
+        self._workers: list[_AsyncWorker] = []
+        self.published: Counter[str] = Counter()
+        self.handler_errors: Counter[str] = Counter()
+
+    def subscribe(self, topic: str, handler: Handler, name: str | None = None) -> Subscription:
+        """Call ``handler(event)`` for every event on ``topic``; coroutines are queued."""
+        label: str = name or str(getattr(handler, "__qualname__", repr(handler)))
+        if inspect.iscoroutinefunction(handler):
+            worker = _AsyncWorker(self, topic, label, handler)
+            self._workers.append(worker)
+            wrapper: Callable[[Any], None] = worker.put
+        else:
+            sync_handler: Callable[[Any], None] = handler  # type: ignore[assignment]
+
+            def wrapper(event: Any) -> None:
+                try:
+                    sync_handler(event)
+                except Exception as exc:
+                    self._handler_failed(topic, label, exc)
+
+        self._emitter.add_listener(topic, wrapper)
+        return Subscription(topic, label, wrapper)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._emitter.remove_listener(subscription.topic, subscription.wrapper)
+
+    def publish(self, topic: str, event: Any) -> None:
+        """Deliver ``event`` to the topic's handlers now, in order."""
+        self.published[topic] += 1
+        self._emitter.emit(topic, event)
+
+    def has_subscribers(self, topic: str) -> bool:
+        """Lets publishers skip building events nobody listens to."""
+        return bool(self._emitter.listeners(topic))
+
+    async def drain(self) -> None:
+        """Wait until every queued coroutine handler has processed what was published."""
+        for worker in self._workers:
+            await worker.queue.join()
+
+    async def close(self) -> None:
+        """Drain and stop the coroutine-handler workers."""
+        for worker in self._workers:
+            await worker.close()
+
+    def _handler_failed(self, topic: str, name: str, exc: Exception) -> None:
+        self.handler_errors[name] += 1
+        log.error("subscriber %s failed on %s: %s: %s", name, topic, type(exc).__name__, exc)

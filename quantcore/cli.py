@@ -1,0 +1,85 @@
+"""Command line: ``python -m quantcore run CONFIG`` and ``python -m quantcore simulate``.
+
+Exit codes: 0 after a graceful stop (Ctrl-C, SIGTERM, --duration, --max-bars),
+2 for bad input (config, data file, arguments), reported as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from quantcore.config import ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+def configure_logging(level: str) -> None:
+    """UTC timestamps on every line; python-binance's socket chatter is left to our feed,
+    which reports each connection problem once with what it will do next."""
+    handler = logging.StreamHandler(sys.stdout)
+    formatter = logging.Formatter("%(asctime)sZ %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("binance").setLevel(logging.CRITICAL)
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantcore", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the feed and consumers from a YAML config")
+    run.add_argument("config", help="YAML config, e.g. config/btc.yaml or config/demo.yaml")
+    run.add_argument("--duration", type=_positive, help="stop after this many seconds")
+    run.add_argument("--max-bars", type=int, help="stop after this many closed bars")
+    from quantcore.sim.cli import configure_parser
+
+    configure_parser(
+        commands.add_parser("simulate", help="serve the Binance-compatible local exchange")
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "simulate":
+        from quantcore.sim.cli import main as simulate
+
+        code: int = simulate(args)
+        return code
+    return run_command(args.config, args.duration, args.max_bars)
+
+
+def run_command(config_path: str, duration: float | None, max_bars: int | None) -> int:
+    from quantcore.app import App
+
+    try:
+        config = load_config(config_path)
+        if max_bars is not None and max_bars < 1:
+            raise ConfigError(f"--max-bars: {max_bars} is not a positive integer")
+        configure_logging(config.log_level)
+        app = App(config)
+        summary = asyncio.run(app.run(duration=duration, max_bars=max_bars))
+    except ConfigError as exc:
+        print(f"quantcore: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_OK
+    print(summary.line(), flush=True)
+    return EXIT_OK
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value

@@ -1,0 +1,119 @@
+"""Component: the base class of every consumer and strategy.
+
+A subclass overrides the handlers it cares about (``on_bar``, ``on_bar_partial``,
+``on_feed_status``, ``on_signal``) and is subscribed to exactly those topics when it
+is attached, so adding a consumer is one subclass plus one line of YAML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from quantcore.bus import EventBus, Subscription
+from quantcore.events import (
+    BAR,
+    BAR_PARTIAL,
+    FEED_STATUS,
+    SIGNAL,
+    BarEvent,
+    FeedStatus,
+    SignalEvent,
+)
+
+C = TypeVar("C", bound="Component")
+
+HANDLER_TOPICS: dict[str, str] = {
+    "on_bar": BAR,
+    "on_bar_partial": BAR_PARTIAL,
+    "on_feed_status": FEED_STATUS,
+    "on_signal": SIGNAL,
+}
+"""Handler method name → the topic it is subscribed to when overridden."""
+
+
+@dataclass(slots=True)
+class Context:
+    """What an attached component can reach: the bus, the streams, its peers."""
+
+    bus: EventBus
+    streams: Sequence[tuple[str, str]] = ()
+    components: list[Component] = field(default_factory=list)
+
+    def find(self, kind: type[C]) -> C | None:
+        """The first attached component of ``kind`` (e.g. the HistoryStore), if any."""
+        for component in self.components:
+            if isinstance(component, kind):
+                return component
+        return None
+
+
+class Component:
+    """Lifecycle plus topic auto-subscription; override only what you need.
+
+    Handlers run synchronously in the event loop and must be quick; do slow I/O in
+    ``async def`` handlers (the bus queues those per subscriber, keeping order).
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        self.name = name or type(self).__name__
+        self._context: Context | None = None
+        self._subscriptions: list[Subscription] = []
+
+    @property
+    def context(self) -> Context:
+        if self._context is None:
+            raise RuntimeError(f"{self.name} is not attached to a bus yet")
+        return self._context
+
+    def attach(self, context: Context) -> None:
+        """Subscribe every overridden handler to its topic on ``context.bus``."""
+        self._context = context
+        for method, topic in HANDLER_TOPICS.items():
+            overridden = getattr(type(self), method) is not getattr(Component, method)
+            if overridden and self.wants(method):
+                handler = getattr(self, method)
+                self._subscriptions.append(
+                    context.bus.subscribe(topic, handler, name=f"{self.name}.{method}")
+                )
+
+    def wants(self, handler: str) -> bool:
+        """Whether to subscribe an overridden ``handler``; lets options switch topics off."""
+        return True
+
+    def detach(self) -> None:
+        if self._context is not None:
+            for subscription in self._subscriptions:
+                self._context.bus.unsubscribe(subscription)
+        self._subscriptions.clear()
+
+    def publish(self, topic: str, event: Any) -> None:
+        """Publish on the bus this component is attached to (e.g. a SignalEvent)."""
+        self.context.bus.publish(topic, event)
+
+    async def start(self) -> None:
+        """Called once after attaching, before the feed connects."""
+
+    async def stop(self) -> None:
+        """Called once after the feed stopped: flush and release resources here."""
+
+    def resume_point(self, symbol: str, interval: str) -> int | None:
+        """Open time (ms) of the last closed bar this component already holds, if any.
+
+        The feed resumes from the earliest resume point of all components and
+        backfills from there, so a restarted recorder neither misses nor repeats bars.
+        """
+        return None
+
+    def on_bar(self, bar: BarEvent) -> None:
+        """A closed bar."""
+
+    def on_bar_partial(self, bar: BarEvent) -> None:
+        """An in-progress update of the forming bar."""
+
+    def on_feed_status(self, status: FeedStatus) -> None:
+        """A feed lifecycle or error event."""
+
+    def on_signal(self, signal: SignalEvent) -> None:
+        """A strategy signal."""

@@ -1,0 +1,151 @@
+"""HistoryStore: every closed bar per stream, served as a backtrader-style DataFrame.
+
+Appending a row to a DataFrame is O(n) (pandas copies), so bars go into short Python
+lists, are flushed in chunks into growable numpy columns, and the DataFrame is built
+on views of those columns only when asked for, then cached until the next bar. Each
+bar is copied once; a read after every append costs one small DataFrame construction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from quantcore.component import Component
+from quantcore.events import BarEvent
+
+COLUMNS = ("close", "high", "low", "open", "volume", "baseVolume", "datetime")
+"""Exactly the backtrader-style columns, in order. ``volume`` is the base-asset volume
+(Binance ``k.v``), ``baseVolume`` the quote volume (``k.q``), ``datetime`` the bar's
+open time in UTC (tz-naive ``datetime64[ms]``, printed ``YYYY-MM-DD HH:MM:SS``)."""
+
+_VALUE_COLUMNS = COLUMNS[:6]
+_FLUSH_ROWS = 4096
+_MIN_CAPACITY = 1024
+
+
+class _StreamHistory:
+    """Columns for one (symbol, interval): numpy storage plus a small pending tail."""
+
+    __slots__ = ("_frame", "capacity", "max_rows", "pending", "size", "times", "values")
+
+    def __init__(self, max_rows: int | None) -> None:
+        self.max_rows = max_rows
+        self.capacity = _MIN_CAPACITY
+        self.values = np.empty((6, self.capacity))
+        self.times = np.empty(self.capacity, dtype=np.int64)
+        self.size = 0
+        self.pending: list[tuple[float, float, float, float, float, float, int]] = []
+        self._frame: pd.DataFrame | None = None
+
+    def append(self, bar: BarEvent) -> None:
+        self.pending.append(
+            (
+                bar.close,
+                bar.high,
+                bar.low,
+                bar.open,
+                bar.volume,
+                bar.quote_volume,
+                bar.open_time_ms,
+            )
+        )
+        self._frame = None
+        if len(self.pending) >= _FLUSH_ROWS:
+            self.flush()
+
+    def __len__(self) -> int:
+        return min(self.size + len(self.pending), self.max_rows or 1 << 62)
+
+    def flush(self) -> None:
+        """Move pending rows into the numpy columns (growing or trimming as needed)."""
+        if not self.pending:
+            return
+        rows = np.array(self.pending, dtype=np.float64)
+        self.pending.clear()
+        count = len(rows)
+        self._reserve(count)
+        end = self.size + count
+        self.values[:, self.size : end] = rows[:, :6].T
+        self.times[self.size : end] = rows[:, 6].astype(np.int64)
+        self.size = end
+
+    def _reserve(self, count: int) -> None:
+        needed = self.size + count
+        if needed <= self.capacity:
+            return
+        keep = self.size
+        if self.max_rows is not None:
+            keep = min(keep, max(0, self.max_rows - count))
+        capacity = max(_MIN_CAPACITY, int((keep + count) * 1.5))
+        if self.max_rows is not None:
+            capacity = min(capacity, max(2 * self.max_rows, keep + count))
+        # Fresh arrays rather than in-place moves: frames handed out earlier are views
+        # of the old arrays and must not change under their holders.
+        values = np.empty((6, capacity))
+        times = np.empty(capacity, dtype=np.int64)
+        values[:, :keep] = self.values[:, self.size - keep : self.size]
+        times[:keep] = self.times[self.size - keep : self.size]
+        self.values, self.times, self.capacity, self.size = values, times, capacity, keep
+
+    def frame(self) -> pd.DataFrame:
+        if self._frame is None:
+            self.flush()
+            start = 0 if self.max_rows is None else max(0, self.size - self.max_rows)
+            columns: dict[str, np.ndarray] = {
+                name: self.values[i, start : self.size] for i, name in enumerate(_VALUE_COLUMNS)
+            }
+            columns["datetime"] = self.times[start : self.size].view("datetime64[ms]")
+            self._frame = pd.DataFrame(columns, copy=False)
+        return self._frame
+
+
+class HistoryStore(Component):
+    """Closed-bar history per (symbol, interval), plus the bar currently forming.
+
+    ``max_rows`` bounds each stream's history (oldest rows dropped); None keeps all.
+    Frames returned by :meth:`frame` are read-only snapshots: later bars never
+    change a frame you already hold.
+    """
+
+    def __init__(self, *, max_rows: int | None = None, name: str | None = None) -> None:
+        super().__init__(name=name)
+        if max_rows is not None and max_rows < 1:
+            raise ValueError(f"max_rows must be a positive integer or null, got {max_rows!r}")
+        self.max_rows = max_rows
+        self._streams: dict[tuple[str, str], _StreamHistory] = {}
+        self._current: dict[tuple[str, str], BarEvent] = {}
+
+    def on_bar(self, bar: BarEvent) -> None:
+        key = (bar.symbol, bar.interval)
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = _StreamHistory(self.max_rows)
+        stream.append(bar)
+        current = self._current.get(key)
+        if current is not None and current.open_time <= bar.open_time:
+            del self._current[key]
+
+    def on_bar_partial(self, bar: BarEvent) -> None:
+        self._current[(bar.symbol, bar.interval)] = bar
+
+    def frame(self, symbol: str, interval: str) -> pd.DataFrame:
+        """Closed bars as a DataFrame with :data:`COLUMNS`; empty if none yet."""
+        stream = self._streams.get((symbol, interval))
+        if stream is None:
+            return pd.DataFrame({name: pd.Series(dtype="float64") for name in COLUMNS}).astype(
+                {"datetime": "datetime64[ms]"}
+            )
+        return stream.frame()
+
+    def current(self, symbol: str, interval: str) -> BarEvent | None:
+        """The latest in-progress update of the bar still forming, if one arrived."""
+        return self._current.get((symbol, interval))
+
+    def count(self, symbol: str, interval: str) -> int:
+        stream = self._streams.get((symbol, interval))
+        return 0 if stream is None else len(stream)
+
+    @property
+    def streams(self) -> list[tuple[str, str]]:
+        return list(self._streams)

@@ -1,0 +1,114 @@
+"""Typed, immutable events carried by the bus, and the topic names they travel on.
+
+Events are frozen so one instance can be handed to every subscriber without copies
+or defensive checks; slotted so the hot path (one BarEvent per WebSocket frame)
+allocates as little as possible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+BAR = "bar"
+"""Closed bars, strictly increasing in open time per (symbol, interval)."""
+BAR_PARTIAL = "bar.partial"
+"""In-progress updates of the bar that is still forming (Binance ``x: false``)."""
+FEED_STATUS = "feed.status"
+"""Connection lifecycle and feed problems (connects, disconnects, malformed frames)."""
+SIGNAL = "signal"
+"""Strategy output."""
+
+
+@dataclass(frozen=True, slots=True)
+class BarEvent:
+    """One kline update from the exchange; ``closed`` marks the final version of the bar.
+
+    Times are timezone-aware UTC datetimes taken from the exchange (authoritative);
+    ``received_ns`` is this machine's wall clock (epoch ns) when the frame arrived,
+    kept as an int so latency can be measured without float rounding.
+    """
+
+    symbol: str
+    interval: str
+    open_time: datetime
+    close_time: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    """Base-asset volume (Binance ``k.v``)."""
+    quote_volume: float
+    """Quote-asset volume (Binance ``k.q``)."""
+    trades: int
+    taker_buy_volume: float
+    taker_buy_quote_volume: float
+    closed: bool
+    event_time: datetime
+    received_ns: int = 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The stream this bar belongs to: (symbol, interval)."""
+        return (self.symbol, self.interval)
+
+    @property
+    def open_time_ms(self) -> int:
+        """Open time as Binance epoch milliseconds (exact: bar times are whole ms)."""
+        return _to_ms(self.open_time)
+
+    @property
+    def received_at(self) -> datetime:
+        """Local receive time as a UTC datetime."""
+        return datetime.fromtimestamp(self.received_ns / 1e9, UTC)
+
+
+def _to_ms(moment: datetime) -> int:
+    return int(moment.timestamp()) * 1000 + moment.microsecond // 1000
+
+
+class Side(StrEnum):
+    """Direction of a strategy signal."""
+
+    BUY = "buy"
+    SELL = "sell"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalEvent:
+    """A strategy's decision, published on :data:`SIGNAL` for loggers or executors."""
+
+    source: str
+    symbol: str
+    interval: str
+    side: Side
+    price: float
+    time: datetime
+    reason: str = ""
+
+
+class FeedState(StrEnum):
+    """Lifecycle of a feed connection, published on :data:`FEED_STATUS`."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKFILLING = "backfilling"
+    LIVE = "live"
+    DISCONNECTED = "disconnected"
+    STALLED = "stalled"
+    MALFORMED = "malformed"
+    DROPPED = "dropped"
+    ERROR = "error"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStatus:
+    """Something happened to a feed that subscribers (and operators) may care about."""
+
+    feed: str
+    state: FeedState
+    detail: str = ""
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))

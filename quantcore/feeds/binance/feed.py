@@ -1,0 +1,371 @@
+"""BinanceKlineFeed: kline WebSocket streams through python-binance, supervised.
+
+python-binance's socket gives up after a few reconnects, never notices a silent
+server, and can lose queued frames when its read loop dies. So the library's own
+reconnecting is switched off and one supervisor per connection owns the whole
+lifecycle: connect, backfill what was missed over REST, pump frames, detect stalls,
+tear down, back off, repeat. Correctness comes from the sequencer plus backfill, not
+from any single connection staying up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from binance import AsyncClient, BinanceSocketManager
+from binance.exceptions import BinanceAPIException, ReadLoopClosed
+from binance.ws.constants import WSListenerState
+
+from quantcore.bus import EventBus
+from quantcore.events import FeedState
+from quantcore.feeds.base import DataFeed, StreamKey
+from quantcore.feeds.binance.codec import KlineCodec, KlineParseError, is_error_payload, stream_name
+from quantcore.intervals import interval_ms
+
+log = logging.getLogger(__name__)
+
+REST_PAGE = 1000
+"""Binance's maximum ``limit`` for /api/v3/klines."""
+MAX_STREAMS_PER_CONNECTION = 1024
+"""Binance rejects combined-stream connections with more streams than this."""
+
+
+class BackfillError(RuntimeError):
+    """REST backfill failed; the connection cycle restarts so no gap is skipped."""
+
+
+class StreamLost(RuntimeError):
+    """The live connection ended (error payload, closed socket or stall)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """Exponential backoff with full jitter, capped; forever unless max_attempts is set."""
+
+    initial_delay: float = 0.5
+    max_delay: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.5
+    max_attempts: int | None = None
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.max_delay, self.initial_delay * self.factor**attempt)
+        return base * (1 - self.jitter * random.random())
+
+
+@dataclass(frozen=True, slots=True)
+class BinanceFeedSettings:
+    """Everything that differs between Binance and the local exchange is a URL here."""
+
+    ws_url: str = "wss://stream.binance.com:9443/"
+    rest_url: str = "https://api.binance.com/api"
+    max_queue_size: int = 100_000
+    stall_timeout: float = 10.0
+    backfill_limit: int = 1000
+    warmup_bars: int = 0
+    streams_per_connection: int = MAX_STREAMS_PER_CONNECTION
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    rest_retries: int = 5
+
+
+@dataclass(slots=True)
+class _Connection:
+    streams: list[StreamKey]
+    last_frame: float = 0.0
+    live: bool = False
+
+
+class BinanceKlineFeed(DataFeed):
+    """Closed and in-progress klines for many streams over combined-stream connections."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        streams: Iterable[StreamKey],
+        settings: BinanceFeedSettings | None = None,
+        name: str = "binance",
+    ) -> None:
+        super().__init__(bus, streams, name)
+        self.settings = settings or BinanceFeedSettings()
+        self._codec = KlineCodec()
+        self._stopping = asyncio.Event()
+        self._client: AsyncClient | None = None
+        self._started = False
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        client = AsyncClient()
+        client.API_URL = self.settings.rest_url.rstrip("/")
+        self._client = client
+        keys = self.streams
+        size = max(1, min(self.settings.streams_per_connection, MAX_STREAMS_PER_CONNECTION))
+        connections = [_Connection(keys[i : i + size]) for i in range(0, len(keys), size)]
+        supervisors = [
+            asyncio.create_task(self._supervise(conn), name=f"{self.name}:conn{n}")
+            for n, conn in enumerate(connections)
+        ]
+        try:
+            await self._stopping.wait()
+        finally:
+            for task in supervisors:
+                task.cancel()
+            await asyncio.gather(*supervisors, return_exceptions=True)
+            await client.close_connection()
+            self.report(FeedState.STOPPED, self.stats.summary())
+
+    async def _supervise(self, conn: _Connection) -> None:
+        names = [stream_name(symbol, interval) for symbol, interval in conn.streams]
+        label = ",".join(names) if len(names) <= 4 else f"{len(names)} streams"
+        attempt = 0
+        while not self._stopping.is_set():
+            socket: Any = None
+            try:
+                self.report(FeedState.CONNECTING, f"{self.settings.ws_url} {label}")
+                socket = await self._open(names)
+                self.report(FeedState.CONNECTED, label)
+                await self._backfill(conn)
+                conn.last_frame = asyncio.get_running_loop().time()
+                self.report(FeedState.LIVE, label)
+                attempt = 0
+                await self._watch(socket, conn)
+            except StreamLost as exc:
+                self.report(FeedState.DISCONNECTED, str(exc), logging.WARNING)
+            except BackfillError as exc:
+                self.stats.errors += 1
+                self.report(FeedState.ERROR, f"backfill failed: {exc}", logging.WARNING)
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                self.stats.errors += 1
+                self.report(FeedState.ERROR, f"cannot connect: {_describe(exc)}", logging.WARNING)
+            except Exception as exc:
+                self.stats.errors += 1
+                self.report(FeedState.ERROR, _describe(exc), logging.ERROR)
+            finally:
+                if socket is not None:
+                    await _close_socket(socket)
+            if self._stopping.is_set():
+                return
+            policy = self.settings.reconnect
+            if policy.max_attempts is not None and attempt >= policy.max_attempts:
+                self.report(FeedState.STOPPED, f"giving up after {attempt} attempts", logging.ERROR)
+                self.stop()
+                return
+            delay = policy.delay(attempt)
+            attempt += 1
+            self.stats.reconnects += 1
+            log.info("%s: reconnecting in %.1fs (attempt %d)", self.name, delay, attempt)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _open(self, names: Sequence[str]) -> Any:
+        """Connect one combined-stream socket with the library's own reconnects disabled."""
+        assert self._client is not None
+        manager = BinanceSocketManager(self._client, max_queue_size=self.settings.max_queue_size)
+        manager.STREAM_URL = self.settings.ws_url
+        socket = manager.multiplex_socket(list(names))
+        socket.MAX_RECONNECTS = 0
+        socket.TIMEOUT = 1.0
+        try:
+            await socket.__aenter__()
+        except BaseException:
+            await _close_socket(socket)
+            raise
+        return socket
+
+    async def _watch(self, socket: Any, conn: _Connection) -> None:
+        """Pump frames until the stream ends; a stall (no frame for a while) ends it too."""
+        loop = asyncio.get_running_loop()
+        pump = asyncio.create_task(self._pump(socket, conn), name=f"{self.name}:pump")
+        timeout = self.settings.stall_timeout
+        try:
+            while True:
+                done, _ = await asyncio.wait({pump}, timeout=max(0.05, timeout / 4))
+                if done:
+                    pump.result()
+                    return
+                silent = loop.time() - conn.last_frame
+                if silent > timeout:
+                    self.report(FeedState.STALLED, f"no frame for {silent:.1f}s", logging.WARNING)
+                    raise StreamLost(f"stalled: no frame for {silent:.1f}s")
+        finally:
+            if not pump.done():
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+
+    async def _pump(self, socket: Any, conn: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        stats = self.stats
+        parse = self._codec.parse_frame
+        offer = self.offer
+        while True:
+            try:
+                message = await socket.recv()
+            except ReadLoopClosed as exc:
+                raise StreamLost("read loop closed") from exc
+            conn.last_frame = loop.time()
+            stats.frames += 1
+            try:
+                bar = parse(message, time.time_ns())
+            except KlineParseError as exc:
+                if isinstance(message, dict) and is_error_payload(message):
+                    kind, text = message.get("type", "error"), message.get("m", message)
+                    raise StreamLost(f"{kind}: {text}") from None
+                stats.malformed += 1
+                self.report(FeedState.MALFORMED, f"frame skipped: {exc}", logging.WARNING)
+                continue
+            missing = offer(bar)
+            if missing is not None:
+                await self._fill(bar.symbol, bar.interval, missing, bar.open_time)
+                conn.last_frame = loop.time()
+                self.publish_closed(bar, backfilled=False)
+
+    async def _backfill(self, conn: _Connection) -> None:
+        """After (re)connecting: fetch over REST every closed bar missed since the last."""
+        assert self._client is not None
+        warmup = self.settings.warmup_bars
+        pending = [key for key in conn.streams if self.sequencers[key].last is not None or warmup]
+        if not pending:
+            self._started = True
+            return
+        server_now = await self._server_time()
+        for symbol, interval in pending:
+            sequencer = self.sequencers[(symbol, interval)]
+            step = sequencer.step
+            start = sequencer.next_open()
+            if start is None:
+                start = _floor(server_now, step) - warmup * step
+            oldest = _floor(server_now, step) - self.settings.backfill_limit * step
+            if start < oldest and not self._started:
+                log.warning(
+                    "%s: %s %s: %d bars since %s exceed backfill_limit=%d; starting at %s",
+                    self.name,
+                    symbol,
+                    interval,
+                    (server_now - start) // step,
+                    start,
+                    self.settings.backfill_limit,
+                    oldest,
+                )
+                start = oldest
+                sequencer.last = oldest - step
+            await self._fetch_closed(symbol, interval, start, server_now)
+        self._started = True
+
+    async def _fill(self, symbol: str, interval: str, start: datetime, before: datetime) -> None:
+        """Fill a hole seen in the live stream: closed bars in [start, before)."""
+        log.info("%s: %s %s: gap %s..%s, backfilling", self.name, symbol, interval, start, before)
+        await self._fetch_closed(symbol, interval, start, before)
+
+    async def _fetch_closed(
+        self, symbol: str, interval: str, start: datetime, before: datetime
+    ) -> None:
+        """Publish bars with open time >= start whose close time is before ``before``.
+
+        ``before`` is either server time (so the still-forming bar is left out) or the
+        open time of a live bar that arrived after a hole. Pages 1000 rows at a time.
+        """
+        step_ms = interval_ms(interval)
+        start_ms, before_ms = _ms(start), _ms(before)
+        while start_ms < before_ms:
+            rows = await self._rest_klines(symbol, interval, start_ms, before_ms - 1)
+            received = time.time_ns()
+            for row in rows:
+                try:
+                    bar = self._codec.parse_rest_row(symbol, interval, row, received)
+                except KlineParseError as exc:
+                    self.stats.malformed += 1
+                    raise BackfillError(f"{symbol} {interval}: bad REST row: {exc}") from exc
+                if row[6] < before_ms:
+                    self.publish_closed(bar, backfilled=True)
+            if len(rows) < REST_PAGE:
+                return
+            start_ms = rows[-1][0] + step_ms
+
+    async def _rest_klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int
+    ) -> list[list[Any]]:
+        assert self._client is not None
+        for attempt in range(self.settings.rest_retries + 1):
+            try:
+                rows: list[list[Any]] = await self._client.get_klines(
+                    symbol=symbol,
+                    interval=interval,
+                    startTime=start_ms,
+                    endTime=end_ms,
+                    limit=REST_PAGE,
+                )
+                return rows
+            except BinanceAPIException as exc:
+                if exc.status_code in (418, 429) and attempt < self.settings.rest_retries:
+                    wait = _retry_after(exc) or self.settings.reconnect.delay(attempt + 1)
+                    log.warning(
+                        "%s: HTTP %d rate limit, waiting %.1fs", self.name, exc.status_code, wait
+                    )
+                    await asyncio.sleep(wait)
+                    continue
+                detail = f"HTTP {exc.status_code} {exc.message}"
+                raise BackfillError(f"{symbol} {interval}: {detail}") from exc
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                raise BackfillError(f"{symbol} {interval}: {_describe(exc)}") from exc
+        retries = self.settings.rest_retries
+        raise BackfillError(f"{symbol} {interval}: still rate limited after {retries} retries")
+
+    async def _server_time(self) -> datetime:
+        """The exchange's clock: authoritative for which bars have closed."""
+        assert self._client is not None
+        try:
+            answer = await self._client.get_server_time()
+        except BinanceAPIException as exc:
+            raise BackfillError(f"server time: HTTP {exc.status_code} {exc.message}") from exc
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            raise BackfillError(f"server time: {_describe(exc)}") from exc
+        return datetime.fromtimestamp(answer["serverTime"] / 1000, UTC)
+
+
+def _ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    step_ms = int(step / timedelta(milliseconds=1))
+    return datetime.fromtimestamp(_ms(moment) // step_ms * step_ms / 1000, UTC)
+
+
+def _retry_after(exc: BinanceAPIException) -> float | None:
+    response = getattr(exc, "response", None)
+    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or repr(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
+async def _close_socket(socket: Any) -> None:
+    """Tear a python-binance socket down quickly, even when the server went silent.
+
+    Its read loop only notices EXITING between receives, so the websocket is closed
+    first to wake it; the whole teardown is bounded so a wedged socket cannot hang us.
+    """
+    socket.ws_state = WSListenerState.EXITING
+    try:
+        async with asyncio.timeout(5):
+            if socket.ws is not None:
+                await socket.ws.close()
+            await socket.__aexit__(None, None, None)
+    except Exception as exc:
+        log.debug("socket teardown: %s", _describe(exc))

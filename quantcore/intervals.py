@@ -1,0 +1,32 @@
+"""Binance kline intervals and their lengths; the one table config, codec and feed share."""
+
+from __future__ import annotations
+
+INTERVAL_MS: dict[str, int] = {
+    "1s": 1_000,
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "2h": 7_200_000,
+    "4h": 14_400_000,
+    "6h": 21_600_000,
+    "8h": 28_800_000,
+    "12h": 43_200_000,
+    "1d": 86_400_000,
+    "3d": 259_200_000,
+    "1w": 604_800_000,
+    "1M": 0,
+}
+"""Interval → length in ms; ``1M`` is 0 because calendar months have no fixed length."""
+
+
+def interval_ms(interval: str) -> int:
+    """Length of a fixed-length interval in ms; ValueError names the bad value."""
+    step = INTERVAL_MS.get(interval)
+    if not step:
+        known = ", ".join(k for k, v in INTERVAL_MS.items() if v)
+        raise ValueError(f"{interval!r} is not a fixed-length Binance interval (one of {known})")
+    return step

@@ -1,0 +1,51 @@
+"""SmaCross: the example strategy — fast/slow simple moving averages on closed bars.
+
+Publishes a SignalEvent (BUY when the fast average crosses above the slow one, SELL
+when it crosses below) for every stream it sees. It keeps its own fixed window per
+stream, so its cost per bar is O(slow) whatever the history length.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from quantcore import SIGNAL, BarEvent, Component, Side, SignalEvent
+
+
+class SmaCross(Component):
+    """Crossover of two simple moving averages of the close."""
+
+    def __init__(self, *, fast: int = 10, slow: int = 30, name: str | None = None) -> None:
+        super().__init__(name=name)
+        if not (isinstance(fast, int) and isinstance(slow, int) and 0 < fast < slow):
+            raise ValueError(f"need integers 0 < fast < slow, got fast={fast!r} slow={slow!r}")
+        self.fast, self.slow = fast, slow
+        self._closes: dict[tuple[str, str], deque[float]] = {}
+        self._previous: dict[tuple[str, str], float] = {}
+        self.signals: list[SignalEvent] = []
+
+    def on_bar(self, bar: BarEvent) -> None:
+        key = (bar.symbol, bar.interval)
+        closes = self._closes.setdefault(key, deque(maxlen=self.slow))
+        closes.append(bar.close)
+        if len(closes) < self.slow:
+            return
+        window = list(closes)
+        diff = sum(window[-self.fast :]) / self.fast - sum(window) / self.slow
+        previous = self._previous.get(key)
+        self._previous[key] = diff
+        if previous is None:
+            return
+        side = Side.BUY if previous <= 0 < diff else Side.SELL if previous >= 0 > diff else None
+        if side is not None:
+            signal = SignalEvent(
+                source=self.name,
+                symbol=bar.symbol,
+                interval=bar.interval,
+                side=side,
+                price=bar.close,
+                time=bar.close_time,
+                reason=f"SMA{self.fast} crossed {'above' if side is Side.BUY else 'below'} SMA{self.slow}",
+            )
+            self.signals.append(signal)
+            self.publish(SIGNAL, signal)

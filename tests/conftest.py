@@ -1,0 +1,16 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.paths import WS_BTC, read_frames
+
+
+@pytest.fixture(scope="session")
+def btc_frames() -> list[dict[str, Any]]:
+    if not WS_BTC.exists():
+        pytest.fail(f"recorded data missing: {WS_BTC} (CI provides ../shared/data)")
+    return read_frames(WS_BTC)

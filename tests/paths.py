@@ -1,0 +1,18 @@
+"""Where the recorded Binance data lives: ../shared/data beside the repo (never copied in)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+WS_BTC = SHARED_DATA / "binance_spot_ws_kline_1m_BTCUSDT_2021-04-04.jsonl"
+WS_3SYM = SHARED_DATA / "binance_spot_ws_kline_1m_3sym_2021-04-04.jsonl"
+REST_BTC = SHARED_DATA / "binance_spot_rest_klines_BTCUSDT_1m_2024-09-04.json"
+CSV_BTC = SHARED_DATA / "binance_spot_klines_BTCUSDT_1m_2025-08-01_to_2025-08-11.csv"
+
+
+def read_frames(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
