@@ -162,18 +162,27 @@ class App:
 
 
 def start_local_exchange(local: LocalExchangeConfig, streams: Sequence[StreamKey]) -> Any:
-    """Build (not yet start) the embedded local exchange for these streams."""
-    from quantcore.sim import LocalExchange
+    """Build (not yet start) the embedded local exchange serving these streams.
 
-    return LocalExchange.from_options(
-        streams=list(streams),
-        speed=local.speed,
-        seed=local.seed,
-        data=list(local.data),
-        port=local.port,
-        history_bars=local.history_bars,
-        updates_per_bar=local.updates_per_bar,
-    )
+    Replay files come from ``local.data`` (``[SYMBOL=]FILE``); every other symbol is
+    played by the seeded random-walk generator. A bad file is a config error.
+    """
+    from quantcore.sim import DataFileError, LocalExchange, sources_from_specs
+
+    try:
+        sources = sources_from_specs(list(local.data))
+        return LocalExchange(
+            sources,
+            symbols=sorted({symbol for symbol, _ in streams}),
+            intervals=sorted({interval for _, interval in streams}),
+            seed=local.seed,
+            speed=local.speed,
+            history_bars=local.history_bars,
+            updates_per_bar=local.updates_per_bar,
+            port=local.port,
+        )
+    except (DataFileError, ValueError, OSError) as exc:
+        raise ConfigError(f"exchange.local: {exc}") from None
 
 
 def _ms_text(ms: int) -> str:

@@ -7,7 +7,8 @@ allocates as little as possible.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -63,6 +64,25 @@ class BarEvent:
     def received_at(self) -> datetime:
         """Local receive time as a UTC datetime."""
         return datetime.fromtimestamp(self.received_ns / 1e9, UTC)
+
+
+def _fast_constructor(cls: type) -> Callable[..., object]:
+    """Positional constructor for a frozen slotted dataclass that skips its ``__init__``.
+
+    A frozen dataclass sets each field through ``object.__setattr__``, which makes
+    construction ~2x slower; on the hot path (one BarEvent per frame) this writes the
+    slots directly. Same fields, same order, same resulting object.
+    """
+    names = [f.name for f in fields(cls)]
+    scope: dict[str, object] = {"_new": object.__new__, "_cls": cls}
+    scope.update({f"_set_{name}": getattr(cls, name).__set__ for name in names})
+    body = "".join(f"    _set_{name}(self, {name})\n" for name in names)
+    exec(f"def make({', '.join(names)}):\n    self = _new(_cls)\n{body}    return self\n", scope)
+    return scope["make"]  # type: ignore[return-value]
+
+
+new_bar_event: Callable[..., BarEvent] = _fast_constructor(BarEvent)  # type: ignore[assignment]
+"""``BarEvent(...)`` for the hot path: positional arguments only, no checks, ~2x faster."""
 
 
 def _to_ms(moment: datetime) -> int:

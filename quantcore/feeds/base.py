@@ -102,7 +102,7 @@ class DataFeed(ABC):
         caller fills the hole (see :meth:`publish_closed`) and offers ``bar`` again.
         """
         sequencer = self.sequencers.get((bar.symbol, bar.interval))
-        if sequencer is None:
+        if sequencer is None or self.limit_reached:
             self.stats.stale += 1
             return None
         last = sequencer.last
@@ -132,6 +132,8 @@ class DataFeed(ABC):
         cannot fill (Binance has a few genuinely missing klines): order is still kept.
         """
         sequencer = self.sequencers[(bar.symbol, bar.interval)]
+        if self.limit_reached:
+            return False
         if sequencer.last is not None and bar.open_time <= sequencer.last:
             self.stats.duplicates += 1
             return False
@@ -139,13 +141,14 @@ class DataFeed(ABC):
         self.stats.backfilled += sent and backfilled
         return sent
 
+    @property
+    def limit_reached(self) -> bool:
+        return self.bar_limit is not None and self.stats.bars >= self.bar_limit
+
     def _emit(self, sequencer: StreamSequencer, bar: BarEvent) -> bool:
-        limit = self.bar_limit
-        if limit is not None and self.stats.bars >= limit:
-            return False
         sequencer.last = bar.open_time
         self.stats.bars += 1
         self.bus.publish(BAR, bar)
-        if limit is not None and self.stats.bars >= limit:
+        if self.limit_reached:
             self.stop()
         return True

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from quantcore.events import BarEvent
+from quantcore.events import BarEvent, new_bar_event
 from quantcore.intervals import INTERVAL_MS
 
 
@@ -49,10 +49,7 @@ class KlineCodec:
                 raise KlineParseError(f"not a kline event: e={data['e']!r}")
             k = data["k"]
             event_ms = data["E"]
-            t, close_ms, symbol, interval = k["t"], k["T"], k["s"], k["i"]
-            n, closed = k["n"], k["x"]
-            o, h, lo, c = k["o"], k["h"], k["l"], k["c"]
-            v, q, tv, tq = k["v"], k["q"], k["V"], k["Q"]
+            t, close_ms, n, closed = k["t"], k["T"], k["n"], k["x"]
             if (
                 type(t) is not int
                 or type(close_ms) is not int
@@ -61,38 +58,11 @@ class KlineCodec:
                 or type(closed) is not bool
             ):
                 raise KlineParseError("t, T, E and n must be integers and x a boolean")
-            if (
-                type(o) is not str
-                or type(h) is not str
-                or type(lo) is not str
-                or type(c) is not str
-                or type(v) is not str
-                or type(q) is not str
-                or type(tv) is not str
-                or type(tq) is not str
-            ):
-                raise KlineParseError("prices and volumes must be decimal strings")
-            if type(symbol) is not str or not symbol:
-                raise KlineParseError(f"bad symbol {symbol!r}")
-            event_time = datetime.fromtimestamp(event_ms / 1000, UTC)
             return self._build(
-                symbol,
-                interval,
-                t,
-                close_ms,
-                o,
-                h,
-                lo,
-                c,
-                v,
-                q,
-                n,
-                tv,
-                tq,
-                closed,
-                event_time,
+                k["s"], k["i"], t, close_ms, k["o"], k["h"], k["l"], k["c"], k["v"], k["q"],
+                n, k["V"], k["Q"], closed, datetime.fromtimestamp(event_ms / 1000, UTC),
                 received_ns,
-            )
+            )  # fmt: skip
         except KlineParseError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -114,23 +84,9 @@ class KlineCodec:
                 raise KlineParseError("open time, close time and trades must be integers")
             close_time = self._time(close_ms)
             return self._build(
-                symbol,
-                interval,
-                t,
-                close_ms,
-                o,
-                h,
-                lo,
-                c,
-                v,
-                q,
-                n,
-                tv,
-                tq,
-                True,
-                close_time,
-                received_ns,
-            )
+                symbol, interval, t, close_ms, o, h, lo, c, v, q, n, tv, tq,
+                True, close_time, received_ns,
+            )  # fmt: skip
         except KlineParseError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -138,8 +94,8 @@ class KlineCodec:
 
     def _build(
         self,
-        symbol: str,
-        interval: str,
+        symbol: Any,
+        interval: Any,
         t: int,
         close_ms: int,
         o: Any,
@@ -155,6 +111,19 @@ class KlineCodec:
         event_time: datetime,
         received_ns: int,
     ) -> BarEvent:
+        if (
+            type(o) is not str
+            or type(h) is not str
+            or type(lo) is not str
+            or type(c) is not str
+            or type(v) is not str
+            or type(q) is not str
+            or type(tv) is not str
+            or type(tq) is not str
+        ):
+            raise KlineParseError("prices and volumes must be decimal strings")
+        if type(symbol) is not str or not symbol:
+            raise KlineParseError(f"bad symbol {symbol!r}")
         step = INTERVAL_MS.get(interval)
         if step is None:
             raise KlineParseError(f"unknown interval {interval!r}")
@@ -166,25 +135,13 @@ class KlineCodec:
             raise KlineParseError("non-finite price or volume")
         if not (fl <= fo <= fh and fl <= fc <= fh) or fv < 0 or fq < 0 or n < 0:
             raise KlineParseError(f"inconsistent bar o={o} h={h} l={lo} c={c} v={v}")
-        time = self._time
-        return BarEvent(
-            symbol,
-            interval,
-            time(t),
-            time(close_ms),
-            fo,
-            fh,
-            fl,
-            fc,
-            fv,
-            fq,
-            n,
-            ftv,
-            ftq,
-            closed,
-            event_time,
-            received_ns,
-        )
+        times = self._times
+        open_time = times.get(t) or self._time(t)
+        close_time = times.get(close_ms) or self._time(close_ms)
+        return new_bar_event(
+            symbol, interval, open_time, close_time, fo, fh, fl, fc, fv, fq, n, ftv, ftq,
+            closed, event_time, received_ns,
+        )  # fmt: skip
 
 
 def stream_name(symbol: str, interval: str) -> str:

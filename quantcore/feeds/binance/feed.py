@@ -81,7 +81,7 @@ class BinanceFeedSettings:
 class _Connection:
     streams: list[StreamKey]
     last_frame: float = 0.0
-    live: bool = False
+    closing: bool = False
 
 
 class BinanceKlineFeed(DataFeed):
@@ -198,16 +198,15 @@ class BinanceKlineFeed(DataFeed):
                     self.report(FeedState.STALLED, f"no frame for {silent:.1f}s", logging.WARNING)
                     raise StreamLost(f"stalled: no frame for {silent:.1f}s")
         finally:
-            if not pump.done():
-                pump.cancel()
-                await asyncio.gather(pump, return_exceptions=True)
+            await _stop_pump(pump, conn)
 
     async def _pump(self, socket: Any, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
         stats = self.stats
         parse = self._codec.parse_frame
         offer = self.offer
-        while True:
+        conn.closing = False
+        while not conn.closing:
             try:
                 message = await socket.recv()
             except ReadLoopClosed as exc:
@@ -353,6 +352,21 @@ def _retry_after(exc: BinanceAPIException) -> float | None:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or repr(exc)
     return f"{type(exc).__name__}: {text}"
+
+
+async def _stop_pump(pump: asyncio.Task[None], conn: _Connection) -> None:
+    """Stop the pump task for sure.
+
+    Python 3.11's ``asyncio.wait_for`` (inside python-binance's ``recv``) can swallow
+    a cancellation when a frame arrives at the same moment, so the pump also checks
+    ``conn.closing`` and cancellation is repeated until the task has ended.
+    """
+    conn.closing = True
+    while not pump.done():
+        pump.cancel()
+        await asyncio.wait({pump}, timeout=0.1)
+    if not pump.cancelled() and pump.exception() is not None:
+        log.debug("pump ended with %s", _describe(pump.exception()))  # type: ignore[arg-type]
 
 
 async def _close_socket(socket: Any) -> None:

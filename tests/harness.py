@@ -1,0 +1,73 @@
+"""Helpers for end-to-end tests: build app configs for a running local exchange and
+compare what was recorded with the exchange's ground truth."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from quantcore.config import AppConfig, parse_config
+from quantcore.consumers.csv_recorder import HEADER
+from quantcore.sim import Kline, LocalExchange
+
+Row = tuple[float, float, float, float, float, float, str]
+
+
+def app_config(exchange: LocalExchange, csv_template: str, **sections: Any) -> AppConfig:
+    """A config pointing the feed at ``exchange`` (its URLs are plain config values)."""
+    raw: dict[str, Any] = {
+        "exchange": {"ws_url": exchange.ws_url, "rest_url": exchange.rest_url},
+        "streams": [{"symbol": "BTCUSDT", "interval": "1m"}],
+        "feed": {"stall_timeout": 2, "reconnect": {"initial_delay": 0.05, "max_delay": 0.5}},
+        "consumers": [
+            {"class": "history"},
+            {"class": "csv", "params": {"path": csv_template}},
+            {"class": "console"},
+        ],
+    }
+    raw.update(sections)
+    return parse_config(raw)
+
+
+def truth_row(kline: Kline) -> Row:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(kline.open_time // 1000))
+    return (
+        float(kline.close),
+        float(kline.high),
+        float(kline.low),
+        float(kline.open),
+        float(kline.volume),
+        float(kline.quote_volume),
+        stamp,
+    )
+
+
+def csv_rows(path: Path) -> list[Row]:
+    """The CSV's data rows; asserts the header is there exactly once, on line 1."""
+    lines = path.read_text().splitlines()
+    assert lines[0] + "\n" == HEADER
+    assert HEADER.strip() not in lines[1:]
+    rows: list[Row] = []
+    for line in lines[1:]:
+        *numbers, stamp = line.split(",")
+        c, h, lo, o, v, q = (float(x) for x in numbers)
+        rows.append((c, h, lo, o, v, q, stamp))
+    return rows
+
+
+def frame_rows(frame: pd.DataFrame) -> list[Row]:
+    stamps = frame["datetime"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    values = frame[["close", "high", "low", "open", "volume", "baseVolume"]].itertuples(
+        index=False, name=None
+    )
+    return [(*v, s) for v, s in zip(values, stamps, strict=True)]
+
+
+def truth_since(exchange: LocalExchange, first: Row, count: int | None = None) -> list[Row]:
+    """Ground-truth rows starting at the bar whose datetime is ``first[6]``."""
+    rows = [truth_row(k) for k in exchange.closed_klines("BTCUSDT", "1m", since_ms=0)]
+    start = next(i for i, row in enumerate(rows) if row[6] == first[6])
+    return rows[start:] if count is None else rows[start : start + count]
