@@ -38,6 +38,7 @@ class SmaCross(Component):
             return
         side = Side.BUY if previous <= 0 < diff else Side.SELL if previous >= 0 > diff else None
         if side is not None:
+            direction = "above" if side is Side.BUY else "below"
             signal = SignalEvent(
                 source=self.name,
                 symbol=bar.symbol,
@@ -45,7 +46,7 @@ class SmaCross(Component):
                 side=side,
                 price=bar.close,
                 time=bar.close_time,
-                reason=f"SMA{self.fast} crossed {'above' if side is Side.BUY else 'below'} SMA{self.slow}",
+                reason=f"SMA{self.fast} crossed {direction} SMA{self.slow}",
             )
             self.signals.append(signal)
             self.publish(SIGNAL, signal)

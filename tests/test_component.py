@@ -53,7 +53,10 @@ def test_sma_cross_signals_equal_pandas() -> None:
     buys = ((prev <= 0) & (diff > 0)).to_numpy().nonzero()[0]
     sells = ((prev >= 0) & (diff < 0)).to_numpy().nonzero()[0]
     expected = sorted([(i, "buy") for i in buys] + [(i, "sell") for i in sells])
-    got = [(next(i for i, b in enumerate(bars) if b.close_time == s.time), s.side.value) for s in published]
+    got = [
+        (next(i for i, b in enumerate(bars) if b.close_time == s.time), s.side.value)
+        for s in published
+    ]
     assert len(expected) > 20
     assert got == expected
     assert published == strategy.signals

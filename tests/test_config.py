@@ -43,16 +43,37 @@ def test_symbol_spelling_normalized(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("streams: [{symbol: BTCUSDT, interval: 7m}]", "streams[0].interval: '7m' is not a fixed-length"),
-        ("streams: [{symbol: 'BTC USDT!'}]", "streams[0].symbol: 'BTC USDT!' is not a Binance symbol"),
+        (
+            "streams: [{symbol: BTCUSDT, interval: 7m}]",
+            "streams[0].interval: '7m' is not a fixed-length",
+        ),
+        (
+            "streams: [{symbol: 'BTC USDT!'}]",
+            "streams[0].symbol: 'BTC USDT!' is not a Binance symbol",
+        ),
         ("streams: []", "streams: expected a non-empty list"),
         ("{}", "streams: missing"),
         ("streams: [{symbol: BTCUSDT}]\nfeeed: {}", "config.feeed: unknown setting"),
-        ("streams: [{symbol: BTCUSDT}]\nfeed: {stall_timeout: -1}", "feed.stall_timeout: -1 is not a number"),
-        ("streams: [{symbol: BTCUSDT}]\nexchange: {ws_url: 'ftp://x'}", "exchange.ws_url: 'ftp://x' is not"),
-        ("streams: [{symbol: BTCUSDT}]\nconsumers: [{class: 'nope.mod:X'}]", "consumers[0].class: cannot import"),
-        ("streams: [{symbol: BTCUSDT}]\nconsumers: [{class: 'quantcore.events:BarEvent'}]", "not a quantcore Component"),
-        ("streams: [{symbol: BTCUSDT}]\nexchange: {local: {speed: fast}}", "exchange.local.speed: 'fast'"),
+        (
+            "streams: [{symbol: BTCUSDT}]\nfeed: {stall_timeout: -1}",
+            "feed.stall_timeout: -1 is not a number",
+        ),
+        (
+            "streams: [{symbol: BTCUSDT}]\nexchange: {ws_url: 'ftp://x'}",
+            "exchange.ws_url: 'ftp://x' is not",
+        ),
+        (
+            "streams: [{symbol: BTCUSDT}]\nconsumers: [{class: 'nope.mod:X'}]",
+            "consumers[0].class: cannot import",
+        ),
+        (
+            "streams: [{symbol: BTCUSDT}]\nconsumers: [{class: 'quantcore.events:BarEvent'}]",
+            "not a quantcore Component",
+        ),
+        (
+            "streams: [{symbol: BTCUSDT}]\nexchange: {local: {speed: fast}}",
+            "exchange.local.speed: 'fast'",
+        ),
         ("streams: [{symbol: BTCUSDT\n", "invalid YAML (line"),
     ],
 )
@@ -65,7 +86,10 @@ def test_errors_name_the_field(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_bad_params_fail_at_build(tmp_path: Path) -> None:
-    path = write(tmp_path, "streams: [{symbol: BTCUSDT}]\nconsumers: [{class: history, params: {max_rows: 0}}]\n")
+    path = write(
+        tmp_path,
+        "streams: [{symbol: BTCUSDT}]\nconsumers: [{class: history, params: {max_rows: 0}}]\n",
+    )
     spec = load_config(path).consumers[0]
     with pytest.raises(ConfigError, match=r"consumers\[0\].params: max_rows must be"):
         spec.build()
@@ -74,7 +98,10 @@ def test_bad_params_fail_at_build(tmp_path: Path) -> None:
 def test_cli_bad_config_exit_2_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, "streams: [{symbol: BTCUSDT, interval: 7m}]\n")
     result = subprocess.run(
-        [sys.executable, "-m", "quantcore", "run", str(path)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "quantcore", "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stdout == ""

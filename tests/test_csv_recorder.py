@@ -25,7 +25,10 @@ def test_lines_appended_and_flushed(tmp_path: Path) -> None:
     path = tmp_path / "BTCUSDT_1m.csv"
     assert path.read_text() == HEADER
     rec.on_bar(make_bar(0))
-    assert path.read_text() == HEADER + "50000.5,50002.5,49998.75,50000.0,10.0,500000.0,2024-09-04 02:27:00\n"
+    assert (
+        path.read_text()
+        == HEADER + "50000.5,50002.5,49998.75,50000.0,10.0,500000.0,2024-09-04 02:27:00\n"
+    )
     rec.on_bar(make_bar(1))
     assert len(path.read_text().splitlines()) == 3
     asyncio.run(rec.stop())
@@ -43,7 +46,13 @@ def test_restart_appends_without_duplicates(tmp_path: Path) -> None:
     asyncio.run(again.stop())
     lines = (tmp_path / "BTCUSDT_1m.csv").read_text().splitlines()
     assert lines[0] + "\n" == HEADER and lines.count(lines[0]) == 1
-    assert [line.rsplit(",", 1)[1][-8:-3] for line in lines[1:]] == ["02:27", "02:28", "02:29", "02:30", "02:31"]
+    assert [line.rsplit(",", 1)[1][-8:-3] for line in lines[1:]] == [
+        "02:27",
+        "02:28",
+        "02:29",
+        "02:30",
+        "02:31",
+    ]
     assert again.rows_written == 2
 
 
@@ -61,7 +70,10 @@ def test_torn_last_line_is_repaired(tmp_path: Path) -> None:
     assert again.resume_point("BTCUSDT", "1m") == make_bar(2).open_time_ms
     again.on_bar(make_bar(3))
     asyncio.run(again.stop())
-    assert path.read_text() == complete + "50003.5,50005.5,50001.75,50003.0,13.0,650039.0,2024-09-04 02:30:00\n"
+    assert (
+        path.read_text()
+        == complete + "50003.5,50005.5,50001.75,50003.0,13.0,650039.0,2024-09-04 02:30:00\n"
+    )
 
 
 def test_rejects_symbols_escaping_the_folder(tmp_path: Path) -> None:

@@ -70,7 +70,9 @@ class Broken(Component):
         raise RuntimeError("strategy bug")
 
 
-async def test_subclass_receives_every_bar_and_failing_subscriber_is_isolated(tmp_path: Path) -> None:
+async def test_subclass_receives_every_bar_and_failing_subscriber_is_isolated(
+    tmp_path: Path,
+) -> None:
     collector = Collector()
     async with replay_exchange() as exchange:
         config = app_config(exchange, str(tmp_path / "{symbol}_{interval}.csv"))

@@ -17,9 +17,21 @@ def make_bar(i: int, closed: bool = True, symbol: str = "BTCUSDT") -> BarEvent:
     start = T0 + timedelta(minutes=i)
     price = 50_000.0 + i
     return BarEvent(
-        symbol, "1m", start, start + timedelta(milliseconds=59_999),
-        price, price + 2.5, price - 1.25, price + 0.5, 10.0 + i, (10.0 + i) * price,
-        100 + i, 4.0, 4.0 * price, closed, start + timedelta(minutes=1),
+        symbol,
+        "1m",
+        start,
+        start + timedelta(milliseconds=59_999),
+        price,
+        price + 2.5,
+        price - 1.25,
+        price + 0.5,
+        10.0 + i,
+        (10.0 + i) * price,
+        100 + i,
+        4.0,
+        4.0 * price,
+        closed,
+        start + timedelta(minutes=1),
     )
 
 
@@ -36,7 +48,9 @@ def test_columns_values_and_dtypes() -> None:
     assert df["volume"].tolist() == [10.0, 11.0, 12.0]
     assert df["baseVolume"].tolist() == [500_000.0, 11 * 50_001.0, 12 * 50_002.0]
     assert df["datetime"].dt.strftime("%Y-%m-%d %H:%M:%S").tolist() == [
-        "2024-09-04 02:27:00", "2024-09-04 02:28:00", "2024-09-04 02:29:00",
+        "2024-09-04 02:27:00",
+        "2024-09-04 02:28:00",
+        "2024-09-04 02:29:00",
     ]
     assert str(df["datetime"].dtype) == "datetime64[ms]"
     assert store.count("BTCUSDT", "1m") == 3
@@ -66,7 +80,9 @@ def test_max_rows_keeps_latest() -> None:
     df = store.frame("BTCUSDT", "1m")
     assert len(df) == 1000 and store.count("BTCUSDT", "1m") == 1000
     np.testing.assert_array_equal(df["open"].to_numpy(), 50_000.0 + np.arange(9_500, 10_500))
-    assert df["datetime"].iloc[-1] == pd.Timestamp("2024-09-04 02:27") + pd.Timedelta(minutes=10_499)
+    assert df["datetime"].iloc[-1] == pd.Timestamp("2024-09-04 02:27") + pd.Timedelta(
+        minutes=10_499
+    )
 
 
 def test_current_partial_and_per_stream_separation() -> None:
