@@ -13,6 +13,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,11 @@ def recorded_exchange(speed: float) -> LocalExchange:
     return LocalExchange([ReplaySource.from_file(CSV_BTC)], speed=speed, updates_per_bar=4)
 
 
-async def wait_until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+async def wait_until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
         await asyncio.sleep(0.05)
 
 
@@ -64,7 +65,9 @@ async def test_fault_schedule_records_exact_ground_truth(tmp_path: Path) -> None
         )
         app = App(config)
         run = asyncio.create_task(app.run())
-        await wait_until(lambda: path.exists() and len(path.read_text().splitlines()) > 3, 10, "first bars")
+        await wait_until(
+            lambda: path.exists() and len(path.read_text().splitlines()) > 3, 10, "first bars"
+        )
         kinds = ["drop", "stall", "restart", "not_json", "missing_fields", "wrong_types",
                  "duplicate", "out_of_order", "error"]  # fmt: skip
         while len(exchange.closed_klines("BTCUSDT", "1m")) < BARS:
@@ -80,7 +83,9 @@ async def test_fault_schedule_records_exact_ground_truth(tmp_path: Path) -> None
             elif kind == "duplicate":
                 await exchange.send_duplicate_closed("BTCUSDT", "1m")
             elif kind == "out_of_order":
-                await exchange.send_out_of_order_closed("BTCUSDT", "1m", bars_back=rng.randint(1, 5))
+                await exchange.send_out_of_order_closed(
+                    "BTCUSDT", "1m", bars_back=rng.randint(1, 5)
+                )
             elif kind == "error":
                 await exchange.send_error_payload()
             else:

@@ -92,11 +92,13 @@ class RedisStreamFeed(DataFeed):
         self._stopping.set()
 
     async def run(self) -> None:
+        """Read until :meth:`stop`; the read in progress is finished (≤ ``block`` s), not cut."""
         tasks = [asyncio.create_task(self._supervise(), name=f"{self.name}:closed")]
         if self.partials:
             tasks.append(asyncio.create_task(self._follow_partials(), name=f"{self.name}:partial"))
         try:
             await self._stopping.wait()
+            await asyncio.wait(tasks, timeout=self.block_ms / 1000 + 2.0)
         finally:
             for task in tasks:
                 task.cancel()
@@ -113,6 +115,8 @@ class RedisStreamFeed(DataFeed):
                 await self._ensure_groups()
                 self.report(FeedState.CONNECTED, f"group {self.group}, consumer {self.consumer}")
                 await self._read(pending=True)
+                if self._stopping.is_set():
+                    return
                 self.report(FeedState.LIVE, f"group {self.group}")
                 attempt = 0
                 await self._read(pending=False)
@@ -161,12 +165,15 @@ class RedisStreamFeed(DataFeed):
                         ids.pop(key, None)
                         continue
                     ids[key] = entries[-1][0]
-                if entries:
-                    self._deliver(self._keys[key], entries)
-                    await self._redis.xack(key, self.group, *(entry_id for entry_id, _ in entries))
+                done = self._deliver(self._keys[key], entries)
+                if done:
+                    await self._redis.xack(key, self.group, *(entry_id for entry_id, _ in done))
 
-    def _deliver(self, key: StreamKey, entries: list[Entry]) -> None:
-        for entry_id, fields in entries:
+    def _deliver(self, key: StreamKey, entries: list[Entry]) -> list[Entry]:
+        """Offer each entry's bar; returns the entries handled (all, unless stopped midway)."""
+        for n, (entry_id, fields) in enumerate(entries):
+            if self._stopping.is_set():
+                return entries[:n]
             self.stats.frames += 1
             bar = self._decode(key, entry_id, fields)
             if bar is None or not bar.closed:
@@ -180,6 +187,7 @@ class RedisStreamFeed(DataFeed):
                     logging.WARNING,
                 )
                 self.publish_closed(bar, backfilled=False)
+        return entries
 
     def _decode(self, key: StreamKey, entry_id: str, fields: dict[str, str]) -> BarEvent | None:
         if not fields:
@@ -206,7 +214,8 @@ class RedisStreamFeed(DataFeed):
                 attempt = 0
             except (RedisError, OSError) as exc:
                 log.debug("%s: partial updates paused: %s", self.name, describe(exc))
-                await asyncio.sleep(self.backoff.delay(attempt))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.backoff.delay(attempt))
                 attempt += 1
                 continue
             for key, entries in _entries(response):
