@@ -24,6 +24,9 @@ BUILTIN_CONSUMERS = {
     "history": "quantcore.consumers.history:HistoryStore",
     "csv": "quantcore.consumers.csv_recorder:CsvRecorder",
     "console": "quantcore.consumers.console:ConsoleLogger",
+    "sqlite": "quantcore.sinks.sqlite:SqliteRecorder",
+    "postgres": "quantcore.sinks.postgres:PostgresRecorder",
+    "redis": "quantcore.sinks.redis_streams:RedisStreamPublisher",
 }
 """Short names usable as ``class:`` in the YAML for the built-in consumers."""
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,8 +31,9 @@ from quantcore.sinks.redis_streams import (
     partial_stream_name,
     stream_name,
 )
+from quantcore.sinks.redis_streams import entry_id as bar_entry_id
 from quantcore.sinks.retry import Backoff, describe
-from quantcore.sinks.rows import from_fields
+from quantcore.sinks.rows import datetime_to_ms, from_fields
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +167,13 @@ class RedisStreamFeed(DataFeed):
                         ids.pop(key, None)
                         continue
                     ids[key] = entries[-1][0]
-                done = self._deliver(self._keys[key], entries)
+                done = await self._deliver(key, entries)
                 if done:
                     await self._redis.xack(key, self.group, *(entry_id for entry_id, _ in done))
 
-    def _deliver(self, key: StreamKey, entries: list[Entry]) -> list[Entry]:
+    async def _deliver(self, name: str, entries: list[Entry]) -> list[Entry]:
         """Offer each entry's bar; returns the entries handled (all, unless stopped midway)."""
+        key = self._keys[name]
         for n, (entry_id, fields) in enumerate(entries):
             if self._stopping.is_set():
                 return entries[:n]
@@ -180,14 +183,29 @@ class RedisStreamFeed(DataFeed):
                 continue
             due = self.offer(bar)
             if due is not None:
-                self.report(
-                    FeedState.ERROR,
-                    f"{key[0]} {key[1]}: gap in the stream, bars {due:%Y-%m-%d %H:%M} to "
-                    f"{bar.open_time:%Y-%m-%d %H:%M} (excluded) never arrived; publishing on",
-                    logging.WARNING,
-                )
-                self.publish_closed(bar, backfilled=False)
+                await self._backfill(name, key, due, bar)
+                if self.offer(bar) is not None:
+                    self.report(
+                        FeedState.ERROR,
+                        f"{key[0]} {key[1]}: bars from {due:%Y-%m-%d %H:%M} to before "
+                        f"{bar.open_time:%Y-%m-%d %H:%M} are not in the stream; publishing on",
+                        logging.WARNING,
+                    )
+                    self.publish_closed(bar, backfilled=False)
         return entries
+
+    async def _backfill(self, name: str, key: StreamKey, due: datetime, bar: BarEvent) -> None:
+        """Fill a hole from the stream's history (XRANGE), e.g. after local data was lost."""
+        start, end = bar_entry_id(datetime_to_ms(due)), bar_entry_id(bar.open_time_ms)
+        while True:
+            history: Any = await self._redis.xrange(name, min=start, max=f"({end}", count=1000)
+            for found, fields in _entries([(name, history)])[0][1]:
+                old = self._decode(key, found, fields)
+                if old is not None and old.closed:
+                    self.publish_closed(old, backfilled=True)
+                start = f"({found}"
+            if len(history) < 1000:
+                return
 
     def _decode(self, key: StreamKey, entry_id: str, fields: dict[str, str]) -> BarEvent | None:
         if not fields:

@@ -1,0 +1,99 @@
+"""BufferedSink: a Component that hands closed bars to storage from its own writer task.
+
+``on_bar`` only queues (it never blocks or raises into the bus), a
+:class:`~quantcore.sinks.retry.RetryBuffer` writes batches and retries outages, and
+every outage or recovery is published on FEED_STATUS under the sink's name.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+
+from quantcore.component import Component
+from quantcore.events import FEED_STATUS, BarEvent, FeedState, FeedStatus
+from quantcore.sinks.retry import Backoff, RetryBuffer
+
+log = logging.getLogger(__name__)
+
+
+class BufferedSink(Component, ABC):
+    """Subclasses implement :meth:`open`, :meth:`write_batch` (idempotent) and :meth:`close`.
+
+    ``max_buffer`` bounds memory while storage is down (oldest bars dropped beyond it,
+    reported as DROPPED); ``stop_timeout`` bounds how long :meth:`stop` keeps retrying.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        max_delay: float,
+        max_buffer: int,
+        retry_max: float,
+        stop_timeout: float,
+        name: str | None,
+    ) -> None:
+        super().__init__(name=name)
+        if retry_max <= 0 or stop_timeout < 0:
+            raise ValueError("retry_max must be > 0 and stop_timeout >= 0 seconds")
+        self.buffer: RetryBuffer[BarEvent] = RetryBuffer(
+            self.name,
+            self.write_batch,
+            self.report,
+            batch_size=batch_size,
+            max_delay=max_delay,
+            capacity=max_buffer,
+            backoff=Backoff(maximum=retry_max),
+        )
+        self.stop_timeout = stop_timeout
+        self._queued: dict[tuple[str, str], int] = {}
+
+    def report(self, state: FeedState, detail: str = "", level: int = logging.INFO) -> None:
+        """Log a status line and publish it on FEED_STATUS as ``FeedStatus(self.name, ...)``."""
+        log.log(level, "%s: %s%s", self.name, state.value, f": {detail}" if detail else "")
+        if self._context is not None:
+            self._context.bus.publish(FEED_STATUS, FeedStatus(self.name, state, detail))
+
+    def on_bar(self, bar: BarEvent) -> None:
+        open_ms = bar.open_time_ms
+        if open_ms > self._queued.get(bar.key, -1):
+            self._queued[bar.key] = open_ms
+        self.buffer.put(bar)
+
+    async def start(self) -> None:
+        await self.open()
+        self.buffer.start()
+
+    async def stop(self) -> None:
+        try:
+            await self.buffer.close(self.stop_timeout)
+        finally:
+            await self.close()
+
+    def resume_point(self, symbol: str, interval: str) -> int | None:
+        points = [
+            p
+            for p in (
+                self.stored_resume_point(symbol, interval),
+                self._queued.get((symbol, interval)),
+            )
+            if p is not None
+        ]
+        return max(points) if points else None
+
+    def stored_resume_point(self, symbol: str, interval: str) -> int | None:
+        """Open time (ms) of the newest bar already in storage, if known."""
+        return None
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and prepare storage; must not raise for an unreachable server."""
+
+    @abstractmethod
+    async def write_batch(self, batch: list[BarEvent]) -> None:
+        """Store ``batch``; idempotent, because a failed batch is written again whole."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections (called once, after the final flush)."""

@@ -1,0 +1,62 @@
+"""The closed-bar table shared by the SQLite and PostgreSQL recorders, as SQL text.
+
+One layout, keyed by (symbol, interval, open_time), so a bar can be stored once only;
+replays and backfills hit ``ON CONFLICT DO NOTHING`` (first write wins, like the CSV
+recorder, and no rewritten rows or dead tuples).
+"""
+
+from __future__ import annotations
+
+import re
+
+from quantcore.sinks.rows import ROW_COLUMNS
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_TEXT = {"symbol", "interval"}
+_INTEGER = {"open_time", "close_time", "trades", "event_time"}
+_KEY = '(symbol, "interval", open_time)'
+
+
+def table_name(name: str) -> str:
+    """``table`` or ``schema.table`` validated and quoted; ValueError names a bad one."""
+    parts = name.split(".")
+    if len(parts) > 2 or not all(_IDENTIFIER.match(part) for part in parts):
+        raise ValueError(f"table {name!r} is not 'name' or 'schema.name' (letters, digits, _)")
+    return ".".join(f'"{part}"' for part in parts)
+
+
+def _column(name: str) -> str:
+    return f'"{name}"'
+
+
+def create_table(table: str, *, integer: str, real: str, suffix: str = "") -> str:
+    """``CREATE TABLE IF NOT EXISTS`` with the dialect's 64-bit integer and double types."""
+    columns = ", ".join(
+        f"{_column(c)} {'TEXT' if c in _TEXT else integer if c in _INTEGER else real} NOT NULL"
+        for c in ROW_COLUMNS
+    )
+    return f"CREATE TABLE IF NOT EXISTS {table} ({columns}, PRIMARY KEY {_KEY}){suffix}"
+
+
+def insert(table: str, placeholder: str) -> str:
+    """Idempotent insert of one :func:`quantcore.sinks.rows.to_row` tuple."""
+    names = ", ".join(_column(c) for c in ROW_COLUMNS)
+    values = ", ".join([placeholder] * len(ROW_COLUMNS))
+    return f"INSERT INTO {table} ({names}) VALUES ({values}) ON CONFLICT {_KEY} DO NOTHING"
+
+
+def last_open_time(table: str, placeholder: str) -> str:
+    """The newest open time of one stream (an index lookup on the primary key)."""
+    return (
+        f'SELECT max(open_time) FROM {table} WHERE symbol = {placeholder} AND "interval" = '
+        f"{placeholder}"
+    )
+
+
+def select_stream(table: str, placeholder: str) -> str:
+    """All bars of one stream in open-time order, columns as in ROW_COLUMNS."""
+    names = ", ".join(_column(c) for c in ROW_COLUMNS)
+    return (
+        f'SELECT {names} FROM {table} WHERE symbol = {placeholder} AND "interval" = '
+        f"{placeholder} ORDER BY open_time"
+    )
