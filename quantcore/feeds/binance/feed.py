@@ -146,7 +146,12 @@ class BinanceKlineFeed(DataFeed):
                 self.report(FeedState.ERROR, f"backfill failed: {exc}", logging.WARNING)
             except (TimeoutError, OSError, aiohttp.ClientError) as exc:
                 self.stats.errors += 1
-                self.report(FeedState.ERROR, f"cannot connect: {_describe(exc)}", logging.WARNING)
+                target = self.settings.ws_url
+                self.report(
+                    FeedState.ERROR,
+                    f"cannot connect to {target}: {_describe(exc)}",
+                    logging.WARNING,
+                )
             except Exception as exc:
                 self.stats.errors += 1
                 self.report(FeedState.ERROR, _describe(exc), logging.ERROR)

@@ -1,0 +1,86 @@
+"""The command line as a user runs it: offline failure handling, demo, signals, exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.harness import csv_rows
+from tests.paths import REPO
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def quantcore(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "quantcore", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_unreachable_exchange_is_reported_and_retried(tmp_path: Path) -> None:
+    """The live config, unchanged but for its URLs (a closed loopback port stands in for
+    Binance without network): clear one-line failures, retries, clean exit, no traceback."""
+    config = yaml.safe_load((REPO / "config" / "btc.yaml").read_text())
+    port = closed_port()
+    config["exchange"] = {
+        "ws_url": f"ws://127.0.0.1:{port}/",
+        "rest_url": f"http://127.0.0.1:{port}/api",
+    }
+    path = tmp_path / "btc.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = quantcore("run", str(path), "--duration", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"cannot connect to ws://127.0.0.1:{port}/" in out
+    assert out.count("reconnecting in") >= 2
+    assert "Traceback" not in out + result.stderr
+    assert out.strip().splitlines()[-1].startswith("quantcore: stopped after")
+    assert "bars recorded=0" in out and "feed errors=" in out
+
+
+def test_demo_runs_offline_and_grows_the_csv(tmp_path: Path) -> None:
+    result = quantcore("run", str(REPO / "config" / "demo.yaml"), "--max-bars", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed = [line for line in result.stdout.splitlines() if " bar     BTCUSDT 1m " in line]
+    assert len(printed) == 4
+    rows = csv_rows(tmp_path / "data" / "demo" / "BTCUSDT_1m.csv")
+    assert len(rows) == 4
+    for line, row in zip(printed, rows, strict=True):
+        assert f"{row[6][:16]} UTC" in line and f"C {row[0]:.2f}" in line
+    assert "bars recorded=4" in result.stdout.splitlines()[-1]
+
+
+def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "quantcore", "run", str(REPO / "config" / "demo.yaml")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    csv = tmp_path / "data" / "demo" / "BTCUSDT_1m.csv"
+    deadline = time.monotonic() + 40
+    while not (csv.exists() and len(csv.read_text().splitlines()) >= 3):
+        assert time.monotonic() < deadline, "demo recorded nothing"
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("quantcore: stopped after")
+    recorded = int(last.split("bars recorded=")[1].split()[0])
+    assert recorded == len(csv_rows(csv)) >= 2
+    assert "Traceback" not in out + err
