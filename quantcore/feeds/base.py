@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -67,6 +68,8 @@ class DataFeed(ABC):
         self.bus = bus
         self.name = name
         self.stats = FeedStats()
+        self.stream_bars: Counter[StreamKey] = Counter()
+        """Closed bars published per (symbol, interval)."""
         self.bar_limit: int | None = None
         """Stop after publishing this many closed bars (``--max-bars``); None: no limit."""
         self.sequencers: dict[StreamKey, StreamSequencer] = {
@@ -145,9 +148,14 @@ class DataFeed(ABC):
     def limit_reached(self) -> bool:
         return self.bar_limit is not None and self.stats.bars >= self.bar_limit
 
+    def stream_summary(self) -> str:
+        """``BTCUSDT 1m=120 ETHUSDT 1m=118 ...``: closed bars published per stream."""
+        return " ".join(f"{s} {i}={self.stream_bars[(s, i)]}" for s, i in self.sequencers)
+
     def _emit(self, sequencer: StreamSequencer, bar: BarEvent) -> bool:
         sequencer.last = bar.open_time
         self.stats.bars += 1
+        self.stream_bars[(bar.symbol, bar.interval)] += 1
         self.bus.publish(BAR, bar)
         if self.limit_reached:
             self.stop()

@@ -123,6 +123,8 @@ class BinanceKlineFeed(DataFeed):
             await asyncio.gather(*supervisors, return_exceptions=True)
             await client.close_connection()
             self.report(FeedState.STOPPED, self.stats.summary())
+            if len(self.sequencers) > 1:
+                log.info("%s: bars per stream: %s", self.name, self.stream_summary())
 
     async def _supervise(self, conn: _Connection) -> None:
         names = [stream_name(symbol, interval) for symbol, interval in conn.streams]
