@@ -89,6 +89,8 @@ class App:
                 with self._signals(), self._deadline(duration):
                     await feed.run()
                 await self.bus.drain()
+                if feed.fatal is not None:
+                    raise ConfigError(feed.fatal)
         finally:
             for component in reversed(started_components):
                 try:

@@ -14,6 +14,7 @@ import pytest
 
 from quantcore import BarEvent, Component
 from quantcore.app import App
+from quantcore.config import ConfigError
 from quantcore.consumers.history import HistoryStore
 from quantcore.sim import LocalExchange, ReplaySource
 from tests.harness import app_config, csv_rows, frame_rows, truth_row, truth_since
@@ -86,3 +87,30 @@ async def test_subclass_receives_every_bar_and_failing_subscriber_is_isolated(
     assert [b.close for b in collector.bars] == [r[0] for r in rows]
     assert summary.subscriber_errors == 30
     assert app.bus.handler_errors["Broken.on_bar"] == 30
+
+
+async def test_unknown_symbol_is_a_clear_startup_error(tmp_path: Path) -> None:
+    async with replay_exchange() as exchange:
+        config = app_config(
+            exchange,
+            str(tmp_path / "{symbol}_{interval}.csv"),
+            streams=[{"symbol": "BTCUSDT"}, {"symbol": "NOPEUSDT"}],
+        )
+        app = App(config)
+        with pytest.raises(
+            ConfigError,
+            match=r"unknown symbol NOPEUSDT: not listed by http://127\.0\.0\.1:\d+/api/v3/exchangeInfo",
+        ):
+            await app.run(duration=10)
+    assert app.feed is not None and app.feed.stats.bars == 0
+
+
+async def test_unwritable_output_fails_before_connecting(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    async with replay_exchange() as exchange:
+        app = App(app_config(exchange, str(tmp_path / "blocker" / "{symbol}_{interval}.csv")))
+        with pytest.raises(
+            ConfigError, match=r"blocker/BTCUSDT_1m\.csv: cannot open for appending"
+        ):
+            await app.run(duration=10)
+    assert app.feed is None

@@ -43,6 +43,10 @@ class BackfillError(RuntimeError):
     """REST backfill failed; the connection cycle restarts so no gap is skipped."""
 
 
+class UnknownSymbolError(RuntimeError):
+    """The exchange does not list a configured symbol; retrying cannot help."""
+
+
 class StreamLost(RuntimeError):
     """The live connection ended (error payload, closed socket or stall)."""
 
@@ -100,6 +104,10 @@ class BinanceKlineFeed(DataFeed):
         self._stopping = asyncio.Event()
         self._client: AsyncClient | None = None
         self._started = False
+        self._symbols_checked = False
+        self._check_lock = asyncio.Lock()
+        self.fatal: str | None = None
+        """Why the feed gave up for good (e.g. an unknown symbol); None while healthy."""
 
     def stop(self) -> None:
         self._stopping.set()
@@ -136,11 +144,17 @@ class BinanceKlineFeed(DataFeed):
                 self.report(FeedState.CONNECTING, f"{self.settings.ws_url} {label}")
                 socket = await self._open(names)
                 self.report(FeedState.CONNECTED, label)
+                await self._check_symbols()
                 await self._backfill(conn)
                 conn.last_frame = asyncio.get_running_loop().time()
                 self.report(FeedState.LIVE, label)
                 attempt = 0
                 await self._watch(socket, conn)
+            except UnknownSymbolError as exc:
+                self.fatal = str(exc)
+                self.report(FeedState.ERROR, self.fatal, logging.ERROR)
+                self.stop()
+                return
             except StreamLost as exc:
                 self.report(FeedState.DISCONNECTED, str(exc), logging.WARNING)
             except BackfillError as exc:
@@ -234,6 +248,40 @@ class BinanceKlineFeed(DataFeed):
                 await self._fill(bar.symbol, bar.interval, missing, bar.open_time)
                 conn.last_frame = loop.time()
                 self.publish_closed(bar, backfilled=False)
+
+    async def _check_symbols(self) -> None:
+        """Once per run, ask the exchange whether every configured symbol exists.
+
+        Binance silently sends nothing for an unknown stream, so without this a typo
+        in a symbol would look like a healthy, quiet feed.
+        """
+        async with self._check_lock:
+            if self._symbols_checked:
+                return
+            assert self._client is not None
+            try:
+                info = await self._client.get_exchange_info()
+            except BinanceAPIException as exc:
+                raise BackfillError(f"exchangeInfo: HTTP {exc.status_code} {exc.message}") from exc
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                raise BackfillError(f"exchangeInfo: {_describe(exc)}") from exc
+            listed = {entry["symbol"]: entry.get("status") for entry in info.get("symbols", [])}
+            configured = sorted({symbol for symbol, _ in self.sequencers})
+            unknown = [symbol for symbol in configured if symbol not in listed]
+            if unknown:
+                source = f"{self.settings.rest_url.rstrip('/')}/v3/exchangeInfo"
+                raise UnknownSymbolError(
+                    f"unknown symbol {', '.join(unknown)}: not listed by {source}"
+                )
+            for symbol in configured:
+                if listed[symbol] != "TRADING":
+                    log.warning(
+                        "%s: %s is %s, not TRADING: expect no bars",
+                        self.name,
+                        symbol,
+                        listed[symbol],
+                    )
+            self._symbols_checked = True
 
     async def _backfill(self, conn: _Connection) -> None:
         """After (re)connecting: fetch over REST every closed bar missed since the last."""
