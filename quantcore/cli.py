@@ -52,10 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "simulate":
-        from quantcore.sim.cli import main as simulate
+        from quantcore.sim.cli import run as simulate
 
-        code: int = simulate(args)
-        return code
+        return asyncio.run(simulate(args))
     return run_command(args.config, args.duration, args.max_bars)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from quantcore.backoff import Backoff
 from quantcore.component import Component
 from quantcore.feeds.binance.feed import BinanceFeedSettings, ReconnectPolicy
 from quantcore.intervals import interval_ms
@@ -161,16 +162,17 @@ def _feed(raw: Mapping[str, Any], ws_url: str, rest_url: str) -> BinanceFeedSett
     _only(raw, "feed", allowed)
     reconnect_raw = _mapping(raw.get("reconnect", {}), "feed.reconnect")
     _only(reconnect_raw, "feed.reconnect", {"initial_delay", "max_delay", "max_attempts"})
-    defaults = ReconnectPolicy()
+    defaults = Backoff()
     max_attempts = reconnect_raw.get("max_attempts")
+    where = "feed.reconnect"
     reconnect = ReconnectPolicy(
-        initial_delay=_seconds(
-            reconnect_raw, "initial_delay", defaults.initial_delay, "feed.reconnect"
+        backoff=Backoff(
+            initial=_seconds(reconnect_raw, "initial_delay", defaults.initial, where),
+            maximum=_seconds(reconnect_raw, "max_delay", defaults.maximum, where),
         ),
-        max_delay=_seconds(reconnect_raw, "max_delay", defaults.max_delay, "feed.reconnect"),
         max_attempts=None
         if max_attempts is None
-        else int(_number(reconnect_raw, "max_attempts", 0, "feed.reconnect", integer=True)),
+        else int(_number(reconnect_raw, "max_attempts", 0, where, integer=True)),
     )
     base = BinanceFeedSettings()
     return BinanceFeedSettings(

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import KeyT, StreamIdT
 
+from quantcore.backoff import Backoff, describe
 from quantcore.bus import EventBus
 from quantcore.events import BAR_PARTIAL, BarEvent, FeedState
 from quantcore.feeds.base import DataFeed, StreamKey
@@ -32,7 +33,6 @@ from quantcore.sinks.redis_streams import (
     stream_name,
 )
 from quantcore.sinks.redis_streams import entry_id as bar_entry_id
-from quantcore.sinks.retry import Backoff, describe
 from quantcore.sinks.rows import datetime_to_ms, from_fields
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class RedisStreamFeed(DataFeed):
         self.partials = partials
         self.count = count
         self.block_ms = max(1, round(block * 1000))
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(initial=0.2, maximum=5.0)
         self._keys: dict[str, StreamKey] = {stream_name(prefix, *key): key for key in self.streams}
         self._stopping = asyncio.Event()
         self._redis = connect(url, socket_timeout=block + 10.0)

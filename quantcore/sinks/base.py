@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 
+from quantcore.backoff import Backoff
 from quantcore.component import Component
 from quantcore.events import FEED_STATUS, BarEvent, FeedState, FeedStatus
-from quantcore.sinks.retry import Backoff, RetryBuffer
+from quantcore.sinks.retry import RetryBuffer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class BufferedSink(Component, ABC):
             batch_size=batch_size,
             max_delay=max_delay,
             capacity=max_buffer,
-            backoff=Backoff(maximum=retry_max),
+            backoff=Backoff(initial=0.2, maximum=retry_max),
         )
         self.stop_timeout = stop_timeout
         self._queued: dict[tuple[str, str], int] = {}

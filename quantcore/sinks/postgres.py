@@ -13,10 +13,10 @@ import logging
 
 import psycopg
 
+from quantcore.backoff import describe
 from quantcore.events import BarEvent, FeedState
 from quantcore.sinks import schema
 from quantcore.sinks.base import BufferedSink
-from quantcore.sinks.retry import describe
 from quantcore.sinks.rows import to_row
 
 

@@ -18,9 +18,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
+from quantcore.backoff import describe
 from quantcore.events import BarEvent, FeedState
 from quantcore.sinks.base import BufferedSink
-from quantcore.sinks.retry import describe
 from quantcore.sinks.rows import to_fields
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"

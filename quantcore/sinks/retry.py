@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from quantcore.backoff import Backoff, describe
 from quantcore.events import FeedState
 
 log = logging.getLogger(__name__)
@@ -25,26 +24,6 @@ T = TypeVar("T")
 
 Report = Callable[[FeedState, str, int], None]
 """How a buffer tells its owner about outages: (state, detail, logging level)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff, capped, minus up to ``jitter`` of it at random (spreads reconnects)."""
-
-    initial: float = 0.2
-    maximum: float = 5.0
-    factor: float = 2.0
-    jitter: float = 0.5
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.maximum, self.initial * self.factor ** min(attempt, 32))
-        return base * (1 - self.jitter * random.random())
-
-
-def describe(exc: BaseException) -> str:
-    """One line for a log or a status event: the type and the first line of the message."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 class RetryBuffer(Generic[T]):

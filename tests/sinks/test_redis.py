@@ -13,11 +13,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from quantcore.backoff import Backoff
 from quantcore.bus import EventBus
 from quantcore.events import BAR_PARTIAL, BarEvent, FeedState
 from quantcore.feeds.redis_stream import RedisStreamFeed
 from quantcore.sinks.redis_streams import RedisStreamPublisher, stream_name
-from quantcore.sinks.retry import Backoff
 from tests.sinks.helpers import (
     STREAM,
     BarLog,

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 
+from quantcore.backoff import Backoff
 from quantcore.events import FeedState
-from quantcore.sinks.retry import Backoff, RetryBuffer
+from quantcore.sinks.retry import RetryBuffer
 from tests.sinks.helpers import wait_until
 
 FAST = Backoff(initial=0.01, maximum=0.02)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException, ReadLoopClosed
 from binance.ws.constants import WSListenerState
 
+from quantcore.backoff import Backoff, describe
 from quantcore.bus import EventBus
 from quantcore.events import FeedState
 from quantcore.feeds.base import DataFeed, StreamKey
@@ -53,17 +53,10 @@ class StreamLost(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class ReconnectPolicy:
-    """Exponential backoff with full jitter, capped; forever unless max_attempts is set."""
+    """How long to wait between connection attempts; forever unless max_attempts is set."""
 
-    initial_delay: float = 0.5
-    max_delay: float = 30.0
-    factor: float = 2.0
-    jitter: float = 0.5
+    backoff: Backoff = field(default_factory=Backoff)
     max_attempts: int | None = None
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.max_delay, self.initial_delay * self.factor**attempt)
-        return base * (1 - self.jitter * random.random())
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +158,12 @@ class BinanceKlineFeed(DataFeed):
                 target = self.settings.ws_url
                 self.report(
                     FeedState.ERROR,
-                    f"cannot connect to {target}: {_describe(exc)}",
+                    f"cannot connect to {target}: {describe(exc)}",
                     logging.WARNING,
                 )
             except Exception as exc:
                 self.stats.errors += 1
-                self.report(FeedState.ERROR, _describe(exc), logging.ERROR)
+                self.report(FeedState.ERROR, describe(exc), logging.ERROR)
             finally:
                 if socket is not None:
                     await _close_socket(socket)
@@ -181,7 +174,7 @@ class BinanceKlineFeed(DataFeed):
                 self.report(FeedState.STOPPED, f"giving up after {attempt} attempts", logging.ERROR)
                 self.stop()
                 return
-            delay = policy.delay(attempt)
+            delay = policy.backoff.delay(attempt)
             attempt += 1
             self.stats.reconnects += 1
             log.info("%s: reconnecting in %.1fs (attempt %d)", self.name, delay, attempt)
@@ -264,7 +257,7 @@ class BinanceKlineFeed(DataFeed):
             except BinanceAPIException as exc:
                 raise BackfillError(f"exchangeInfo: HTTP {exc.status_code} {exc.message}") from exc
             except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                raise BackfillError(f"exchangeInfo: {_describe(exc)}") from exc
+                raise BackfillError(f"exchangeInfo: {describe(exc)}") from exc
             listed = {entry["symbol"]: entry.get("status") for entry in info.get("symbols", [])}
             configured = sorted({symbol for symbol, _ in self.sequencers})
             unknown = [symbol for symbol in configured if symbol not in listed]
@@ -361,7 +354,7 @@ class BinanceKlineFeed(DataFeed):
                 return rows
             except BinanceAPIException as exc:
                 if exc.status_code in (418, 429) and attempt < self.settings.rest_retries:
-                    wait = _retry_after(exc) or self.settings.reconnect.delay(attempt + 1)
+                    wait = _retry_after(exc) or self.settings.reconnect.backoff.delay(attempt + 1)
                     log.warning(
                         "%s: HTTP %d rate limit, waiting %.1fs", self.name, exc.status_code, wait
                     )
@@ -370,7 +363,7 @@ class BinanceKlineFeed(DataFeed):
                 detail = f"HTTP {exc.status_code} {exc.message}"
                 raise BackfillError(f"{symbol} {interval}: {detail}") from exc
             except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                raise BackfillError(f"{symbol} {interval}: {_describe(exc)}") from exc
+                raise BackfillError(f"{symbol} {interval}: {describe(exc)}") from exc
         retries = self.settings.rest_retries
         raise BackfillError(f"{symbol} {interval}: still rate limited after {retries} retries")
 
@@ -382,7 +375,7 @@ class BinanceKlineFeed(DataFeed):
         except BinanceAPIException as exc:
             raise BackfillError(f"server time: HTTP {exc.status_code} {exc.message}") from exc
         except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-            raise BackfillError(f"server time: {_describe(exc)}") from exc
+            raise BackfillError(f"server time: {describe(exc)}") from exc
         return datetime.fromtimestamp(answer["serverTime"] / 1000, UTC)
 
 
@@ -404,11 +397,6 @@ def _retry_after(exc: BinanceAPIException) -> float | None:
         return None
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or repr(exc)
-    return f"{type(exc).__name__}: {text}"
-
-
 async def _stop_pump(pump: asyncio.Task[None], conn: _Connection) -> None:
     """Stop the pump task for sure.
 
@@ -421,7 +409,7 @@ async def _stop_pump(pump: asyncio.Task[None], conn: _Connection) -> None:
         pump.cancel()
         await asyncio.wait({pump}, timeout=0.1)
     if not pump.cancelled() and pump.exception() is not None:
-        log.debug("pump ended with %s", _describe(pump.exception()))  # type: ignore[arg-type]
+        log.debug("pump ended with %s", describe(pump.exception()))  # type: ignore[arg-type]
 
 
 async def _close_socket(socket: Any) -> None:
@@ -437,4 +425,4 @@ async def _close_socket(socket: Any) -> None:
                 await socket.ws.close()
             await socket.__aexit__(None, None, None)
     except Exception as exc:
-        log.debug("socket teardown: %s", _describe(exc))
+        log.debug("socket teardown: %s", describe(exc))

@@ -1,0 +1,49 @@
+"""A local Binance-compatible spot market-data exchange (klines over REST and WebSocket).
+
+Independent of the rest of quantcore: it serves the exchange side that python-binance
+talks to, for tests, demos and benchmarks without the internet.
+"""
+
+from .klines import (
+    INTERVALS,
+    Kline,
+    aggregate,
+    bucket_start,
+    interval_ms,
+    interval_name,
+    normalize,
+)
+from .market import Market, stream_name
+from .server import ERROR_PAYLOAD, LocalExchange
+from .sources import (
+    DataFileError,
+    KlineSource,
+    RandomWalkSource,
+    ReplaySource,
+    detect_symbol,
+    load_klines,
+    load_klines_by_symbol,
+    sources_from_specs,
+)
+
+__all__ = [
+    "ERROR_PAYLOAD",
+    "INTERVALS",
+    "DataFileError",
+    "Kline",
+    "KlineSource",
+    "LocalExchange",
+    "Market",
+    "RandomWalkSource",
+    "ReplaySource",
+    "aggregate",
+    "bucket_start",
+    "detect_symbol",
+    "interval_ms",
+    "interval_name",
+    "load_klines",
+    "load_klines_by_symbol",
+    "normalize",
+    "sources_from_specs",
+    "stream_name",
+]

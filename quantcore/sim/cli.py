@@ -1,0 +1,137 @@
+"""`simulate` command: run a `LocalExchange` until Ctrl-C/SIGTERM (or the replay ends)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import signal
+import sys
+
+from .klines import interval_ms
+from .server import LocalExchange
+from .sources import DataFileError, sources_from_specs
+
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+_SHOWN_STREAMS = 20
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Add the simulate options to `p` (used by `python -m quantcore simulate`)."""
+    p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: pick a free one)")
+    p.add_argument(
+        "--speed",
+        default="max",
+        help="market seconds per wall second, or 'max' to play as fast as clients read",
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="[SYMBOL=]FILE",
+        help="replay Binance kline file(s); the symbol is read from the file if not given",
+    )
+    p.add_argument(
+        "--symbols", default="", help="comma-separated symbols to generate (random walk)"
+    )
+    p.add_argument("--interval", default="", help="comma-separated kline intervals (default 1m)")
+    p.add_argument("--seed", type=int, default=0, help="random-walk seed")
+    p.add_argument(
+        "--history-bars", type=int, default=0, help="replay bars already closed at start"
+    )
+    p.add_argument("--updates-per-bar", type=int, default=None, help="x:false updates per bar")
+    p.add_argument("--exit-when-done", action="store_true", help="exit when every replay has ended")
+
+
+def _speed(text: str) -> float | None:
+    if text.lower() == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"invalid --speed {text!r}: expected a positive number or 'max'")
+    return value
+
+
+def _exchange(args: argparse.Namespace) -> LocalExchange:
+    """Build the exchange from parsed options; ValueError names the bad option."""
+    speed = _speed(str(args.speed))
+    intervals = [i.strip() for i in str(args.interval).split(",") if i.strip()]
+    for interval in intervals:
+        interval_ms(interval)
+    symbols = [s.strip().upper() for s in str(args.symbols).split(",") if s.strip()]
+    for symbol in symbols:
+        if not _SYMBOL_RE.match(symbol):
+            raise ValueError(
+                f"invalid symbol {symbol!r}: expected letters and digits, e.g. BTCUSDT"
+            )
+    if args.port < 0 or args.port > 65535:
+        raise ValueError(f"invalid --port {args.port}")
+    return LocalExchange(
+        sources_from_specs(list(args.data)),
+        symbols=symbols,
+        intervals=intervals or None,
+        seed=args.seed,
+        speed=speed,
+        history_bars=args.history_bars,
+        updates_per_bar=args.updates_per_bar,
+        port=args.port,
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM (exit 0) or, with --exit-when-done, the replay's end.
+
+    Bad input prints one line naming the problem and returns 2.
+    """
+    try:
+        exchange = _exchange(args)
+        await exchange.start()
+    except (DataFileError, ValueError, OSError) as exc:
+        print(f"simulate: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+        streams = exchange.streams
+        shown = ",".join(streams[:_SHOWN_STREAMS])
+        if len(streams) > _SHOWN_STREAMS:
+            shown += f",...({len(streams)} streams)"
+        print(
+            f"local exchange: ws={exchange.ws_url} rest={exchange.rest_url} streams={shown}",
+            flush=True,
+        )
+        waits = [asyncio.create_task(stop.wait(), name="quantcore.sim.cli.stop")]
+        if args.exit_when_done:
+            waits.append(
+                asyncio.create_task(exchange.finished.wait(), name="quantcore.sim.cli.done")
+            )
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+    finally:
+        for sig in signals:
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        await exchange.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m quantcore.sim`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m quantcore.sim", description="Run a local Binance-compatible exchange."
+    )
+    configure_parser(parser)
+    return asyncio.run(run(parser.parse_args(argv)))
