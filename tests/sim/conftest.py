@@ -6,7 +6,6 @@ import asyncio
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +15,13 @@ with warnings.catch_warnings():
     from binance import AsyncClient, BinanceSocketManager
 
 from quantcore.sim import LocalExchange
+from tests.paths import CSV_BTC as CSV_12
+from tests.paths import CSV_OHLCV as CSV_6
+from tests.paths import REPO as REPO_ROOT
+from tests.paths import REST_BTC, WS_3SYM, WS_BTC
+from tests.paths import SHARED_DATA as DATA
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA = REPO_ROOT.parent / "shared" / "data"
-WS_BTC = DATA / "binance_spot_ws_kline_1m_BTCUSDT_2021-04-04.jsonl"
-WS_3SYM = DATA / "binance_spot_ws_kline_1m_3sym_2021-04-04.jsonl"
-REST_BTC = DATA / "binance_spot_rest_klines_BTCUSDT_1m_2024-09-04.json"
-CSV_12 = DATA / "binance_spot_klines_BTCUSDT_1m_2025-08-01_to_2025-08-11.csv"
-CSV_6 = DATA / "binance_spot_ohlcv_BTCUSDT_1m_2024-03-01_to_2024-03-22.csv"
+__all__ = ["CSV_6", "CSV_12", "DATA", "REPO_ROOT", "REST_BTC", "WS_3SYM", "WS_BTC"]
 
 
 @pytest.fixture(autouse=True, scope="session")

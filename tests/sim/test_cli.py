@@ -1,4 +1,4 @@
-"""`python -m quantcore.sim` as a real subprocess."""
+"""`python -m quantcore simulate` as a real subprocess."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ async def _spawn(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "quantcore.sim",
+        "quantcore",
+        "simulate",
         *args,
         cwd=REPO_ROOT,
         stdout=asyncio.subprocess.PIPE,
