@@ -79,6 +79,8 @@ class _Connection:
     streams: list[StreamKey]
     last_frame: float = 0.0
     closing: bool = False
+    resumed: bool = False
+    """Set after the first successful backfill: only that one is bounded by backfill_limit."""
 
 
 class BinanceKlineFeed(DataFeed):
@@ -96,7 +98,6 @@ class BinanceKlineFeed(DataFeed):
         self._codec = KlineCodec()
         self._stopping = asyncio.Event()
         self._client: AsyncClient | None = None
-        self._started = False
         self._symbols_checked = False
         self._check_lock = asyncio.Lock()
         self.fatal: str | None = None
@@ -282,7 +283,7 @@ class BinanceKlineFeed(DataFeed):
         warmup = self.settings.warmup_bars
         pending = [key for key in conn.streams if self.sequencers[key].last is not None or warmup]
         if not pending:
-            self._started = True
+            conn.resumed = True
             return
         server_now = await self._server_time()
         for symbol, interval in pending:
@@ -292,7 +293,7 @@ class BinanceKlineFeed(DataFeed):
             if start is None:
                 start = _floor(server_now, step) - warmup * step
             oldest = _floor(server_now, step) - self.settings.backfill_limit * step
-            if start < oldest and not self._started:
+            if start < oldest and not conn.resumed:
                 log.warning(
                     "%s: %s %s: %d bars since %s exceed backfill_limit=%d; starting at %s",
                     self.name,
@@ -306,7 +307,7 @@ class BinanceKlineFeed(DataFeed):
                 start = oldest
                 sequencer.last = oldest - step
             await self._fetch_closed(symbol, interval, start, server_now)
-        self._started = True
+        conn.resumed = True
 
     async def _fill(self, symbol: str, interval: str, start: datetime, before: datetime) -> None:
         """Fill a hole seen in the live stream: closed bars in [start, before)."""
