@@ -114,3 +114,42 @@ async def test_unwritable_output_fails_before_connecting(tmp_path: Path) -> None
         ):
             await app.run(duration=10)
     assert app.feed is None
+
+
+async def test_resume_after_long_absence_is_bounded_by_backfill_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    template = str(tmp_path / "{symbol}_{interval}.csv")
+    async with replay_exchange(history_bars=900) as exchange:
+        history = [truth_row(k) for k in exchange.closed_klines("BTCUSDT", "1m", since_ms=0)]
+        old = history[10]
+        (tmp_path / "BTCUSDT_1m.csv").write_text(
+            "close,high,low,open,volume,baseVolume,datetime\n"
+            + ",".join(map(repr, old[:6]))
+            + f",{old[6]}\n"
+        )
+        config = app_config(exchange, template, feed={"backfill_limit": 100})
+        with caplog.at_level(logging.WARNING):
+            await App(config).run(max_bars=120)
+        history = [truth_row(k) for k in exchange.closed_klines("BTCUSDT", "1m", since_ms=0)]
+    rows = csv_rows(tmp_path / "BTCUSDT_1m.csv")
+    assert rows[0] == old and len(rows) == 121
+    start = history.index(rows[1])
+    assert rows[1:] == history[start : start + 120]
+    assert start >= 900 - 100
+    assert f"exceed backfill_limit=100; starting at {rows[1][6]}+00:00" in caplog.text
+
+
+async def test_fresh_start_with_warmup_bars(tmp_path: Path) -> None:
+    async with replay_exchange(history_bars=500) as exchange:
+        config = app_config(
+            exchange, str(tmp_path / "{symbol}_{interval}.csv"), feed={"warmup_bars": 50}
+        )
+        app = App(config)
+        await app.run(max_bars=60)
+        history = [truth_row(k) for k in exchange.closed_klines("BTCUSDT", "1m", since_ms=0)]
+    rows = csv_rows(tmp_path / "BTCUSDT_1m.csv")
+    start = history.index(rows[0])
+    assert rows == history[start : start + 60]
+    assert start >= 500 - 50
+    assert app.feed is not None and app.feed.stats.backfilled >= 50
