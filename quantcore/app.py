@@ -23,6 +23,7 @@ from quantcore.config import AppConfig, ConfigError, LocalExchangeConfig
 from quantcore.consumers.csv_recorder import CsvPathError, CsvRecorder
 from quantcore.feeds.base import StreamKey
 from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
+from quantcore.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,11 @@ class RunSummary:
 
 
 class App:
-    """One run of quantcore: build with a config, then ``await run()``."""
+    """One run of quantcore: build with a config, then ``await run()``.
+
+    If the host program has not configured logging, ``run`` sets up quantcore's
+    (stdout, UTC timestamps), so the ConsoleLogger's lines are visible.
+    """
 
     def __init__(self, config: AppConfig, extra_components: Sequence[Component] = ()) -> None:
         self.config = config
@@ -69,6 +74,13 @@ class App:
             self.feed.stop()
 
     async def run(self, duration: float | None = None, max_bars: int | None = None) -> RunSummary:
+        """Run until stopped (signal, ``stop()``), ``duration`` seconds or ``max_bars`` bars."""
+        if max_bars is not None and max_bars < 1:
+            raise ValueError(f"max_bars must be a positive integer or None, got {max_bars!r}")
+        if duration is not None and duration <= 0:
+            raise ValueError(f"duration must be positive seconds or None, got {duration!r}")
+        if not logging.getLogger().handlers:
+            configure_logging(self.config.log_level)
         started = time.monotonic()
         for component in self.components:
             component.attach(self.context)

@@ -8,30 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
-import time
 from collections.abc import Sequence
 
 from quantcore.config import ConfigError, load_config
+from quantcore.logs import configure_logging
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
-
-
-def configure_logging(level: str) -> None:
-    """UTC timestamps on every line; python-binance's socket chatter is left to our feed,
-    which reports each connection problem once with what it will do next."""
-    handler = logging.StreamHandler(sys.stdout)
-    formatter = logging.Formatter("%(asctime)sZ %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S")
-    formatter.converter = time.gmtime
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("binance").setLevel(logging.CRITICAL)
-    logging.getLogger("websockets").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:
