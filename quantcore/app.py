@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +23,7 @@ from quantcore.config import AppConfig, ConfigError, LocalExchangeConfig
 from quantcore.consumers.csv_recorder import CsvPathError, CsvRecorder
 from quantcore.feeds.base import StreamKey
 from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
+from quantcore.intervals import interval_ms
 from quantcore.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,13 @@ class App:
                 except (CsvPathError, OSError) as exc:
                     raise ConfigError(f"{component.name}: {exc}") from None
                 started_components.append(component)
-            async with self._exchange_urls() as settings:
+            resume = self._resume_points()
+            async with self._exchange_urls(resume) as settings:
                 feed = self.feed = BinanceKlineFeed(self.bus, self.config.streams, settings)
                 feed.bar_limit = max_bars
-                self._resume(feed)
+                for key, open_ms in resume.items():
+                    feed.resume_after(key, open_ms)
+                    log.info("%s %s: resuming after %s", *key, _ms_text(open_ms))
                 if self._stop_requested:
                     feed.stop()
                 with self._signals(), self._deadline(duration):
@@ -112,21 +116,25 @@ class App:
             await self.bus.close()
         return self._summary(time.monotonic() - started)
 
-    def _resume(self, feed: BinanceKlineFeed) -> None:
+    def _resume_points(self) -> dict[StreamKey, int]:
+        """Per stream, the earliest last-held bar over all components (what to resume after)."""
+        resume: dict[StreamKey, int] = {}
         for key in self.config.streams:
             points = [p for c in self.components if (p := c.resume_point(*key)) is not None]
             if points:
-                feed.resume_after(key, min(points))
-                log.info("%s %s: resuming after %s", *key, _ms_text(min(points)))
+                resume[key] = min(points)
+        return resume
 
     @contextlib.asynccontextmanager
-    async def _exchange_urls(self) -> AsyncIterator[BinanceFeedSettings]:
+    async def _exchange_urls(
+        self, resume: dict[StreamKey, int]
+    ) -> AsyncIterator[BinanceFeedSettings]:
         """The feed settings, pointed at an embedded local exchange if configured."""
         local = self.config.local
         if local is None:
             yield self.config.feed
             return
-        exchange = start_local_exchange(local, self.config.streams)
+        exchange = start_local_exchange(local, self.config.streams, resume)
         async with exchange:
             log.info("local exchange: ws=%s rest=%s", exchange.ws_url, exchange.rest_url)
             yield replace(self.config.feed, ws_url=exchange.ws_url, rest_url=exchange.rest_url)
@@ -175,16 +183,28 @@ class App:
         )
 
 
-def start_local_exchange(local: LocalExchangeConfig, streams: Sequence[StreamKey]) -> Any:
+def start_local_exchange(
+    local: LocalExchangeConfig,
+    streams: Sequence[StreamKey],
+    resume: Mapping[StreamKey, int] | None = None,
+) -> Any:
     """Build (not yet start) the embedded local exchange serving these streams.
 
     Replay files come from ``local.data`` (``[SYMBOL=]FILE``); every other symbol is
-    played by the seeded random-walk generator. A bad file is a config error.
+    played by the seeded random-walk generator. A bad file is a config error. With
+    only generated symbols, the market clock starts no earlier than just after the
+    latest bar already recorded (the generator is a pure function of time), so an
+    offline demo that ran ahead of the wall clock continues where it stopped.
     """
     from quantcore.sim import DataFileError, LocalExchange, sources_from_specs
 
     try:
         sources = sources_from_specs(list(local.data))
+        start_ms = None
+        if not sources and resume:
+            now_ms = int(time.time() * 1000)
+            after = max(open_ms + interval_ms(i) for (_, i), open_ms in resume.items())
+            start_ms = after if after > now_ms else None
         return LocalExchange(
             sources,
             symbols=sorted({symbol for symbol, _ in streams}),
@@ -194,6 +214,7 @@ def start_local_exchange(local: LocalExchangeConfig, streams: Sequence[StreamKey
             history_bars=local.history_bars,
             updates_per_bar=local.updates_per_bar,
             port=local.port,
+            start_ms=start_ms,
         )
     except (DataFileError, ValueError, OSError) as exc:
         raise ConfigError(f"exchange.local: {exc}") from None

@@ -25,16 +25,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="YAML config, e.g. config/btc.yaml or config/demo.yaml")
     run.add_argument("--duration", type=_positive, help="stop after this many seconds")
     run.add_argument("--max-bars", type=int, help="stop after this many closed bars")
+    from quantcore import plot
     from quantcore.sim.cli import configure_parser
 
     configure_parser(
         commands.add_parser("simulate", help="serve the Binance-compatible local exchange")
     )
+    plot.configure_parser(commands.add_parser("plot", help="candlestick PNG of a recorded CSV"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "plot":
+        from quantcore.plot import main as plot
+
+        return plot(args)
     if args.command == "simulate":
         from quantcore.sim.cli import run as simulate
 

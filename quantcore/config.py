@@ -25,6 +25,7 @@ BUILTIN_CONSUMERS = {
     "history": "quantcore.consumers.history:HistoryStore",
     "csv": "quantcore.consumers.csv_recorder:CsvRecorder",
     "console": "quantcore.consumers.console:ConsoleLogger",
+    "aggregator": "quantcore.consumers.aggregator:BarAggregator",
     "sqlite": "quantcore.sinks.sqlite:SqliteRecorder",
     "postgres": "quantcore.sinks.postgres:PostgresRecorder",
     "redis": "quantcore.sinks.redis_streams:RedisStreamPublisher",

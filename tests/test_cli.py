@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,13 @@ def test_demo_runs_offline_and_grows_the_csv(tmp_path: Path) -> None:
     for line, row in zip(printed, rows, strict=True):
         assert f"{row[6][:16]} UTC" in line and f"C {row[0]:.2f}" in line
     assert "bars recorded=4" in result.stdout.splitlines()[-1]
+
+    again = quantcore("run", str(REPO / "config" / "demo.yaml"), "--max-bars", "3", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    rows = csv_rows(tmp_path / "data" / "demo" / "BTCUSDT_1m.csv")
+    minutes = [datetime.strptime(row[6], "%Y-%m-%d %H:%M:%S") for row in rows]
+    assert len(rows) == 7 and all(b - a == timedelta(minutes=1) for a, b in pairwise(minutes))
+    assert rows[4][3] == rows[3][0], "the generated market continues where the demo stopped"
 
 
 def test_sigterm_stops_gracefully(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ class BarAggregator(Component):
         """Subscribe last, so every other subscriber sees a source bar before the bar it
         completes (the aggregate is published from within that bar's delivery)."""
         self._from_feed = frozenset(self.context.streams)
-        for symbol, interval in self._from_feed:
+        for symbol, interval in self.context.streams:
             if interval in self.intervals:
                 log.warning(
                     "%s: %s %s comes from the feed; not aggregating it", self.name, symbol, interval
@@ -165,7 +165,8 @@ class BarAggregator(Component):
 
 def merge(bars: Sequence[BarEvent], interval: str, start_ms: int, length_ms: int) -> BarEvent:
     """One closed bar from consecutive source bars: open first, close last, high max, low
-    min, volumes and trades summed (``math.fsum``: exactly rounded, like Binance's decimals)."""
+    min, volumes and trades summed (``math.fsum``: exactly rounded, like Binance's decimals);
+    final at its close time, received when the bar completing it was."""
     first, last = bars[0], bars[-1]
     close_time = _ms_datetime(start_ms + length_ms - 1)
     return BarEvent(
