@@ -3,7 +3,10 @@ compare what was recorded with the exchange's ground truth."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +74,53 @@ def truth_since(exchange: LocalExchange, first: Row, count: int | None = None) -
     rows = [truth_row(k) for k in exchange.closed_klines("BTCUSDT", "1m", since_ms=0)]
     start = next(i for i, row in enumerate(rows) if row[6] == first[6])
     return rows[start:] if count is None else rows[start : start + count]
+
+
+async def wait_until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def caught_up(exchange: LocalExchange, path: Path) -> bool:
+    """The CSV ends with the last bar the exchange has closed."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    lines = path.read_text().splitlines()
+    truth = exchange.closed_klines("BTCUSDT", "1m")
+    if len(lines) < 2 or not truth:
+        return False
+    last_ms = truth[-1].open_time
+    return lines[-1].endswith(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last_ms // 1000)))
+
+
+FAULTS = ("drop", "stall", "restart", "not_json", "missing_fields", "wrong_types",
+          "duplicate", "out_of_order", "error")  # fmt: skip
+
+
+async def inject_faults(
+    exchange: LocalExchange, rng: random.Random, done: Callable[[], bool]
+) -> list[str]:
+    """Hit the exchange with seeded random faults every 0.2-0.8 s until ``done()``."""
+    faults: list[str] = []
+    while not done():
+        await asyncio.sleep(rng.uniform(0.2, 0.8))
+        kind = rng.choice(FAULTS)
+        faults.append(kind)
+        if kind == "drop":
+            await exchange.drop_connections()
+        elif kind == "stall":
+            exchange.stall(rng.uniform(0.7, 1.5))
+        elif kind == "restart":
+            await exchange.restart(down_seconds=rng.uniform(0.0, 0.5))
+        elif kind == "duplicate":
+            await exchange.send_duplicate_closed("BTCUSDT", "1m")
+        elif kind == "out_of_order":
+            await exchange.send_out_of_order_closed("BTCUSDT", "1m", bars_back=rng.randint(1, 5))
+        elif kind == "error":
+            await exchange.send_error_payload()
+        else:
+            await exchange.send_malformed(kind)  # type: ignore[arg-type]
+    return faults

@@ -12,8 +12,6 @@ import os
 import random
 import signal
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,15 @@ import yaml
 from quantcore.app import App
 from quantcore.consumers.history import HistoryStore
 from quantcore.sim import LocalExchange, ReplaySource
-from tests.harness import app_config, csv_rows, frame_rows, truth_since
+from tests.harness import (
+    app_config,
+    caught_up,
+    csv_rows,
+    frame_rows,
+    inject_faults,
+    truth_since,
+    wait_until,
+)
 from tests.paths import CSV_BTC
 
 BARS = 300
@@ -32,31 +38,10 @@ def recorded_exchange(speed: float) -> LocalExchange:
     return LocalExchange([ReplaySource.from_file(CSV_BTC)], speed=speed, updates_per_bar=4)
 
 
-async def wait_until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def caught_up(exchange: LocalExchange, path: Path) -> bool:
-    """The CSV ends with the last bar the exchange has closed."""
-    if not path.exists() or path.stat().st_size == 0:
-        return False
-    lines = path.read_text().splitlines()
-    truth = exchange.closed_klines("BTCUSDT", "1m")
-    if len(lines) < 2 or not truth:
-        return False
-    last_ms = truth[-1].open_time
-    return lines[-1].endswith(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last_ms // 1000)))
-
-
 @pytest.mark.timeout(120)
 async def test_fault_schedule_records_exact_ground_truth(tmp_path: Path) -> None:
     rng = random.Random(20240904)
     path = tmp_path / "BTCUSDT_1m.csv"
-    faults: list[str] = []
     async with recorded_exchange(speed=1200) as exchange:
         config = app_config(
             exchange,
@@ -68,28 +53,9 @@ async def test_fault_schedule_records_exact_ground_truth(tmp_path: Path) -> None
         await wait_until(
             lambda: path.exists() and len(path.read_text().splitlines()) > 3, 10, "first bars"
         )
-        kinds = ["drop", "stall", "restart", "not_json", "missing_fields", "wrong_types",
-                 "duplicate", "out_of_order", "error"]  # fmt: skip
-        while len(exchange.closed_klines("BTCUSDT", "1m")) < BARS:
-            await asyncio.sleep(rng.uniform(0.2, 0.8))
-            kind = rng.choice(kinds)
-            faults.append(kind)
-            if kind == "drop":
-                await exchange.drop_connections()
-            elif kind == "stall":
-                exchange.stall(rng.uniform(0.7, 1.5))
-            elif kind == "restart":
-                await exchange.restart(down_seconds=rng.uniform(0.0, 0.5))
-            elif kind == "duplicate":
-                await exchange.send_duplicate_closed("BTCUSDT", "1m")
-            elif kind == "out_of_order":
-                await exchange.send_out_of_order_closed(
-                    "BTCUSDT", "1m", bars_back=rng.randint(1, 5)
-                )
-            elif kind == "error":
-                await exchange.send_error_payload()
-            else:
-                await exchange.send_malformed(kind)  # type: ignore[arg-type]
+        faults = await inject_faults(
+            exchange, rng, lambda: len(exchange.closed_klines("BTCUSDT", "1m")) >= BARS
+        )
         await wait_until(lambda: caught_up(exchange, path), 20, "the CSV to catch up")
         app.stop()
         summary = await asyncio.wait_for(run, 10)
