@@ -21,7 +21,7 @@ from quantcore.bus import EventBus
 from quantcore.component import Component, Context
 from quantcore.config import AppConfig, ConfigError, LocalExchangeConfig
 from quantcore.consumers.csv_recorder import CsvPathError, CsvRecorder
-from quantcore.feeds.base import StreamKey
+from quantcore.feeds.base import DataFeed, StreamKey
 from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
 from quantcore.intervals import interval_ms
 from quantcore.logs import configure_logging
@@ -65,7 +65,7 @@ class App:
         self.components: list[Component] = [spec.build() for spec in config.consumers]
         self.components.extend(extra_components)
         self.context = Context(self.bus, config.streams, self.components)
-        self.feed: BinanceKlineFeed | None = None
+        self.feed: DataFeed | None = None
         self._stop_requested = False
 
     def stop(self) -> None:
@@ -95,7 +95,7 @@ class App:
                 started_components.append(component)
             resume = self._resume_points()
             async with self._exchange_urls(resume) as settings:
-                feed = self.feed = BinanceKlineFeed(self.bus, self.config.streams, settings)
+                feed = self.feed = self._make_feed(settings)
                 feed.bar_limit = max_bars
                 for key, open_ms in resume.items():
                     feed.resume_after(key, open_ms)
@@ -115,6 +115,23 @@ class App:
                     log.exception("%s failed to stop cleanly", component.name)
             await self.bus.close()
         return self._summary(time.monotonic() - started)
+
+    def _make_feed(self, settings: BinanceFeedSettings) -> DataFeed:
+        """Binance (or the local exchange) by default; Redis Streams when configured."""
+        redis = self.config.redis
+        if redis is None:
+            return BinanceKlineFeed(self.bus, self.config.streams, settings)
+        from quantcore.feeds.redis_stream import RedisStreamFeed
+
+        return RedisStreamFeed(
+            self.bus,
+            self.config.streams,
+            group=redis.group,
+            consumer=redis.consumer,
+            url=redis.url,
+            prefix=redis.prefix,
+            partials=redis.partials,
+        )
 
     def _resume_points(self) -> dict[StreamKey, int]:
         """Per stream, the earliest last-held bar over all components (what to resume after)."""

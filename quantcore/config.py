@@ -53,6 +53,17 @@ class LocalExchangeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisSourceConfig:
+    """Read bars another quantcore process publishes to Redis Streams (fan-out)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    group: str = "quantcore"
+    consumer: str = "main"
+    prefix: str = "quantcore:bars"
+    partials: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ConsumerSpec:
     """One ``consumers:`` entry: an importable Component class and its parameters."""
 
@@ -75,6 +86,7 @@ class AppConfig:
     consumers: tuple[ConsumerSpec, ...]
     local: LocalExchangeConfig | None = None
     log_level: str = "INFO"
+    redis: RedisSourceConfig | None = None
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -102,11 +114,14 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     top = _mapping(raw, "config")
     _only(top, "config", {"exchange", "streams", "feed", "consumers", "logging"})
     exchange = _mapping(top.get("exchange", {}), "exchange")
-    _only(exchange, "exchange", {"ws_url", "rest_url", "local"})
+    _only(exchange, "exchange", {"ws_url", "rest_url", "local", "redis"})
     defaults = BinanceFeedSettings()
     ws_url = _url(exchange.get("ws_url", defaults.ws_url), "exchange.ws_url", "ws")
     rest_url = _url(exchange.get("rest_url", defaults.rest_url), "exchange.rest_url")
     local = _local(exchange.get("local"))
+    redis = _redis(exchange.get("redis"))
+    if local is not None and redis is not None:
+        raise ConfigError("exchange: 'local' and 'redis' are alternatives; choose one")
     streams = _streams(top.get("streams"))
     feed = _feed(_mapping(top.get("feed", {}), "feed"), ws_url, rest_url)
     consumers = _consumers(top.get("consumers"))
@@ -115,7 +130,7 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     level = str(logging_cfg.get("level", "INFO")).upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"logging.level: {level!r} is not DEBUG, INFO, WARNING or ERROR")
-    return AppConfig(source, streams, feed, consumers, local, level)
+    return AppConfig(source, streams, feed, consumers, local, level, redis)
 
 
 def normalize_symbol(value: Any, where: str) -> str:
@@ -219,6 +234,27 @@ def _local(raw: Any) -> LocalExchangeConfig | None:
         if updates is None
         else int(_number(entry, "updates_per_bar", 0, where, True, 0)),
     )
+
+
+def _redis(raw: Any) -> RedisSourceConfig | None:
+    if raw is None:
+        return None
+    where = "exchange.redis"
+    entry = _mapping(raw, where)
+    _only(entry, where, {"url", "group", "consumer", "prefix", "partials"})
+    defaults = RedisSourceConfig()
+    values: dict[str, Any] = {}
+    for key in ("url", "group", "consumer", "prefix"):
+        value = entry.get(key, getattr(defaults, key))
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}.{key}: expected a non-empty string, got {value!r}")
+        values[key] = value
+    if not values["url"].startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{where}.url: {values['url']!r} is not a redis:// URL")
+    partials = entry.get("partials", False)
+    if not isinstance(partials, bool):
+        raise ConfigError(f"{where}.partials: expected true or false, got {partials!r}")
+    return RedisSourceConfig(partials=partials, **values)
 
 
 def _consumers(raw: Any) -> tuple[ConsumerSpec, ...]:

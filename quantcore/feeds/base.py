@@ -70,6 +70,8 @@ class DataFeed(ABC):
         self.stats = FeedStats()
         self.stream_bars: Counter[StreamKey] = Counter()
         """Closed bars published per (symbol, interval)."""
+        self.fatal: str | None = None
+        """Why the feed gave up for good (e.g. an unknown symbol); None while healthy."""
         self.bar_limit: int | None = None
         """Stop after publishing this many closed bars (``--max-bars``); None: no limit."""
         self.sequencers: dict[StreamKey, StreamSequencer] = {

@@ -100,8 +100,6 @@ class BinanceKlineFeed(DataFeed):
         self._client: AsyncClient | None = None
         self._symbols_checked = False
         self._check_lock = asyncio.Lock()
-        self.fatal: str | None = None
-        """Why the feed gave up for good (e.g. an unknown symbol); None while healthy."""
 
     def stop(self) -> None:
         self._stopping.set()
