@@ -23,6 +23,27 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Any], None] | Callable[[Any], Awaitable[None]]
 
 
+class _IsolatingEmitter(EventEmitter):
+    """pyee's synchronous emitter with each handler call isolated.
+
+    ``_emit_run`` is pyee's hook for how one handler is run (its asyncio and Twisted
+    emitters override it too); doing the try/except here instead of in a wrapper
+    per handler saves a call frame per delivery on the hot path.
+    """
+
+    def __init__(self, on_error: Callable[[Callable[..., Any], Exception], None]) -> None:
+        super().__init__()
+        self._on_error = on_error
+
+    def _emit_run(
+        self, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            f(*args)
+        except Exception as exc:
+            self._on_error(f, exc)
+
+
 @dataclass(frozen=True, slots=True)
 class Subscription:
     """What :meth:`EventBus.subscribe` returns; pass it back to unsubscribe."""
@@ -74,37 +95,41 @@ class EventBus:
     """
 
     def __init__(self) -> None:
-        self._emitter = EventEmitter()
+        self._emitter = _IsolatingEmitter(self._delivery_failed)
+        self._names: dict[Callable[..., Any], str] = {}
+        self._topic = ""
         self._workers: list[_AsyncWorker] = []
         self.published: Counter[str] = Counter()
         self.handler_errors: Counter[str] = Counter()
 
     def subscribe(self, topic: str, handler: Handler, name: str | None = None) -> Subscription:
-        """Call ``handler(event)`` for every event on ``topic``; coroutines are queued."""
+        """Call ``handler(event)`` for every event on ``topic``; coroutines are queued.
+
+        Subscribing the same callable twice to one topic delivers once (pyee keys
+        handlers by the callable).
+        """
         label: str = name or str(getattr(handler, "__qualname__", repr(handler)))
+        wrapper: Callable[[Any], None]
         if inspect.iscoroutinefunction(handler):
             worker = _AsyncWorker(self, topic, label, handler)
             self._workers.append(worker)
-            wrapper: Callable[[Any], None] = worker.put
+            wrapper = worker.put
         else:
-            sync_handler: Callable[[Any], None] = handler  # type: ignore[assignment]
-
-            def wrapper(event: Any) -> None:
-                try:
-                    sync_handler(event)
-                except Exception as exc:
-                    self._handler_failed(topic, label, exc)
-
+            wrapper = handler  # type: ignore[assignment]
+        self._names[wrapper] = label
         self._emitter.add_listener(topic, wrapper)
         return Subscription(topic, label, wrapper)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._emitter.remove_listener(subscription.topic, subscription.wrapper)
+        self._names.pop(subscription.wrapper, None)
 
     def publish(self, topic: str, event: Any) -> None:
         """Deliver ``event`` to the topic's handlers now, in order."""
         self.published[topic] += 1
+        outer, self._topic = self._topic, topic
         self._emitter.emit(topic, event)
+        self._topic = outer
 
     def has_subscribers(self, topic: str) -> bool:
         """Lets publishers skip building events nobody listens to."""
@@ -119,6 +144,9 @@ class EventBus:
         """Drain and stop the coroutine-handler workers."""
         for worker in self._workers:
             await worker.close()
+
+    def _delivery_failed(self, handler: Callable[..., Any], exc: Exception) -> None:
+        self._handler_failed(self._topic, self._names.get(handler, repr(handler)), exc)
 
     def _handler_failed(self, topic: str, name: str, exc: Exception) -> None:
         self.handler_errors[name] += 1

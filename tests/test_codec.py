@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
-from tests.paths import REST_BTC
+from tests.paths import REST_BTC, WS_3SYM
 
 
 def test_combined_frame_fields(btc_frames: list[dict[str, Any]]) -> None:
@@ -123,3 +123,70 @@ def test_parser_on_damaged_real_frames(
     except KlineParseError:
         return
     assert bar.low <= bar.open <= bar.high and bar.low <= bar.close <= bar.high
+
+
+def test_text_path_equals_dict_path_on_recorded_frames() -> None:
+    codec = KlineCodec()
+    lines = [line for line in WS_3SYM.read_text().splitlines() if line.strip()]
+    assert len(lines) == 118
+    for line in lines:
+        frame = json.loads(line)
+        assert codec.parse_text(line, 7) == codec.parse_frame(frame, 7)
+        raw = json.dumps(frame["data"])
+        assert codec.parse_text(raw.encode()) == codec.parse_frame(frame["data"])
+        assert codec.parse(line) == codec.parse(frame)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1', "not a kline frame"),
+        ('{"result":null,"id":1}', "no kline event"),
+        ('{"error":{"code":2,"msg":"Invalid request"},"id":null}', "no kline event"),
+        ("[1,2,3]", "not a kline frame"),
+        ("", "not a kline frame"),
+    ],
+)
+def test_text_path_rejects(text: str, reason: str) -> None:
+    with pytest.raises(KlineParseError, match=reason):
+        KlineCodec().parse_text(text)
+
+
+def test_text_path_applies_the_same_checks(btc_frames: list[dict[str, Any]]) -> None:
+    frame = copy.deepcopy(btc_frames[0])
+    frame["data"]["k"]["h"] = "1.0"
+    with pytest.raises(KlineParseError, match="inconsistent"):
+        KlineCodec().parse_text(json.dumps(frame))
+    frame["data"]["E"] = 10**30
+    with pytest.raises(KlineParseError):
+        KlineCodec().parse_text(json.dumps(frame))
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=64) | st.text(max_size=64))
+def test_text_parser_only_raises_its_own_error_on_arbitrary_bytes(raw: bytes | str) -> None:
+    with contextlib.suppress(KlineParseError):
+        KlineCodec().parse_text(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    drop=st.sets(st.sampled_from(KLINE_KEYS), max_size=3),
+    replace=st.dictionaries(st.sampled_from(KLINE_KEYS), json_values, max_size=3),
+    cut=st.integers(min_value=0, max_value=400),
+)
+def test_text_parser_on_damaged_real_frames(
+    btc_frames: list[dict[str, Any]], drop: set[str], replace: dict[str, Any], cut: int
+) -> None:
+    frame = copy.deepcopy(btc_frames[5])
+    k = frame["data"]["k"]
+    for key in drop:
+        k.pop(key, None)
+    k.update(replace)
+    text = json.dumps(frame, allow_nan=True)
+    for candidate in (text, text[:cut]):
+        try:
+            bar = KlineCodec().parse_text(candidate)
+        except KlineParseError:
+            continue
+        assert bar.low <= bar.open <= bar.high and bar.low <= bar.close <= bar.high

@@ -1,9 +1,11 @@
 """Binance kline wire formats → BarEvent: the only place that knows Binance's field names.
 
-One parser serves WebSocket frames (raw ``{"e":"kline",...}`` or combined
-``{"stream":..., "data":...}``) and REST rows (12-field arrays). Anything that is not
-a valid kline raises :class:`KlineParseError` and nothing else, so the feed can count
-and skip bad frames without ever crashing on them.
+It reads WebSocket frames (raw ``{"e":"kline",...}`` or combined ``{"stream":...,
+"data":...}``), either as the frame's text — decoded straight into typed structs by
+msgspec, which also turns Binance's decimal strings into floats, all in C — or as an
+already-decoded dict, and REST rows (12-field arrays). Every path ends in the same
+checks. Anything that is not a valid kline raises :class:`KlineParseError` and
+nothing else, so the feed can count and skip bad frames without ever crashing.
 """
 
 from __future__ import annotations
@@ -13,12 +15,53 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from quantcore.events import BarEvent, new_bar_event
 from quantcore.intervals import INTERVAL_MS
 
 
 class KlineParseError(ValueError):
     """A frame or row that is not a valid Binance kline; the message says why."""
+
+
+class _Kline(msgspec.Struct):
+    """The ``k`` object of a kline event (fields Binance sends that we drop are ignored)."""
+
+    t: int
+    T: int
+    s: str
+    i: str
+    o: float
+    c: float
+    h: float
+    l: float  # noqa: E741 (Binance's name)
+    v: float
+    n: int
+    x: bool
+    q: float
+    V: float
+    Q: float
+
+
+class _Event(msgspec.Struct):
+    e: str
+    E: int
+    k: _Kline
+
+
+class _Frame(msgspec.Struct):
+    """A raw event, or a combined-stream wrapper with the event in ``data``."""
+
+    data: _Event | None = None
+    e: str | None = None
+    E: int | None = None
+    k: _Kline | None = None
+
+
+# Lax mode: Binance's decimal strings become floats; a number sent as a string (or the
+# reverse) is read for its value rather than refused.
+_decode_frame = msgspec.json.Decoder(_Frame, strict=False).decode
 
 
 _MAX_CACHED_TIMES = 65_536
@@ -38,8 +81,35 @@ class KlineCodec:
         if moment is None:
             if len(self._times) >= _MAX_CACHED_TIMES:
                 self._times.clear()
-            moment = self._times[ms] = datetime.fromtimestamp(ms / 1000, UTC)
+            moment = self._times[ms] = _utc(ms)
         return moment
+
+    def parse_text(self, text: str | bytes, received_ns: int = 0) -> BarEvent:
+        """A WebSocket kline frame as received (raw or combined JSON) → BarEvent."""
+        try:
+            frame = _decode_frame(text)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise KlineParseError(f"not a kline frame ({exc})") from None
+        event = frame.data
+        kind: str | None
+        if event is not None:
+            kind, event_ms, k = event.e, event.E, event.k
+        elif frame.k is not None and frame.E is not None:
+            kind, event_ms, k = frame.e, frame.E, frame.k
+        else:
+            raise KlineParseError("not a kline frame (no kline event in it)")
+        if kind != "kline":
+            raise KlineParseError(f"not a kline event: e={kind!r}")
+        return self._checked(
+            k.s, k.i, k.t, k.T, k.o, k.h, k.l, k.c, k.v, k.q, k.n, k.V, k.Q, k.x,
+            _utc(event_ms), received_ns,
+        )  # fmt: skip
+
+    def parse(self, message: Any, received_ns: int = 0) -> BarEvent:
+        """Text or bytes (``parse_text``) or an already-decoded dict (``parse_frame``)."""
+        if isinstance(message, str | bytes):
+            return self.parse_text(message, received_ns)
+        return self.parse_frame(message, received_ns)
 
     def parse_frame(self, message: Any, received_ns: int = 0) -> BarEvent:
         """A decoded WebSocket kline message (raw or combined) → BarEvent."""
@@ -60,8 +130,7 @@ class KlineCodec:
                 raise KlineParseError("t, T, E and n must be integers and x a boolean")
             return self._build(
                 k["s"], k["i"], t, close_ms, k["o"], k["h"], k["l"], k["c"], k["v"], k["q"],
-                n, k["V"], k["Q"], closed, datetime.fromtimestamp(event_ms / 1000, UTC),
-                received_ns,
+                n, k["V"], k["Q"], closed, _utc(event_ms), received_ns,
             )  # fmt: skip
         except KlineParseError:
             raise
@@ -122,6 +191,31 @@ class KlineCodec:
             or type(tq) is not str
         ):
             raise KlineParseError("prices and volumes must be decimal strings")
+        return self._checked(
+            symbol, interval, t, close_ms, float(o), float(h), float(lo), float(c),
+            float(v), float(q), n, float(tv), float(tq), closed, event_time, received_ns,
+        )  # fmt: skip
+
+    def _checked(
+        self,
+        symbol: Any,
+        interval: Any,
+        t: int,
+        close_ms: int,
+        fo: float,
+        fh: float,
+        fl: float,
+        fc: float,
+        fv: float,
+        fq: float,
+        n: int,
+        ftv: float,
+        ftq: float,
+        closed: bool,
+        event_time: datetime,
+        received_ns: int,
+    ) -> BarEvent:
+        """The checks every path shares, then the BarEvent."""
         if type(symbol) is not str or not symbol:
             raise KlineParseError(f"bad symbol {symbol!r}")
         step = INTERVAL_MS.get(interval)
@@ -129,12 +223,10 @@ class KlineCodec:
             raise KlineParseError(f"unknown interval {interval!r}")
         if close_ms <= t or (step and close_ms != t + step - 1):
             raise KlineParseError(f"close time {close_ms} does not end the {interval} bar at {t}")
-        fo, fh, fl, fc = float(o), float(h), float(lo), float(c)
-        fv, fq, ftv, ftq = float(v), float(q), float(tv), float(tq)
         if not math.isfinite(fo + fh + fl + fc + fv + fq + ftv + ftq):
             raise KlineParseError("non-finite price or volume")
         if not (fl <= fo <= fh and fl <= fc <= fh) or fv < 0 or fq < 0 or n < 0:
-            raise KlineParseError(f"inconsistent bar o={o} h={h} l={lo} c={c} v={v}")
+            raise KlineParseError(f"inconsistent bar o={fo} h={fh} l={fl} c={fc} v={fv}")
         times = self._times
         open_time = times.get(t) or self._time(t)
         close_time = times.get(close_ms) or self._time(close_ms)
@@ -142,6 +234,14 @@ class KlineCodec:
             symbol, interval, open_time, close_time, fo, fh, fl, fc, fv, fq, n, ftv, ftq,
             closed, event_time, received_ns,
         )  # fmt: skip
+
+
+def _utc(ms: int) -> datetime:
+    """Epoch ms → UTC datetime; an impossible time is a parse error, not a crash."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise KlineParseError(f"impossible time {ms} ms: {exc}") from None
 
 
 def stream_name(symbol: str, interval: str) -> str:

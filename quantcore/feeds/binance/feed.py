@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import orjson
 from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException, ReadLoopClosed
 from binance.ws.constants import WSListenerState
@@ -188,6 +189,9 @@ class BinanceKlineFeed(DataFeed):
         socket = manager.multiplex_socket(list(names))
         socket.MAX_RECONNECTS = 0
         socket.TIMEOUT = 1.0
+        # Keep frames as text: the codec decodes and validates them in one C pass, and
+        # the library's per-message debug f-string then copies a string, not a dict repr.
+        socket.json_loads = _keep_text
         try:
             await socket.__aenter__()
         except BaseException:
@@ -216,7 +220,7 @@ class BinanceKlineFeed(DataFeed):
     async def _pump(self, socket: Any, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
         stats = self.stats
-        parse = self._codec.parse_frame
+        parse = self._codec.parse
         offer = self.offer
         conn.closing = False
         while not conn.closing:
@@ -229,9 +233,9 @@ class BinanceKlineFeed(DataFeed):
             try:
                 bar = parse(message, time.time_ns())
             except KlineParseError as exc:
-                if isinstance(message, dict) and is_error_payload(message):
-                    kind, text = message.get("type", "error"), message.get("m", message)
-                    raise StreamLost(f"{kind}: {text}") from None
+                error = _error_payload(message)
+                if error is not None:
+                    raise StreamLost(error) from None
                 stats.malformed += 1
                 self.report(FeedState.MALFORMED, f"frame skipped: {exc}", logging.WARNING)
                 continue
@@ -394,6 +398,27 @@ def _retry_after(exc: BinanceAPIException) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _keep_text(frame: str | bytes) -> str | bytes:
+    return frame
+
+
+def _error_payload(message: Any) -> str | None:
+    """What an error message says, if ``message`` is one (from Binance or python-binance)."""
+    if isinstance(message, str | bytes):
+        if b"error" not in (message.encode() if isinstance(message, str) else message):
+            return None
+        try:
+            message = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            return None
+    if isinstance(message, dict) and is_error_payload(message):
+        error = message.get("error")
+        if isinstance(error, dict):
+            return f"exchange error {error.get('code')}: {error.get('msg')}"
+        return f"{message.get('type', 'error')}: {message.get('m', message)}"
+    return None
 
 
 async def _stop_pump(pump: asyncio.Task[None], conn: _Connection) -> None:
