@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -255,12 +255,7 @@ class BinanceKlineFeed(DataFeed):
             if self._symbols_checked:
                 return
             assert self._client is not None
-            try:
-                info = await self._client.get_exchange_info()
-            except BinanceAPIException as exc:
-                raise BackfillError(f"exchangeInfo: HTTP {exc.status_code} {exc.message}") from exc
-            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                raise BackfillError(f"exchangeInfo: {describe(exc)}") from exc
+            info = await self._rest("exchangeInfo", self._client.get_exchange_info)
             listed = {entry["symbol"]: entry.get("status") for entry in info.get("symbols", [])}
             configured = sorted({symbol for symbol, _ in self.sequencers})
             unknown = [symbol for symbol in configured if symbol not in listed]
@@ -344,42 +339,45 @@ class BinanceKlineFeed(DataFeed):
     async def _rest_klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int
     ) -> list[list[Any]]:
-        assert self._client is not None
-        for attempt in range(self.settings.rest_retries + 1):
-            try:
-                rows: list[list[Any]] = await self._client.get_klines(
-                    symbol=symbol,
-                    interval=interval,
-                    startTime=start_ms,
-                    endTime=end_ms,
-                    limit=REST_PAGE,
-                )
-                return rows
-            except BinanceAPIException as exc:
-                if exc.status_code in (418, 429) and attempt < self.settings.rest_retries:
-                    wait = _retry_after(exc) or self.settings.reconnect.backoff.delay(attempt + 1)
-                    log.warning(
-                        "%s: HTTP %d rate limit, waiting %.1fs", self.name, exc.status_code, wait
-                    )
-                    await asyncio.sleep(wait)
-                    continue
-                detail = f"HTTP {exc.status_code} {exc.message}"
-                raise BackfillError(f"{symbol} {interval}: {detail}") from exc
-            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                raise BackfillError(f"{symbol} {interval}: {describe(exc)}") from exc
-        retries = self.settings.rest_retries
-        raise BackfillError(f"{symbol} {interval}: still rate limited after {retries} retries")
+        client = self._client
+        assert client is not None
+        rows: list[list[Any]] = await self._rest(
+            f"{symbol} {interval} klines",
+            lambda: client.get_klines(
+                symbol=symbol,
+                interval=interval,
+                startTime=start_ms,
+                endTime=end_ms,
+                limit=REST_PAGE,
+            ),
+        )
+        return rows
 
     async def _server_time(self) -> datetime:
         """The exchange's clock: authoritative for which bars have closed."""
         assert self._client is not None
-        try:
-            answer = await self._client.get_server_time()
-        except BinanceAPIException as exc:
-            raise BackfillError(f"server time: HTTP {exc.status_code} {exc.message}") from exc
-        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-            raise BackfillError(f"server time: {describe(exc)}") from exc
+        answer = await self._rest("server time", self._client.get_server_time)
         return datetime.fromtimestamp(answer["serverTime"] / 1000, UTC)
+
+    async def _rest(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """One REST request, retried with backoff on HTTP 429/418 (Binance's rate limits,
+        honouring Retry-After); any other failure is a BackfillError naming ``what``."""
+        retries = self.settings.rest_retries
+        for attempt in range(retries + 1):
+            try:
+                return await call()
+            except BinanceAPIException as exc:
+                if exc.status_code in (418, 429) and attempt < retries:
+                    wait = _retry_after(exc) or self.settings.reconnect.backoff.delay(attempt + 1)
+                    log.warning(
+                        "%s: %s: HTTP %d, waiting %.1fs", self.name, what, exc.status_code, wait
+                    )
+                    await asyncio.sleep(wait)
+                    continue
+                raise BackfillError(f"{what}: HTTP {exc.status_code} {exc.message}") from exc
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                raise BackfillError(f"{what}: {describe(exc)}") from exc
+        raise BackfillError(f"{what}: still rate limited after {retries} retries")
 
 
 def _ms(moment: datetime) -> int:
