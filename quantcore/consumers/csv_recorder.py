@@ -31,9 +31,11 @@ class CsvPathError(ValueError):
     """The path template or a path it produces is unusable; the message names it."""
 
 
-def format_row(bar: BarEvent) -> str:
+def format_row(bar: BarEvent, open_ms: int | None = None) -> str:
     """One CSV line; floats in shortest round-trip form so reading back is exact."""
-    stamp = time.strftime(DATETIME_FORMAT, time.gmtime(bar.open_time_ms // 1000))
+    if open_ms is None:
+        open_ms = bar.open_time_ms
+    stamp = time.strftime(DATETIME_FORMAT, time.gmtime(open_ms // 1000))
     return (
         f"{bar.close!r},{bar.high!r},{bar.low!r},{bar.open!r},"
         f"{bar.volume!r},{bar.quote_volume!r},{stamp}\n"
@@ -64,7 +66,7 @@ class _CsvFile:
         open_ms = bar.open_time_ms
         if self.last_ms is not None and open_ms <= self.last_ms:
             return False
-        self.handle.write(format_row(bar))
+        self.handle.write(format_row(bar, open_ms))
         self._sync()
         self.last_ms = open_ms
         return True

@@ -1,12 +1,15 @@
 """HistoryStore: every closed bar per stream, served as a backtrader-style DataFrame.
 
-Appending a row to a DataFrame is O(n) (pandas copies), so bars go into short Python
-lists, are flushed in chunks into growable numpy columns, and the DataFrame is built
-on views of those columns only when asked for, then cached until the next bar. Each
-bar is copied once; a read after every append costs one small DataFrame construction.
+Appending a row to a DataFrame is O(n) (pandas copies), so bars go into a flat
+``array('d')`` (8 bytes a value, as compact as the DataFrame), are flushed in chunks
+into growable numpy columns, and the DataFrame is built on views of those columns only
+when asked for, then cached until the next bar. Each bar is copied once; a read after
+every append costs one small DataFrame construction.
 """
 
 from __future__ import annotations
+
+from array import array
 
 import numpy as np
 import pandas as pd
@@ -20,8 +23,11 @@ COLUMNS = ("close", "high", "low", "open", "volume", "baseVolume", "datetime")
 open time in UTC (tz-naive ``datetime64[ms]``, printed ``YYYY-MM-DD HH:MM:SS``)."""
 
 _VALUE_COLUMNS = COLUMNS[:6]
+_ROW = 7
+"""Values per pending row: the six value columns, then the open time (ms, exact as a
+float below 2**53)."""
 _FLUSH_ROWS = 4096
-_MIN_CAPACITY = 1024
+_MIN_CAPACITY = 64
 
 
 class _StreamHistory:
@@ -31,15 +37,15 @@ class _StreamHistory:
 
     def __init__(self, max_rows: int | None) -> None:
         self.max_rows = max_rows
-        self.capacity = _MIN_CAPACITY
-        self.values = np.empty((6, self.capacity))
-        self.times = np.empty(self.capacity, dtype=np.int64)
+        self.capacity = 0
+        self.values = np.empty((6, 0))
+        self.times = np.empty(0, dtype=np.int64)
         self.size = 0
-        self.pending: list[tuple[float, float, float, float, float, float, int]] = []
+        self.pending = array("d")
         self._frame: pd.DataFrame | None = None
 
     def append(self, bar: BarEvent) -> None:
-        self.pending.append(
+        self.pending.extend(
             (
                 bar.close,
                 bar.high,
@@ -51,24 +57,25 @@ class _StreamHistory:
             )
         )
         self._frame = None
-        if len(self.pending) >= _FLUSH_ROWS:
+        if len(self.pending) >= _FLUSH_ROWS * _ROW:
             self.flush()
 
     def __len__(self) -> int:
-        return min(self.size + len(self.pending), self.max_rows or 1 << 62)
+        return min(self.size + len(self.pending) // _ROW, self.max_rows or 1 << 62)
 
     def flush(self) -> None:
         """Move pending rows into the numpy columns (growing or trimming as needed)."""
         if not self.pending:
             return
-        rows = np.array(self.pending, dtype=np.float64)
-        self.pending.clear()
+        rows = np.frombuffer(self.pending, dtype=np.float64).reshape(-1, _ROW)
         count = len(rows)
         self._reserve(count)
         end = self.size + count
         self.values[:, self.size : end] = rows[:, :6].T
-        self.times[self.size : end] = rows[:, 6].astype(np.int64)
+        self.times[self.size : end] = rows[:, 6]
         self.size = end
+        del rows
+        self.pending = array("d")
 
     def _reserve(self, count: int) -> None:
         needed = self.size + count
