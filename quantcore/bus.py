@@ -24,24 +24,29 @@ Handler = Callable[[Any], None] | Callable[[Any], Awaitable[None]]
 
 
 class _IsolatingEmitter(EventEmitter):
-    """pyee's synchronous emitter with each handler call isolated.
+    """pyee's synchronous emitter, delivering with each handler call isolated.
 
-    ``_emit_run`` is pyee's hook for how one handler is run (its asyncio and Twisted
-    emitters override it too); doing the try/except here instead of in a wrapper
-    per handler saves a call frame per delivery on the hot path.
+    ``_call_handlers`` is the step of pyee's ``emit`` that runs the listeners (its
+    asyncio and Twisted emitters override the same hooks). This one skips the lock
+    (quantcore publishes from one event loop, never from threads), copies the listeners
+    so a handler may (un)subscribe mid-delivery, and reports a failing handler instead
+    of letting it abort the others.
     """
 
     def __init__(self, on_error: Callable[[Callable[..., Any], Exception], None]) -> None:
         super().__init__()
         self._on_error = on_error
 
-    def _emit_run(
-        self, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        try:
-            f(*args)
-        except Exception as exc:
-            self._on_error(f, exc)
+    def _call_handlers(self, event: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        listeners = self._events.get(event)
+        if not listeners:
+            return False
+        for handler in tuple(listeners.values()):
+            try:
+                handler(*args)
+            except Exception as exc:
+                self._on_error(handler, exc)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
