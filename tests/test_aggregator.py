@@ -317,3 +317,10 @@ async def test_multi_config_runs_offline_with_a_csv_per_stream(
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         f"{s}_{i}.csv" for s in symbols for i in ("1m", "5m", "15m")
     )
+    # Per-stream stats: every feed stream counted, the counts add up to the total and
+    # match what each stream's CSV holds.
+    per_stream = app.feed.stream_bars
+    assert set(per_stream) == set(config.streams) and sum(per_stream.values()) == 150
+    for symbol, interval in config.streams:
+        assert per_stream[(symbol, interval)] == len(csv_rows(folder / f"{symbol}_{interval}.csv"))
+    assert "BTCUSDT 1m=" in app.feed.stream_summary()
