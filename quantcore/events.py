@@ -58,7 +58,7 @@ class BarEvent:
     @property
     def open_time_ms(self) -> int:
         """Open time as Binance epoch milliseconds (exact: bar times are whole ms)."""
-        return _to_ms(self.open_time)
+        return epoch_ms(self.open_time)
 
     @property
     def received_at(self) -> datetime:
@@ -89,8 +89,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
-def _to_ms(moment: datetime) -> int:
+def epoch_ms(moment: datetime) -> int:
+    """Aware datetime → epoch milliseconds, exactly (no float rounding)."""
     return (moment - _EPOCH) // _MS
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """Epoch milliseconds → aware UTC datetime, exactly; the inverse of :func:`epoch_ms`."""
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
 class Side(StrEnum):

@@ -12,10 +12,18 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from quantcore.bus import EventBus
-from quantcore.events import BAR, BAR_PARTIAL, FEED_STATUS, BarEvent, FeedState, FeedStatus
+from quantcore.events import (
+    BAR,
+    BAR_PARTIAL,
+    FEED_STATUS,
+    BarEvent,
+    FeedState,
+    FeedStatus,
+    from_epoch_ms,
+)
 from quantcore.intervals import interval_ms
 
 log = logging.getLogger(__name__)
@@ -92,7 +100,7 @@ class DataFeed(ABC):
 
     def resume_after(self, key: StreamKey, open_time_ms: int) -> None:
         """Declare bars up to ``open_time_ms`` already delivered (e.g. found in the CSV)."""
-        self.sequencers[key].last = datetime.fromtimestamp(open_time_ms / 1000, UTC)
+        self.sequencers[key].last = from_epoch_ms(open_time_ms)
 
     def report(self, state: FeedState, detail: str = "", level: int = logging.INFO) -> None:
         """Log a status line and publish it on FEED_STATUS."""
@@ -104,7 +112,7 @@ class DataFeed(ABC):
 
         Returns None when handled (published or dropped), or the open time of the first
         missing closed bar when ``bar`` is closed and bars are missing before it: the
-        caller fills the hole (see :meth:`publish_closed`) and offers ``bar`` again.
+        caller fills the hole, then publishes ``bar`` with :meth:`publish_closed`.
         """
         sequencer = self.sequencers.get((bar.symbol, bar.interval))
         if sequencer is None or self.limit_reached:
@@ -142,9 +150,9 @@ class DataFeed(ABC):
         if sequencer.last is not None and bar.open_time <= sequencer.last:
             self.stats.duplicates += 1
             return False
-        sent = self._emit(sequencer, bar)
-        self.stats.backfilled += sent and backfilled
-        return sent
+        self._emit(sequencer, bar)
+        self.stats.backfilled += backfilled
+        return True
 
     @property
     def limit_reached(self) -> bool:
@@ -154,11 +162,10 @@ class DataFeed(ABC):
         """``BTCUSDT 1m=120 ETHUSDT 1m=118 ...``: closed bars published per stream."""
         return " ".join(f"{s} {i}={self.stream_bars[(s, i)]}" for s, i in self.sequencers)
 
-    def _emit(self, sequencer: StreamSequencer, bar: BarEvent) -> bool:
+    def _emit(self, sequencer: StreamSequencer, bar: BarEvent) -> None:
         sequencer.last = bar.open_time
         self.stats.bars += 1
         self.stream_bars[(bar.symbol, bar.interval)] += 1
         self.bus.publish(BAR, bar)
         if self.limit_reached:
             self.stop()
-        return True

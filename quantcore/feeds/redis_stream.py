@@ -23,7 +23,7 @@ from redis.typing import KeyT, StreamIdT
 
 from quantcore.backoff import Backoff, describe
 from quantcore.bus import EventBus
-from quantcore.events import BAR_PARTIAL, BarEvent, FeedState
+from quantcore.events import BAR_PARTIAL, BarEvent, FeedState, epoch_ms
 from quantcore.feeds.base import DataFeed, StreamKey
 from quantcore.sinks.redis_streams import (
     DEFAULT_PREFIX,
@@ -33,7 +33,7 @@ from quantcore.sinks.redis_streams import (
     stream_name,
 )
 from quantcore.sinks.redis_streams import entry_id as bar_entry_id
-from quantcore.sinks.rows import datetime_to_ms, from_fields
+from quantcore.sinks.rows import from_fields
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class RedisStreamFeed(DataFeed):
 
     async def _backfill(self, name: str, key: StreamKey, due: datetime, bar: BarEvent) -> None:
         """Fill a hole from the stream's history (XRANGE), e.g. after local data was lost."""
-        start, end = bar_entry_id(datetime_to_ms(due)), bar_entry_id(bar.open_time_ms)
+        start, end = bar_entry_id(epoch_ms(due)), bar_entry_id(bar.open_time_ms)
         while True:
             history: Any = await self._redis.xrange(name, min=start, max=f"({end}", count=1000)
             for found, fields in _entries([(name, history)])[0][1]:

@@ -8,10 +8,9 @@ equal to the bar that was written.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from quantcore.events import BarEvent
+from quantcore.events import BarEvent, epoch_ms, from_epoch_ms
 
 ROW_COLUMNS = (
     "symbol",
@@ -33,18 +32,7 @@ ROW_COLUMNS = (
 
 Row = tuple[str, str, int, int, float, float, float, float, float, float, int, float, float, int]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TRUE, _FALSE = "true", "false"
-
-
-def ms_to_datetime(ms: int) -> datetime:
-    """Epoch ms → aware UTC datetime, exactly (no float rounding)."""
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
-def datetime_to_ms(moment: datetime) -> int:
-    """Aware datetime → epoch ms, exactly."""
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def to_row(bar: BarEvent) -> Row:
@@ -52,8 +40,8 @@ def to_row(bar: BarEvent) -> Row:
     return (
         bar.symbol,
         bar.interval,
-        datetime_to_ms(bar.open_time),
-        datetime_to_ms(bar.close_time),
+        epoch_ms(bar.open_time),
+        epoch_ms(bar.close_time),
         bar.open,
         bar.high,
         bar.low,
@@ -63,7 +51,7 @@ def to_row(bar: BarEvent) -> Row:
         bar.trades,
         bar.taker_buy_volume,
         bar.taker_buy_quote_volume,
-        datetime_to_ms(bar.event_time),
+        epoch_ms(bar.event_time),
     )
 
 
@@ -72,8 +60,8 @@ def from_row(row: Sequence[Any]) -> BarEvent:
     return BarEvent(
         symbol=str(row[0]),
         interval=str(row[1]),
-        open_time=ms_to_datetime(int(row[2])),
-        close_time=ms_to_datetime(int(row[3])),
+        open_time=from_epoch_ms(int(row[2])),
+        close_time=from_epoch_ms(int(row[3])),
         open=float(row[4]),
         high=float(row[5]),
         low=float(row[6]),
@@ -84,7 +72,7 @@ def from_row(row: Sequence[Any]) -> BarEvent:
         taker_buy_volume=float(row[11]),
         taker_buy_quote_volume=float(row[12]),
         closed=True,
-        event_time=ms_to_datetime(int(row[13])),
+        event_time=from_epoch_ms(int(row[13])),
     )
 
 
@@ -93,8 +81,8 @@ def to_fields(bar: BarEvent) -> dict[str, str]:
     return {
         "symbol": bar.symbol,
         "interval": bar.interval,
-        "open_time": str(datetime_to_ms(bar.open_time)),
-        "close_time": str(datetime_to_ms(bar.close_time)),
+        "open_time": str(epoch_ms(bar.open_time)),
+        "close_time": str(epoch_ms(bar.close_time)),
         "open": repr(bar.open),
         "high": repr(bar.high),
         "low": repr(bar.low),
@@ -105,7 +93,7 @@ def to_fields(bar: BarEvent) -> dict[str, str]:
         "taker_buy_volume": repr(bar.taker_buy_volume),
         "taker_buy_quote_volume": repr(bar.taker_buy_quote_volume),
         "closed": _TRUE if bar.closed else _FALSE,
-        "event_time": str(datetime_to_ms(bar.event_time)),
+        "event_time": str(epoch_ms(bar.event_time)),
         "received_ns": str(bar.received_ns),
     }
 
@@ -119,8 +107,8 @@ def from_fields(fields: Mapping[str, str]) -> BarEvent:
         return BarEvent(
             symbol=fields["symbol"],
             interval=fields["interval"],
-            open_time=ms_to_datetime(int(fields["open_time"])),
-            close_time=ms_to_datetime(int(fields["close_time"])),
+            open_time=from_epoch_ms(int(fields["open_time"])),
+            close_time=from_epoch_ms(int(fields["close_time"])),
             open=float(fields["open"]),
             high=float(fields["high"]),
             low=float(fields["low"]),
@@ -131,7 +119,7 @@ def from_fields(fields: Mapping[str, str]) -> BarEvent:
             taker_buy_volume=float(fields["taker_buy_volume"]),
             taker_buy_quote_volume=float(fields["taker_buy_quote_volume"]),
             closed=closed == _TRUE,
-            event_time=ms_to_datetime(int(fields["event_time"])),
+            event_time=from_epoch_ms(int(fields["event_time"])),
             received_ns=int(fields.get("received_ns", "0")),
         )
     except KeyError as exc:

@@ -237,7 +237,11 @@ class KlineCodec:
 
 
 def _utc(ms: int) -> datetime:
-    """Epoch ms → UTC datetime; an impossible time is a parse error, not a crash."""
+    """Epoch ms → UTC datetime; an impossible time is a parse error, not a crash.
+
+    ``fromtimestamp`` rather than :func:`quantcore.events.from_epoch_ms`: half the cost
+    on the hot path, and the same result for whole milliseconds.
+    """
     try:
         return datetime.fromtimestamp(ms / 1000, UTC)
     except (ValueError, OverflowError, OSError) as exc:

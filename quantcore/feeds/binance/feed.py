@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -27,7 +27,7 @@ from binance.ws.constants import WSListenerState
 
 from quantcore.backoff import Backoff, describe
 from quantcore.bus import EventBus
-from quantcore.events import FeedState
+from quantcore.events import FeedState, epoch_ms, from_epoch_ms
 from quantcore.feeds.base import DataFeed, StreamKey
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError, is_error_payload, stream_name
 from quantcore.intervals import interval_ms
@@ -49,7 +49,12 @@ class UnknownSymbolError(RuntimeError):
 
 
 class StreamLost(RuntimeError):
-    """The live connection ended (error payload, closed socket or stall)."""
+    """The live connection ended (error payload, closed socket or stall); ``state`` says
+    which, for the one status report the supervisor makes of it."""
+
+    def __init__(self, detail: str, state: FeedState = FeedState.DISCONNECTED) -> None:
+        super().__init__(detail)
+        self.state = state
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +154,7 @@ class BinanceKlineFeed(DataFeed):
                 self.stop()
                 return
             except StreamLost as exc:
-                self.report(FeedState.DISCONNECTED, str(exc), logging.WARNING)
+                self.report(exc.state, str(exc), logging.WARNING)
             except BackfillError as exc:
                 self.stats.errors += 1
                 self.report(FeedState.ERROR, f"backfill failed: {exc}", logging.WARNING)
@@ -212,8 +217,7 @@ class BinanceKlineFeed(DataFeed):
                     return
                 silent = loop.time() - conn.last_frame
                 if silent > timeout:
-                    self.report(FeedState.STALLED, f"no frame for {silent:.1f}s", logging.WARNING)
-                    raise StreamLost(f"stalled: no frame for {silent:.1f}s")
+                    raise StreamLost(f"no frame for {silent:.1f}s", FeedState.STALLED)
         finally:
             await _stop_pump(pump, conn)
 
@@ -320,7 +324,7 @@ class BinanceKlineFeed(DataFeed):
         open time of a live bar that arrived after a hole. Pages 1000 rows at a time.
         """
         step_ms = interval_ms(interval)
-        start_ms, before_ms = _ms(start), _ms(before)
+        start_ms, before_ms = epoch_ms(start), epoch_ms(before)
         while start_ms < before_ms:
             rows = await self._rest_klines(symbol, interval, start_ms, before_ms - 1)
             received = time.time_ns()
@@ -357,7 +361,7 @@ class BinanceKlineFeed(DataFeed):
         """The exchange's clock: authoritative for which bars have closed."""
         assert self._client is not None
         answer = await self._rest("server time", self._client.get_server_time)
-        return datetime.fromtimestamp(answer["serverTime"] / 1000, UTC)
+        return from_epoch_ms(answer["serverTime"])
 
     async def _rest(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """One REST request, retried with backoff on HTTP 429/418 (Binance's rate limits,
@@ -380,13 +384,9 @@ class BinanceKlineFeed(DataFeed):
         raise BackfillError(f"{what}: still rate limited after {retries} retries")
 
 
-def _ms(moment: datetime) -> int:
-    return round(moment.timestamp() * 1000)
-
-
 def _floor(moment: datetime, step: timedelta) -> datetime:
-    step_ms = int(step / timedelta(milliseconds=1))
-    return datetime.fromtimestamp(_ms(moment) // step_ms * step_ms / 1000, UTC)
+    """Start of the bar of length ``step`` that contains ``moment`` (epoch-aligned)."""
+    return moment - (moment - from_epoch_ms(0)) % step
 
 
 def _retry_after(exc: BinanceAPIException) -> float | None:
@@ -405,7 +405,8 @@ def _keep_text(frame: str | bytes) -> str | bytes:
 def _error_payload(message: Any) -> str | None:
     """What an error message says, if ``message`` is one (from Binance or python-binance)."""
     if isinstance(message, str | bytes):
-        if b"error" not in (message.encode() if isinstance(message, str) else message):
+        text = message if isinstance(message, str) else message.decode(errors="replace")
+        if "error" not in text:
             return None
         try:
             message = orjson.loads(message)
