@@ -21,7 +21,7 @@ from quantcore.bus import EventBus
 from quantcore.component import Component, Context
 from quantcore.config import AppConfig, ConfigError, LocalExchangeConfig
 from quantcore.consumers.csv_recorder import CsvPathError, CsvRecorder
-from quantcore.feeds.base import DataFeed, StreamKey
+from quantcore.feeds.base import DataFeed, FeedStats, StreamKey
 from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
 from quantcore.intervals import interval_ms
 from quantcore.logs import configure_logging
@@ -184,19 +184,18 @@ class App:
                 handle.cancel()
 
     def _summary(self, seconds: float) -> RunSummary:
-        stats = self.feed.stats if self.feed is not None else None
+        stats = self.feed.stats if self.feed is not None else FeedStats()
         recorders = [c for c in self.components if isinstance(c, CsvRecorder)]
-        bars = stats.bars if stats else 0
         return RunSummary(
             seconds=seconds,
-            bars_recorded=sum(r.rows_written for r in recorders) if recorders else bars,
-            bars=bars,
-            frames=stats.frames if stats else 0,
-            malformed=stats.malformed if stats else 0,
-            duplicates=stats.duplicates if stats else 0,
-            reconnects=stats.reconnects if stats else 0,
+            bars_recorded=sum(r.rows_written for r in recorders) if recorders else stats.bars,
+            bars=stats.bars,
+            frames=stats.frames,
+            malformed=stats.malformed,
+            duplicates=stats.duplicates,
+            reconnects=stats.reconnects,
             subscriber_errors=sum(self.bus.handler_errors.values()),
-            feed_errors=stats.errors if stats else 0,
+            feed_errors=stats.errors,
         )
 
 
