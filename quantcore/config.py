@@ -19,6 +19,7 @@ import yaml
 from quantcore.backoff import Backoff
 from quantcore.component import Component
 from quantcore.feeds.binance.feed import BinanceFeedSettings, ReconnectPolicy
+from quantcore.feeds.binance.limits import ConnectLimits, RestLimits
 from quantcore.intervals import interval_ms
 
 BUILTIN_CONSUMERS = {
@@ -32,6 +33,7 @@ BUILTIN_CONSUMERS = {
 }
 """Short names usable as ``class:`` in the YAML for the built-in consumers."""
 
+_LIMIT_KEYS = {"connect_attempts", "connect_window", "connect_spacing", "rest_weight"}
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
 _URL = re.compile(r"^(wss?|https?)://[^\s/]+(/\S*)?$")
 
@@ -174,6 +176,13 @@ def _feed(raw: Mapping[str, Any], ws_url: str, rest_url: str) -> BinanceFeedSett
         "warmup_bars",
         "streams_per_connection",
         "reconnect",
+        "settle",
+        "poll",
+        "probe_streams",
+        "max_connection_age",
+        "healthy_after",
+        "max_url_chars",
+        "limits",
     }
     _only(raw, "feed", allowed)
     reconnect_raw = _mapping(raw.get("reconnect", {}), "feed.reconnect")
@@ -191,6 +200,18 @@ def _feed(raw: Mapping[str, Any], ws_url: str, rest_url: str) -> BinanceFeedSett
         else int(_number(reconnect_raw, "max_attempts", 0, where, integer=True)),
     )
     base = BinanceFeedSettings()
+    limits_raw = _mapping(raw.get("limits", {}), "feed.limits")
+    where = "feed.limits"
+    _only(limits_raw, where, _LIMIT_KEYS)
+    connect, rest = ConnectLimits(), RestLimits()
+    connect_limits = ConnectLimits(
+        attempts=int(_number(limits_raw, "connect_attempts", connect.attempts, where, True)),
+        window=_seconds(limits_raw, "connect_window", connect.window, where),
+        spacing=_number(limits_raw, "connect_spacing", connect.spacing, where, minimum=0),
+    )
+    rest_limits = RestLimits(
+        int(_number(limits_raw, "rest_weight", rest.weight_per_minute, where, True, 10))
+    )
     return BinanceFeedSettings(
         ws_url=ws_url,
         rest_url=rest_url,
@@ -202,6 +223,14 @@ def _feed(raw: Mapping[str, Any], ws_url: str, rest_url: str) -> BinanceFeedSett
             _number(raw, "streams_per_connection", base.streams_per_connection, "feed", True)
         ),
         reconnect=reconnect,
+        settle=_number(raw, "settle", base.settle, "feed", minimum=0),
+        poll=_seconds(raw, "poll", base.poll, "feed"),
+        probe_streams=int(_number(raw, "probe_streams", base.probe_streams, "feed", True)),
+        max_connection_age=_seconds(raw, "max_connection_age", base.max_connection_age, "feed"),
+        healthy_after=_number(raw, "healthy_after", base.healthy_after, "feed", minimum=0),
+        max_url_chars=int(_number(raw, "max_url_chars", base.max_url_chars, "feed", True, 200)),
+        connect_limits=connect_limits,
+        rest_limits=rest_limits,
     )
 
 
@@ -308,9 +337,21 @@ def _only(raw: Mapping[str, Any], where: str, allowed: set[str]) -> None:
 
 
 def _url(raw: Any, where: str, scheme: str = "http") -> str:
+    """Check a base URL; the forms Binance documents are normalized to what the feed
+    appends to: ``wss://host/ws`` or ``/stream`` → ``wss://host/``, ``.../api/v3`` → ``.../api``."""
     if not isinstance(raw, str) or not _URL.match(raw) or not raw.startswith(scheme):
         raise ConfigError(f"{where}: {raw!r} is not a {scheme}:// or {scheme}s:// URL")
-    return raw if scheme != "ws" or raw.endswith("/") else raw + "/"
+    if "?" in raw or "#" in raw:
+        raise ConfigError(f"{where}: {raw!r}: give the base URL, without a query")
+    if scheme == "ws":
+        base = re.sub(r"/(ws|stream)/?$", "", raw.rstrip("/"))
+        if re.search(r"/(ws|stream)/", base + "/") or "@" in base:
+            raise ConfigError(f"{where}: {raw!r}: give the base URL, not a stream path")
+        return base + "/"
+    base = re.sub(r"/v[0-9]+/?$", "", raw.rstrip("/"))
+    if not base.endswith("/api"):
+        raise ConfigError(f"{where}: {raw!r}: expected the REST base ending in /api")
+    return base
 
 
 def _number(

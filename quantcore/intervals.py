@@ -30,3 +30,14 @@ def interval_ms(interval: str) -> int:
         known = ", ".join(k for k, v in INTERVAL_MS.items() if v)
         raise ValueError(f"{interval!r} is not a fixed-length Binance interval (one of {known})")
     return step
+
+
+WEEK_OFFSET_MS = 4 * 86_400_000
+"""Binance's weekly bars open on Monday 00:00 UTC; the epoch was a Thursday."""
+
+
+def bar_open_ms(moment_ms: int, interval: str) -> int:
+    """Open time of the ``interval`` bar containing ``moment_ms`` (weeks start on Monday)."""
+    step = interval_ms(interval)
+    offset = WEEK_OFFSET_MS if interval == "1w" else 0
+    return moment_ms - (moment_ms - offset) % step

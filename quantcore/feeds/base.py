@@ -44,6 +44,10 @@ class FeedStats:
     duplicates: int = 0
     stale: int = 0
     reconnects: int = 0
+    handovers: int = 0
+    probes: int = 0
+    rest_calls: int = 0
+    rate_limited: int = 0
     errors: int = 0
 
     def summary(self) -> str:

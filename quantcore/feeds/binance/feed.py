@@ -1,11 +1,28 @@
 """BinanceKlineFeed: kline WebSocket streams through python-binance, supervised.
 
-python-binance's socket gives up after a few reconnects, never notices a silent
-server, and can lose queued frames when its read loop dies. So the library's own
-reconnecting is switched off and one supervisor per connection owns the whole
-lifecycle: connect, backfill what was missed over REST, pump frames, detect stalls,
-tear down, back off, repeat. Correctness comes from the sequencer plus backfill, not
-from any single connection staying up.
+Three independent jobs, so no one of them can stall another:
+
+- one **supervisor** per connection: connect within the process-wide attempt budget,
+  pump frames, judge liveness, hand over to a fresh connection before a planned close
+  (``serverShutdown``, the 24 h lifetime), back off after failures;
+- the **settler**, one per feed: every closed bar the stream did not deliver (an
+  ``x:true`` lost to a reconnect, withheld by the exchange, or never sent because a
+  quiet bar had no trades) is fetched over REST once it is *settled*, never earlier;
+- the **sequencer** (``DataFeed.offer``): closed bars go out strictly in order, each once.
+
+What Binance does not document, and what was assumed:
+
+- REST klines come from a delayed data source: a row whose close time has passed can
+  still hold non-final values for a few seconds. A REST row is trusted only when its
+  close is older than server time minus ``settle`` (default 10 s, a few times the lag
+  seen in practice); newer bars come from the live ``x:true``.
+- Kline streams push only when something changed, so silence is not death: after
+  ``stall_timeout`` without frames the supervisor asks REST whether the market moved
+  (a newer bar with trades, or more trades than the stream showed) and reconnects only
+  if it did; a quiet symbol never causes a reconnect.
+- Combined-stream URLs over about 8,000 characters are refused (a third-party
+  measurement), so streams are split across connections by URL length as well as by
+  Binance's documented 1,024 streams.
 """
 
 from __future__ import annotations
@@ -16,7 +33,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -27,10 +44,19 @@ from binance.ws.constants import WSListenerState
 
 from quantcore.backoff import Backoff, describe
 from quantcore.bus import EventBus
-from quantcore.events import FeedState, epoch_ms, from_epoch_ms
+from quantcore.events import BarEvent, FeedState, epoch_ms, from_epoch_ms
 from quantcore.feeds.base import DataFeed, StreamKey
+from quantcore.feeds.binance.clock import ExchangeClock
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError, is_error_payload, stream_name
-from quantcore.intervals import interval_ms
+from quantcore.feeds.binance.limits import (
+    ConnectionBudget,
+    ConnectLimits,
+    RestBudget,
+    RestLimits,
+    connection_budget,
+    rest_budget,
+)
+from quantcore.intervals import bar_open_ms, interval_ms
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +64,16 @@ REST_PAGE = 1000
 """Binance's maximum ``limit`` for /api/v3/klines."""
 MAX_STREAMS_PER_CONNECTION = 1024
 """Binance rejects combined-stream connections with more streams than this."""
+KLINES_WEIGHT = 2
+"""Request weight of /api/v3/klines (any limit up to 1000), per Binance's rest-api.md."""
+TIME_WEIGHT = 1
+EXCHANGE_INFO_WEIGHT = 20
+EXCHANGE_INFO_SYMBOLS = 100
+"""Up to this many symbols are asked for by name; more, and the full list is cheaper."""
 
 
 class BackfillError(RuntimeError):
-    """REST backfill failed; the connection cycle restarts so no gap is skipped."""
+    """A REST call failed; the settler retries later, so no gap is skipped."""
 
 
 class UnknownSymbolError(RuntimeError):
@@ -73,20 +105,63 @@ class BinanceFeedSettings:
     rest_url: str = "https://api.binance.com/api"
     max_queue_size: int = 100_000
     stall_timeout: float = 10.0
+    """Seconds without any frame before REST is asked whether the market moved."""
     backfill_limit: int = 1000
     warmup_bars: int = 0
     streams_per_connection: int = MAX_STREAMS_PER_CONNECTION
+    max_url_chars: int = 8000
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
-    rest_retries: int = 5
+    healthy_after: float = 60.0
+    """A connection must stay up this long before the reconnect backoff starts over."""
+    settle: float = 10.0
+    """Seconds of exchange time after a bar's close before its REST row is trusted."""
+    poll: float = 1.0
+    """Seconds between the settler's checks for bars the stream did not deliver."""
+    probe_streams: int = 3
+    """How many of a silent connection's streams REST is asked about."""
+    max_connection_age: float = 23.5 * 3600
+    """Hand over to a fresh connection before Binance's 24 h limit closes this one."""
+    connect_limits: ConnectLimits = field(default_factory=ConnectLimits)
+    rest_limits: RestLimits = field(default_factory=RestLimits)
 
 
-@dataclass(slots=True)
-class _Connection:
-    streams: list[StreamKey]
-    last_frame: float = 0.0
+@dataclass(slots=True, eq=False)
+class _Stream:
+    """What the feed knows of one stream beyond its sequencer."""
+
+    key: StreamKey
+    step_ms: int
+    seen_open: datetime | None = None
+    """Open time of the newest bar seen in a frame or a probe."""
+    seen_trades: int = -1
+    held: list[BarEvent] = field(default_factory=list)
+    """Live closed bars waiting for the settler to fill the hole before them."""
+    caught_up: bool = False
+    """Set after the first catch-up: only that one is bounded by backfill_limit."""
+    halted: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Link:
+    """One open socket and the task pumping it."""
+
+    socket: Any
+    pump: asyncio.Task[None] | None = None
     closing: bool = False
-    resumed: bool = False
-    """Set after the first successful backfill: only that one is bounded by backfill_limit."""
+    frames: int = 0
+    opened: float = 0.0
+
+
+@dataclass(slots=True, eq=False)
+class _Connection:
+    streams: list[_Stream]
+    names: list[str]
+    label: str
+    last_frame: float = 0.0
+    handover: str | None = None
+    """Why the exchange asked us to move (``serverShutdown``), until the handover."""
+    link: _Link | None = None
+    """The socket being pumped now (replaced by a handover)."""
 
 
 class BinanceKlineFeed(DataFeed):
@@ -103,51 +178,89 @@ class BinanceKlineFeed(DataFeed):
         self.settings = settings or BinanceFeedSettings()
         self._codec = KlineCodec()
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
         self._client: AsyncClient | None = None
         self._symbols_checked = False
         self._check_lock = asyncio.Lock()
+        self._settle_lock = asyncio.Lock()
+        self.clock = ExchangeClock()
+        self.states: dict[StreamKey, _Stream] = {
+            key: _Stream(key, interval_ms(key[1])) for key in self.sequencers
+        }
+        self.connect_budget: ConnectionBudget = connection_budget(
+            self.settings.ws_url, self.settings.connect_limits
+        )
+        self.rest_budget: RestBudget = rest_budget(
+            self.settings.rest_url, self.settings.rest_limits
+        )
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
+
+    # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> None:
         client = AsyncClient()
         client.API_URL = self.settings.rest_url.rstrip("/")
         self._client = client
-        keys = self.streams
-        size = max(1, min(self.settings.streams_per_connection, MAX_STREAMS_PER_CONNECTION))
-        connections = [_Connection(keys[i : i + size]) for i in range(0, len(keys), size)]
-        supervisors = [
+        connections = self.plan_connections()
+        tasks = [
             asyncio.create_task(self._supervise(conn), name=f"{self.name}:conn{n}")
             for n, conn in enumerate(connections)
         ]
+        tasks.append(asyncio.create_task(self._settle_loop(), name=f"{self.name}:settler"))
         try:
             await self._stopping.wait()
         finally:
-            for task in supervisors:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*supervisors, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await client.close_connection()
             self.report(FeedState.STOPPED, self.stats.summary())
             if len(self.sequencers) > 1:
                 log.info("%s: bars per stream: %s", self.name, self.stream_summary())
 
+    def plan_connections(self) -> list[_Connection]:
+        """Split the streams so each connection stays under Binance's stream and URL limits."""
+        settings = self.settings
+        most = max(1, min(settings.streams_per_connection, MAX_STREAMS_PER_CONNECTION))
+        base = len(settings.ws_url) + len("stream?streams=")
+        groups: list[list[_Stream]] = [[]]
+        length = base
+        for state in self.states.values():
+            extra = len(stream_name(*state.key)) + (1 if groups[-1] else 0)
+            if groups[-1] and (len(groups[-1]) >= most or length + extra > settings.max_url_chars):
+                groups.append([])
+                length, extra = base, extra - 1
+            groups[-1].append(state)
+            length += extra
+        connections = []
+        for group in groups:
+            names = [stream_name(*s.key) for s in group]
+            label = ",".join(names) if len(names) <= 4 else f"{len(names)} streams"
+            connections.append(_Connection(group, names, label))
+        return connections
+
+    # -- connections ---------------------------------------------------------------------
+
     async def _supervise(self, conn: _Connection) -> None:
-        names = [stream_name(symbol, interval) for symbol, interval in conn.streams]
-        label = ",".join(names) if len(names) <= 4 else f"{len(names)} streams"
         attempt = 0
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
-            socket: Any = None
+            up_since = loop.time()
             try:
-                self.report(FeedState.CONNECTING, f"{self.settings.ws_url} {label}")
-                socket = await self._open(names)
-                self.report(FeedState.CONNECTED, label)
+                conn.link = await self._connect(conn, pump=False)
                 await self._check_symbols()
-                await self._backfill(conn)
-                conn.last_frame = asyncio.get_running_loop().time()
-                self.report(FeedState.LIVE, label)
-                attempt = 0
-                await self._watch(socket, conn)
+                await self._settle([s for s in self._due() if not s.caught_up], conn)
+                if self.fatal is not None:
+                    self.report(FeedState.ERROR, self.fatal, logging.ERROR)
+                    self.stop()
+                    return
+                self._start_pump(conn.link, conn)
+                self.report(FeedState.LIVE, conn.label)
+                self._wake.set()
+                await self._watch(conn)
             except UnknownSymbolError as exc:
                 self.fatal = str(exc)
                 self.report(FeedState.ERROR, self.fatal, logging.ERROR)
@@ -157,21 +270,23 @@ class BinanceKlineFeed(DataFeed):
                 self.report(exc.state, str(exc), logging.WARNING)
             except BackfillError as exc:
                 self.stats.errors += 1
-                self.report(FeedState.ERROR, f"backfill failed: {exc}", logging.WARNING)
+                self.report(FeedState.ERROR, str(exc), logging.WARNING)
             except (TimeoutError, OSError, aiohttp.ClientError) as exc:
                 self.stats.errors += 1
                 target = self.settings.ws_url
                 self.report(
-                    FeedState.ERROR,
-                    f"cannot connect to {target}: {describe(exc)}",
-                    logging.WARNING,
+                    FeedState.ERROR, f"cannot connect to {target}: {describe(exc)}", logging.WARNING
                 )
             except Exception as exc:
                 self.stats.errors += 1
+                self._refused(exc)
                 self.report(FeedState.ERROR, describe(exc), logging.ERROR)
             finally:
-                if socket is not None:
-                    await _close_socket(socket)
+                if conn.link is not None:
+                    if loop.time() - up_since >= self.settings.healthy_after:
+                        attempt = 0
+                    await _close_link(conn.link)
+                    conn.link = None
             if self._stopping.is_set():
                 return
             policy = self.settings.reconnect
@@ -185,6 +300,32 @@ class BinanceKlineFeed(DataFeed):
             log.info("%s: reconnecting in %.1fs (attempt %d)", self.name, delay, attempt)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _connect(self, conn: _Connection, pump: bool = True) -> _Link:
+        """Open one socket for ``conn`` within the attempt budget (frames queue in the
+        socket until the pump starts)."""
+        await self.connect_budget.acquire()
+        self.report(FeedState.CONNECTING, f"{self.settings.ws_url} {conn.label}")
+        link = _Link(await self._open(conn.names))
+        link.opened = asyncio.get_running_loop().time()
+        self.report(FeedState.CONNECTED, conn.label)
+        if pump:
+            self._start_pump(link, conn)
+        return link
+
+    def _start_pump(self, link: _Link, conn: _Connection) -> None:
+        conn.last_frame = asyncio.get_running_loop().time()
+        link.pump = asyncio.create_task(self._pump(link, conn), name=f"{self.name}:pump")
+
+    def _refused(self, exc: BaseException) -> None:
+        """A handshake answered 429/418: every connection waits out its Retry-After."""
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+        if status in (418, 429):
+            headers = getattr(response, "headers", {})
+            wait = _seconds(headers.get("Retry-After")) or 60.0
+            self.connect_budget.ban(wait)
+            log.warning("%s: handshake refused (HTTP %s): waiting %.0fs", self.name, status, wait)
 
     async def _open(self, names: Sequence[str]) -> Any:
         """Connect one combined-stream socket with the library's own reconnects disabled."""
@@ -204,129 +345,294 @@ class BinanceKlineFeed(DataFeed):
             raise
         return socket
 
-    async def _watch(self, socket: Any, conn: _Connection) -> None:
-        """Pump frames until the stream ends; a stall (no frame for a while) ends it too."""
+    async def _watch(self, conn: _Connection) -> None:
+        """Supervise the live link until it is lost; a planned close hands over instead."""
         loop = asyncio.get_running_loop()
-        pump = asyncio.create_task(self._pump(socket, conn), name=f"{self.name}:pump")
-        timeout = self.settings.stall_timeout
-        try:
-            while True:
-                done, _ = await asyncio.wait({pump}, timeout=max(0.05, timeout / 4))
-                if done:
-                    pump.result()
-                    return
-                silent = loop.time() - conn.last_frame
-                if silent > timeout:
-                    raise StreamLost(f"no frame for {silent:.1f}s", FeedState.STALLED)
-        finally:
-            await _stop_pump(pump, conn)
+        settings = self.settings
+        timeout = settings.stall_timeout
+        next_probe = 0.0
+        while True:
+            link = conn.link
+            assert link is not None and link.pump is not None
+            done, _ = await asyncio.wait({link.pump}, timeout=max(0.05, min(timeout / 4, 1.0)))
+            if done:
+                link.pump.result()
+                raise StreamLost("stream ended")
+            now = loop.time()
+            if conn.handover is not None or now - link.opened >= settings.max_connection_age:
+                reason = conn.handover or "connection lifetime"
+                conn.handover = None
+                conn.link = await self._hand_over(link, conn, reason)
+                continue
+            silent = now - conn.last_frame
+            if silent > timeout and now >= next_probe:
+                if await self._market_moved(conn):
+                    raise StreamLost(
+                        f"no frame for {silent:.1f}s while the market moved", FeedState.STALLED
+                    )
+                next_probe = loop.time() + timeout
 
-    async def _pump(self, socket: Any, conn: _Connection) -> None:
+    async def _hand_over(self, old: _Link, conn: _Connection, reason: str) -> _Link:
+        """Make before break: the new socket is subscribed before the old one closes, so a
+        planned close loses nothing and needs no REST call."""
+        self.report(FeedState.CONNECTING, f"handover ({reason}): {conn.label}")
+        new = await self._connect(conn)
+        overlap = min(1.0, self.settings.stall_timeout)
+        deadline = asyncio.get_running_loop().time() + overlap
+        while new.frames == 0 and asyncio.get_running_loop().time() < deadline:
+            assert new.pump is not None
+            if new.pump.done():
+                break
+            await asyncio.sleep(0.01)
+        await _close_link(old)
+        self.stats.handovers += 1
+        self.report(FeedState.LIVE, f"handed over ({reason}): {conn.label}")
+        return new
+
+    async def _pump(self, link: _Link, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
         stats = self.stats
         parse = self._codec.parse
-        offer = self.offer
-        conn.closing = False
-        while not conn.closing:
+        on_bar = self._on_bar
+        socket = link.socket
+        while not link.closing:
             try:
                 message = await socket.recv()
             except ReadLoopClosed as exc:
                 raise StreamLost("read loop closed") from exc
-            conn.last_frame = loop.time()
+            now = conn.last_frame = loop.time()
+            link.frames += 1
             stats.frames += 1
             try:
                 bar = parse(message, time.time_ns())
             except KlineParseError as exc:
-                error = _error_payload(message)
-                if error is not None:
-                    raise StreamLost(error) from None
-                stats.malformed += 1
-                self.report(FeedState.MALFORMED, f"frame skipped: {exc}", logging.WARNING)
+                self._not_a_kline(message, exc, conn)
                 continue
-            missing = offer(bar)
-            if missing is not None:
-                await self._fill(bar.symbol, bar.interval, missing, bar.open_time)
-                conn.last_frame = loop.time()
-                self.publish_closed(bar, backfilled=False)
+            on_bar(bar, now)
+
+    def _not_a_kline(self, message: Any, exc: KlineParseError, conn: _Connection) -> None:
+        """Error payloads end the connection, ``serverShutdown`` starts a handover, and
+        anything else is a malformed frame, counted and skipped."""
+        if _is_server_shutdown(message):
+            if conn.handover is None:
+                conn.handover = "serverShutdown"
+                log.info("%s: serverShutdown: handing over to a new connection", self.name)
+            return
+        error = _error_payload(message)
+        if error is not None:
+            raise StreamLost(error) from None
+        self.stats.malformed += 1
+        self.report(FeedState.MALFORMED, f"frame skipped: {exc}", logging.WARNING)
+
+    def _on_bar(self, bar: BarEvent, now: float) -> None:
+        """Route one live update: partials out, closed bars in order or held for the settler."""
+        state = self.states.get((bar.symbol, bar.interval))
+        if state is None:
+            self.offer(bar)
+            return
+        seen = state.seen_open
+        if seen is None or bar.open_time > seen:
+            state.seen_open = bar.open_time
+            self.clock.observe(epoch_ms(bar.event_time), now)
+            due = self.sequencers[state.key].next_open()
+            if not bar.closed and due is not None and bar.open_time > due:
+                self._wake.set()  # the x:true of an earlier bar never came: settle it
+        if bar.trades > state.seen_trades or bar.open_time != seen:
+            state.seen_trades = bar.trades
+        if not bar.closed:
+            self.offer(bar)
+            return
+        if state.held:
+            if bar.open_time > state.held[-1].open_time:
+                state.held.append(bar)
+            else:
+                self.stats.duplicates += 1
+            return
+        if self.offer(bar) is not None:
+            state.held.append(bar)
+            self._wake.set()
+
+    async def _market_moved(self, conn: _Connection) -> bool:
+        """Ask REST whether any of the connection's liveliest streams traded since the
+        stream last showed it; a silent stream of a quiet market is not a dead one."""
+        self.stats.probes += 1
+        live = [s for s in conn.streams if not s.halted]
+        live.sort(key=lambda s: s.seen_open or from_epoch_ms(0), reverse=True)
+        moved = False
+        for state in live[: self.settings.probe_streams]:
+            symbol, interval = state.key
+            try:
+                rows = await self._rest_klines(symbol, interval, None, None, 1)
+            except BackfillError as exc:
+                log.info("%s: liveness probe failed: %s", self.name, exc)
+                return False
+            if not rows:
+                continue
+            open_time, trades = from_epoch_ms(rows[-1][0]), int(rows[-1][8])
+            seen = state.seen_open
+            if seen is not None and (
+                (open_time > seen and trades > 0)
+                or (open_time == seen and trades > state.seen_trades)
+            ):
+                moved = True
+            elif seen is None or open_time >= seen:
+                state.seen_open, state.seen_trades = open_time, trades
+        return moved
 
     async def _check_symbols(self) -> None:
-        """Once per run, ask the exchange whether every configured symbol exists.
+        """Once per run, ask the exchange about the configured symbols only.
 
         Binance silently sends nothing for an unknown stream, so without this a typo
-        in a symbol would look like a healthy, quiet feed.
+        in a symbol would look like a healthy, quiet feed. Symbols that are not
+        TRADING are warned about and left out of liveness probes and settling.
         """
         async with self._check_lock:
             if self._symbols_checked:
                 return
-            assert self._client is not None
-            info = await self._rest("exchangeInfo", self._client.get_exchange_info)
-            listed = {entry["symbol"]: entry.get("status") for entry in info.get("symbols", [])}
+            client = self._client
+            assert client is not None
             configured = sorted({symbol for symbol, _ in self.sequencers})
+            params = {}
+            if len(configured) <= EXCHANGE_INFO_SYMBOLS:
+                params = {"symbols": orjson.dumps(configured).decode()}
+            source = f"{self.settings.rest_url.rstrip('/')}/v3/exchangeInfo"
+            try:
+                info = await self._exchange_info(params)
+            except BackfillError as exc:
+                if "-1121" not in str(exc):
+                    raise
+                info = await self._exchange_info({})  # -1121 names no symbol: see which
+            listed = {entry["symbol"]: entry.get("status") for entry in info.get("symbols", [])}
             unknown = [symbol for symbol in configured if symbol not in listed]
             if unknown:
-                source = f"{self.settings.rest_url.rstrip('/')}/v3/exchangeInfo"
                 raise UnknownSymbolError(
                     f"unknown symbol {', '.join(unknown)}: not listed by {source}"
                 )
             for symbol in configured:
                 if listed[symbol] != "TRADING":
-                    log.warning(
-                        "%s: %s is %s, not TRADING: expect no bars",
-                        self.name,
-                        symbol,
-                        listed[symbol],
-                    )
+                    status = listed[symbol]
+                    log.warning("%s: %s is %s, not TRADING: no bars", self.name, symbol, status)
+                    for state in self.states.values():
+                        state.halted |= state.key[0] == symbol
             self._symbols_checked = True
 
-    async def _backfill(self, conn: _Connection) -> None:
-        """After (re)connecting: fetch over REST every closed bar missed since the last."""
-        assert self._client is not None
-        warmup = self.settings.warmup_bars
-        pending = [key for key in conn.streams if self.sequencers[key].last is not None or warmup]
-        if not pending:
-            conn.resumed = True
-            return
-        server_now = await self._server_time()
-        for symbol, interval in pending:
-            sequencer = self.sequencers[(symbol, interval)]
-            step = sequencer.step
-            start = sequencer.next_open()
-            if start is None:
-                start = _floor(server_now, step) - warmup * step
-            oldest = _floor(server_now, step) - self.settings.backfill_limit * step
-            if start < oldest and not conn.resumed:
+    async def _exchange_info(self, params: dict[str, str]) -> Any:
+        client = self._client
+        assert client is not None
+        return await self._rest(
+            "exchangeInfo", EXCHANGE_INFO_WEIGHT, lambda: client._get("exchangeInfo", data=params)
+        )
+
+    # -- settling ------------------------------------------------------------------------
+
+    async def _settle_loop(self) -> None:
+        """Fetch, once settled, every closed bar the streams did not deliver."""
+        settings = self.settings
+        backoff = settings.reconnect.backoff
+        failures = 0
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), settings.poll)
+            self._wake.clear()
+            if self._stopping.is_set() or not self._symbols_checked:
+                continue
+            try:
+                await self._settle(self._due())
+                failures = 0
+            except BackfillError as exc:
+                self.stats.errors += 1
+                self.report(FeedState.ERROR, f"backfill failed: {exc}", logging.WARNING)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff.delay(failures))
+                failures += 1
+            if self.fatal is not None:
+                self.report(FeedState.ERROR, self.fatal, logging.ERROR)
+                self.stop()
+
+    async def _settle(self, due: list[_Stream], conn: _Connection | None = None) -> None:
+        """One exact clock reading, then each due stream (of ``conn``, if given) caught up
+        to it; one settling at a time, so no bar is fetched twice."""
+        async with self._settle_lock:
+            due = [s for s in due if conn is None or s in conn.streams]
+            if not due:
+                return
+            server_now = await self._server_time()
+            for state in due:
+                await self._catch_up(state, server_now)
+
+    def _due(self) -> list[_Stream]:
+        """Streams whose next closed bar should be settled by now (by the clock estimate),
+        or that still need their first catch-up; no REST call is made for the others."""
+        estimate = self.clock.now_ms() if self.clock.known else None
+        settle_ms = self.settings.settle * 1000
+        due = []
+        for state in self.states.values():
+            if state.halted:
+                continue
+            nxt = self.sequencers[state.key].next_open()
+            if nxt is None:
+                if not state.caught_up and self.settings.warmup_bars:
+                    due.append(state)
+                continue
+            if (
+                estimate is None
+                or not state.caught_up
+                or epoch_ms(nxt) + state.step_ms + settle_ms <= estimate
+            ):
+                due.append(state)
+        return due
+
+    async def _catch_up(self, state: _Stream, server_now: int) -> None:
+        """Publish the stream's settled bars from REST, then the live bars held behind them."""
+        symbol, interval = state.key
+        sequencer = self.sequencers[state.key]
+        step = state.step_ms
+        settled_end = server_now - int(self.settings.settle * 1000)
+        current = bar_open_ms(server_now, interval)
+        nxt = sequencer.next_open()
+        if nxt is None:
+            start = current - self.settings.warmup_bars * step
+            sequencer.last = from_epoch_ms(start - step)
+        else:
+            start = epoch_ms(nxt)
+        if not state.caught_up:
+            state.caught_up = True
+            if start > current:
+                self.fatal = (
+                    f"{symbol} {interval}: the last recorded bar "
+                    f"({_ms_text(start - step)}) is in the future of the exchange's clock "
+                    f"({_ms_text(server_now)})"
+                )
+                return
+            oldest = current - self.settings.backfill_limit * step
+            if start < oldest:
                 log.warning(
                     "%s: %s %s: %d bars since %s exceed backfill_limit=%d; starting at %s",
-                    self.name,
-                    symbol,
-                    interval,
-                    (server_now - start) // step,
-                    start,
-                    self.settings.backfill_limit,
-                    oldest,
-                )
+                    self.name, symbol, interval, (current - start) // step,
+                    from_epoch_ms(start), self.settings.backfill_limit, from_epoch_ms(oldest),
+                )  # fmt: skip
                 start = oldest
-                sequencer.last = oldest - step
-            await self._fetch_closed(symbol, interval, start, server_now)
-        conn.resumed = True
+                sequencer.last = from_epoch_ms(oldest - step)
+        end = settled_end
+        if state.held:
+            end = min(end, epoch_ms(state.held[0].open_time))
+        if start + step <= end:
+            await self._fetch_closed(symbol, interval, start, end)
+        held = state.held
+        if held and epoch_ms(held[0].open_time) <= settled_end:
+            state.held = []
+            for bar in held:
+                self.publish_closed(bar, backfilled=False)
 
-    async def _fill(self, symbol: str, interval: str, start: datetime, before: datetime) -> None:
-        """Fill a hole seen in the live stream: closed bars in [start, before)."""
-        log.info("%s: %s %s: gap %s..%s, backfilling", self.name, symbol, interval, start, before)
-        await self._fetch_closed(symbol, interval, start, before)
+    async def _fetch_closed(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> None:
+        """Publish bars with open time >= start_ms whose close time is before end_ms.
 
-    async def _fetch_closed(
-        self, symbol: str, interval: str, start: datetime, before: datetime
-    ) -> None:
-        """Publish bars with open time >= start whose close time is before ``before``.
-
-        ``before`` is either server time (so the still-forming bar is left out) or the
-        open time of a live bar that arrived after a hole. Pages 1000 rows at a time.
+        ``end_ms`` is never later than server time minus ``settle``, so every row
+        published here is final. Pages 1000 rows at a time.
         """
         step_ms = interval_ms(interval)
-        start_ms, before_ms = epoch_ms(start), epoch_ms(before)
-        while start_ms < before_ms:
-            rows = await self._rest_klines(symbol, interval, start_ms, before_ms - 1)
+        while start_ms < end_ms:
+            rows = await self._rest_klines(symbol, interval, start_ms, end_ms - 1, REST_PAGE)
             received = time.time_ns()
             for row in rows:
                 try:
@@ -334,72 +640,100 @@ class BinanceKlineFeed(DataFeed):
                 except KlineParseError as exc:
                     self.stats.malformed += 1
                     raise BackfillError(f"{symbol} {interval}: bad REST row: {exc}") from exc
-                if row[6] < before_ms:
+                if row[6] < end_ms:
                     self.publish_closed(bar, backfilled=True)
             if len(rows) < REST_PAGE:
                 return
             start_ms = rows[-1][0] + step_ms
 
+    # -- REST ----------------------------------------------------------------------------
+
     async def _rest_klines(
-        self, symbol: str, interval: str, start_ms: int, end_ms: int
+        self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None, limit: int
     ) -> list[list[Any]]:
         client = self._client
         assert client is not None
+        params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}
+        if start_ms is not None:
+            params["startTime"] = start_ms
+        if end_ms is not None:
+            params["endTime"] = end_ms
         rows: list[list[Any]] = await self._rest(
-            f"{symbol} {interval} klines",
-            lambda: client.get_klines(
-                symbol=symbol,
-                interval=interval,
-                startTime=start_ms,
-                endTime=end_ms,
-                limit=REST_PAGE,
-            ),
+            f"{symbol} {interval} klines", KLINES_WEIGHT, lambda: client.get_klines(**params)
         )
         return rows
 
-    async def _server_time(self) -> datetime:
-        """The exchange's clock: authoritative for which bars have closed."""
+    async def _server_time(self) -> int:
+        """The exchange's clock in epoch ms: authoritative for which bars have settled."""
         assert self._client is not None
-        answer = await self._rest("server time", self._client.get_server_time)
-        return from_epoch_ms(answer["serverTime"])
+        answer = await self._rest("server time", TIME_WEIGHT, self._client.get_server_time)
+        server_ms = int(answer["serverTime"])
+        self.clock.observe(server_ms)
+        return server_ms
 
-    async def _rest(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        """One REST request, retried with backoff on HTTP 429/418 (Binance's rate limits,
-        honouring Retry-After); any other failure is a BackfillError naming ``what``."""
-        retries = self.settings.rest_retries
-        for attempt in range(retries + 1):
-            try:
-                return await call()
-            except BinanceAPIException as exc:
-                if exc.status_code in (418, 429) and attempt < retries:
-                    wait = _retry_after(exc) or self.settings.reconnect.backoff.delay(attempt + 1)
-                    log.warning(
-                        "%s: %s: HTTP %d, waiting %.1fs", self.name, what, exc.status_code, wait
-                    )
-                    await asyncio.sleep(wait)
-                    continue
-                raise BackfillError(f"{what}: HTTP {exc.status_code} {exc.message}") from exc
-            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                raise BackfillError(f"{what}: {describe(exc)}") from exc
-        raise BackfillError(f"{what}: still rate limited after {retries} retries")
+    async def _rest(self, what: str, weight: int, call: Callable[[], Awaitable[Any]]) -> Any:
+        """One REST request inside the process-wide weight budget.
+
+        A 429/418 bans every caller for Retry-After (no request is sent inside the
+        window) and this call fails, to be retried by its caller's own schedule; any
+        other failure is a BackfillError naming ``what``.
+        """
+        budget = self.rest_budget
+        await budget.acquire(weight)
+        self.stats.rest_calls += 1
+        try:
+            answer = await call()
+        except BinanceAPIException as exc:
+            self._read_weight(getattr(exc, "response", None))
+            if exc.status_code in (418, 429):
+                wait = _retry_after(exc) or 60.0
+                budget.ban(wait)
+                self.stats.rate_limited += 1
+                log.warning(
+                    "%s: %s: HTTP %d, nothing is sent for %.0fs (Retry-After)",
+                    self.name, what, exc.status_code, wait,
+                )  # fmt: skip
+            raise BackfillError(f"{what}: HTTP {exc.status_code} {exc.code} {exc.message}") from exc
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            raise BackfillError(f"{what}: {describe(exc)}") from exc
+        self._read_weight(getattr(self._client, "response", None))
+        return answer
+
+    def _read_weight(self, response: Any) -> None:
+        headers = getattr(response, "headers", None)
+        if headers is None:
+            return
+        used = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m")
+        if used is not None and used.isdigit():
+            self.rest_budget.report_used(int(used))
 
 
-def _floor(moment: datetime, step: timedelta) -> datetime:
-    """Start of the bar of length ``step`` that contains ``moment`` (epoch-aligned)."""
-    return moment - (moment - from_epoch_ms(0)) % step
+def _seconds(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _retry_after(exc: BinanceAPIException) -> float | None:
     response = getattr(exc, "response", None)
-    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    headers = getattr(response, "headers", None)
+    return _seconds(headers.get("Retry-After")) if headers is not None else None
+
+
+def _ms_text(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
 
 
 def _keep_text(frame: str | bytes) -> str | bytes:
     return frame
+
+
+def _is_server_shutdown(message: Any) -> bool:
+    """Binance's notice that this server is about to restart (combined or raw form)."""
+    if isinstance(message, bytes):
+        message = message.decode(errors="replace")
+    return isinstance(message, str) and '"serverShutdown"' in message
 
 
 def _error_payload(message: Any) -> str | None:
@@ -420,19 +754,21 @@ def _error_payload(message: Any) -> str | None:
     return None
 
 
-async def _stop_pump(pump: asyncio.Task[None], conn: _Connection) -> None:
-    """Stop the pump task for sure.
+async def _close_link(link: _Link) -> None:
+    """Stop the link's pump for sure, then tear its socket down.
 
     Python 3.11's ``asyncio.wait_for`` (inside python-binance's ``recv``) can swallow
     a cancellation when a frame arrives at the same moment, so the pump also checks
-    ``conn.closing`` and cancellation is repeated until the task has ended.
+    ``link.closing`` and cancellation is repeated until the task has ended.
     """
-    conn.closing = True
-    while not pump.done():
+    link.closing = True
+    pump = link.pump
+    while pump is not None and not pump.done():
         pump.cancel()
         await asyncio.wait({pump}, timeout=0.1)
-    if not pump.cancelled() and pump.exception() is not None:
+    if pump is not None and not pump.cancelled() and pump.exception() is not None:
         log.debug("pump ended with %s", describe(pump.exception()))  # type: ignore[arg-type]
+    await _close_socket(link.socket)
 
 
 async def _close_socket(socket: Any) -> None:
