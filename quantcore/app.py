@@ -106,7 +106,7 @@ class App:
                     await feed.run()
                 await self.bus.drain()
                 if feed.fatal is not None:
-                    raise ConfigError(feed.fatal)
+                    raise ConfigError(self._fatal_text(feed))
         finally:
             for component in reversed(started_components):
                 try:
@@ -132,6 +132,17 @@ class App:
             prefix=redis.prefix,
             partials=redis.partials,
         )
+
+    def _fatal_text(self, feed: DataFeed) -> str:
+        """The feed's reason, led by the file that holds a stream's contradicting history."""
+        key = getattr(feed, "fatal_stream", None)
+        holders = [
+            str(c.path_for(*key))
+            for c in self.components
+            if key is not None and isinstance(c, CsvRecorder) and c.resume_point(*key) is not None
+        ]
+        reason = feed.fatal or ""
+        return f"{', '.join(holders)}: {reason}" if holders else reason
 
     def _resume_points(self) -> dict[StreamKey, int]:
         """Per stream, the earliest last-held bar over all components (what to resume after)."""

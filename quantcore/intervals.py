@@ -26,6 +26,11 @@ INTERVAL_MS: dict[str, int] = {
 def interval_ms(interval: str) -> int:
     """Length of a fixed-length interval in ms; ValueError names the bad value."""
     step = INTERVAL_MS.get(interval)
+    if interval == "1M":
+        raise ValueError(
+            "'1M' (calendar month) is not supported: bars of unequal length; "
+            "record 1d and aggregate, or use 1w"
+        )
     if not step:
         known = ", ".join(k for k, v in INTERVAL_MS.items() if v)
         raise ValueError(f"{interval!r} is not a fixed-length Binance interval (one of {known})")

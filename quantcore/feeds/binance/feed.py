@@ -184,6 +184,8 @@ class BinanceKlineFeed(DataFeed):
         self._check_lock = asyncio.Lock()
         self._settle_lock = asyncio.Lock()
         self.clock = ExchangeClock()
+        self.fatal_stream: StreamKey | None = None
+        """The stream whose recorded history contradicts the exchange, if that is fatal."""
         self.states: dict[StreamKey, _Stream] = {
             key: _Stream(key, interval_ms(key[1])) for key in self.sequencers
         }
@@ -598,6 +600,7 @@ class BinanceKlineFeed(DataFeed):
         if not state.caught_up:
             state.caught_up = True
             if start > current:
+                self.fatal_stream = state.key
                 self.fatal = (
                     f"{symbol} {interval}: the last recorded bar "
                     f"({_ms_text(start - step)}) is in the future of the exchange's clock "
