@@ -101,13 +101,19 @@ FAULTS = ("drop", "stall", "restart", "not_json", "missing_fields", "wrong_types
 
 
 async def inject_faults(
-    exchange: LocalExchange, rng: random.Random, done: Callable[[], bool]
+    exchange: LocalExchange,
+    rng: random.Random,
+    done: Callable[[], bool],
+    symbol: str = "BTCUSDT",
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
-    """Hit the exchange with seeded random faults every 0.2-0.8 s until ``done()``."""
+    """Hit the exchange with seeded random faults every 0.2-0.8 s until ``done()``;
+    ``extra`` adds ``"shutdown"`` (a serverShutdown notice, then the close)."""
     faults: list[str] = []
+    kinds = FAULTS + extra
     while not done():
         await asyncio.sleep(rng.uniform(0.2, 0.8))
-        kind = rng.choice(FAULTS)
+        kind = rng.choice(kinds)
         faults.append(kind)
         if kind == "drop":
             await exchange.drop_connections()
@@ -115,10 +121,12 @@ async def inject_faults(
             exchange.stall(rng.uniform(0.7, 1.5))
         elif kind == "restart":
             await exchange.restart(down_seconds=rng.uniform(0.0, 0.5))
+        elif kind == "shutdown":
+            await exchange.server_shutdown()
         elif kind == "duplicate":
-            await exchange.send_duplicate_closed("BTCUSDT", "1m")
+            await exchange.send_duplicate_closed(symbol, "1m")
         elif kind == "out_of_order":
-            await exchange.send_out_of_order_closed("BTCUSDT", "1m", bars_back=rng.randint(1, 5))
+            await exchange.send_out_of_order_closed(symbol, "1m", bars_back=rng.randint(1, 5))
         elif kind == "error":
             await exchange.send_error_payload()
         else:

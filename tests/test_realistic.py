@@ -1,0 +1,304 @@
+"""The feed on an exchange as unkind as Binance: every CSV equals the exchange's FINAL bars.
+
+The local exchange runs its realistic profile (``Realism.binance``): REST klines lag the
+stream (a just-closed bar is served with non-final values), ``x:true`` frames arrive late
+or never, a quiet tiny-priced symbol pushes nothing for its zero-trade minutes, connections
+live a short (compressed) lifetime and are sometimes announced by ``serverShutdown``, and
+connection attempts, REST weight, URL length and incoming messages are limited. On top of
+that come the classic faults, restarts just after a close (inside the REST lag) and a
+kill -9. Values are compared as Decimals of the exchange's strings, never as floats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from quantcore.app import App
+from quantcore.config import parse_config
+from quantcore.sim import Kline, LocalExchange, Realism, ReplaySource, sparse
+from tests.harness import inject_faults, wait_until
+from tests.paths import CSV_BTC, CSV_SHIB, EXCHANGE_INFO
+
+MINUTE = 60_000
+ExactRow = tuple[Decimal, Decimal, Decimal, Decimal, Decimal, Decimal, str]
+
+
+def quiet_shib(start_ms: int, fraction: float = 0.4, max_run: int = 8) -> ReplaySource:
+    """The real SHIBUSDT minutes (tiny prices, huge volumes), moved to start at ``start_ms``
+    and thinned into a quiet symbol: a seeded share of minutes have no trades at all."""
+    real = ReplaySource.from_file(CSV_SHIB, symbol="SHIBUSDT")
+    shift = start_ms - real.first_open_ms
+    moved = [
+        bar._replace(open_time=bar.open_time + shift, close_time=bar.close_time + shift)
+        for bar in real.bars(real.first_open_ms, real.end_ms)
+    ]
+    return sparse(ReplaySource("SHIBUSDT", moved), fraction, seed=5, max_run=max_run)
+
+
+def realistic_exchange(speed: float, lag_ms: int, **overrides: Any) -> LocalExchange:
+    btc = ReplaySource.from_file(CSV_BTC)
+    profile = Realism.binance(
+        seed=20241101,
+        rest_lag_ms=lag_ms,
+        close_delay_ms=(70, lag_ms // 2),
+        missing_close=0.08,
+        exchange_info=EXCHANGE_INFO,
+        **overrides,
+    )
+    return LocalExchange(
+        [btc, quiet_shib(btc.first_open_ms)],
+        speed=speed,
+        updates_per_bar=4,
+        history_bars=3,
+        realism=profile,
+    )
+
+
+def feed_settings(settle_s: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "stall_timeout": 0.5,
+        "settle": settle_s,
+        "poll": 0.05,
+        "healthy_after": 1.0,
+        "reconnect": {"initial_delay": 0.05, "max_delay": 0.3},
+        **extra,
+    }
+
+
+def raw_config(exchange: LocalExchange, folder: Path, feed: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "exchange": {"ws_url": exchange.ws_url, "rest_url": exchange.rest_url},
+        "streams": [
+            {"symbol": "BTCUSDT", "interval": "1m"},
+            {"symbol": "SHIBUSDT", "interval": "1m"},
+        ],
+        "feed": feed,
+        "consumers": [
+            {"class": "csv", "params": {"path": str(folder / "{symbol}_{interval}.csv")}},
+            {"class": "console"},
+        ],
+    }
+
+
+def exact_rows(path: Path) -> list[ExactRow]:
+    lines = path.read_text().splitlines()
+    assert lines[0] == "close,high,low,open,volume,baseVolume,datetime"
+    rows = []
+    for line in lines[1:]:
+        *values, stamp = line.split(",")
+        assert "e" not in "".join(values).lower(), f"exponent in {line!r}"
+        c, h, lo, o, v, q = (Decimal(x) for x in values)
+        rows.append((c, h, lo, o, v, q, stamp))
+    return rows
+
+
+def truth(kline: Kline) -> ExactRow:
+    from time import gmtime, strftime
+
+    stamp = strftime("%Y-%m-%d %H:%M:%S", gmtime(kline.open_time // 1000))
+    c, h, lo, o, v, q = (
+        Decimal(x)
+        for x in (kline.close, kline.high, kline.low, kline.open, kline.volume, kline.quote_volume)
+    )
+    return (c, h, lo, o, v, q, stamp)
+
+
+def assert_final_bars(exchange: LocalExchange, folder: Path, symbol: str) -> list[ExactRow]:
+    """The CSV is a contiguous run of the exchange's final bars: none missing, none twice."""
+    rows = exact_rows(folder / f"{symbol}_1m.csv")
+    assert rows, f"{symbol}: nothing recorded"
+    final = [truth(k) for k in exchange.closed_klines(symbol, "1m", since_ms=0)]
+    start = next(i for i, row in enumerate(final) if row[6] == rows[0][6])
+    wrong = [(r, t) for r, t in zip(rows, final[start:], strict=False) if r != t]
+    assert not wrong, f"{symbol}: {len(wrong)} rows differ from the final bars, first {wrong[0]}"
+    assert rows == final[start : start + len(rows)]
+    return rows
+
+
+def assert_within_limits(exchange: LocalExchange) -> None:
+    limits = exchange.limits
+    assert limits.rest_429 == 0 and limits.rest_418 == 0, limits
+    assert limits.ws_refused_429 == 0 and limits.ws_refused_418 == 0, limits
+    assert limits.max_attempts_in_window < 300, limits
+    assert limits.url_refused == 0 and limits.rate_disconnects == 0, limits
+
+
+async def just_after_close(exchange: LocalExchange, within_ms: int) -> None:
+    """Wait until the market clock is less than ``within_ms`` past a bar's close."""
+    while exchange.now_ms % MINUTE >= within_ms:  # noqa: ASYNC110 (the market clock)
+        await asyncio.sleep(0.001)
+
+
+def caught_up(exchange: LocalExchange, folder: Path, symbol: str) -> bool:
+    path = folder / f"{symbol}_1m.csv"
+    final = exchange.closed_klines(symbol, "1m", since_ms=0)
+    if not path.exists() or len(final) < 2:
+        return False
+    settled = [k for k in final if k.close_time < exchange.now_ms - 200_000]
+    lines = path.read_text().splitlines()
+    return len(lines) > 1 and bool(settled) and lines[-1].endswith(truth(settled[-1])[6])
+
+
+@pytest.mark.timeout(150)
+async def test_fault_schedule_on_the_realistic_exchange_records_the_final_bars(
+    tmp_path: Path,
+) -> None:
+    """Restarts land just after a close, inside the REST lag, where a REST row is still
+    partial; drops, stalls, server restarts, shutdown notices and bad frames come at
+    seeded random times. Both CSVs must equal the final bars, exactly."""
+    rng = random.Random(1101)
+    lag_ms = 20_000
+    async with realistic_exchange(
+        speed=600, lag_ms=lag_ms, connection_lifetime=2.0, shutdown_lead=0.3
+    ) as exchange:
+        config = parse_config(
+            raw_config(exchange, tmp_path, feed_settings(40, max_connection_age=1.5))
+        )
+        apps: list[App] = []
+        faults: list[str] = []
+        for _ in range(4):
+            app = App(config)
+            apps.append(app)
+            run = asyncio.create_task(app.run())
+            bars_before = len(exchange.closed_klines("BTCUSDT", "1m"))
+            faults += await inject_faults(
+                exchange,
+                rng,
+                lambda b=bars_before: len(exchange.closed_klines("BTCUSDT", "1m")) >= b + 60,
+                symbol="BTCUSDT",
+                extra=("shutdown",),
+            )
+            await just_after_close(exchange, lag_ms // 2)
+            app.stop()
+            await asyncio.wait_for(run, 15)
+        final = App(config)
+        run = asyncio.create_task(final.run())
+        await wait_until(
+            lambda: caught_up(exchange, tmp_path, "BTCUSDT")
+            and caught_up(exchange, tmp_path, "SHIBUSDT"),
+            30,
+            "both CSVs to catch up",
+        )
+        final.stop()
+        await asyncio.wait_for(run, 15)
+        btc = assert_final_bars(exchange, tmp_path, "BTCUSDT")
+        shib = assert_final_bars(exchange, tmp_path, "SHIBUSDT")
+        assert_within_limits(exchange)
+        withheld = exchange.limits.closes_withheld
+    assert len(btc) >= 240 and len(shib) >= 240
+    assert any(row[4] == 0 for row in shib), "no zero-trade bar was recorded"
+    assert any(row[0] < Decimal("0.0001") for row in shib)
+    stats = [a.feed.stats for a in [*apps, final] if a.feed is not None]
+    assert sum(s.handovers for s in stats) >= 3
+    assert sum(s.backfilled for s in stats) >= withheld > 0
+    assert {"drop", "stall", "restart", "shutdown"} <= set(faults), faults
+
+
+@pytest.mark.timeout(60)
+async def test_quiet_symbol_for_ten_minutes_causes_no_reconnect(tmp_path: Path) -> None:
+    """Ten market minutes without a single frame from a quiet symbol: the supervisor asks
+    REST, sees the market did not move, and keeps the connection; the zero-trade bars are
+    still recorded (from REST, once settled)."""
+    real = quiet_shib(0, fraction=0.0)
+    start = real.first_open_ms
+    bars = real.bars(start, real.end_ms)[:40]
+    flat = bars[5].close
+    quiet = [
+        bar._replace(open=flat, high=flat, low=flat, close=flat, volume=0, quote_volume=0,
+                     trades=0, taker_base=0, taker_quote=0) if 6 <= i < 16 else bar
+        for i, bar in enumerate(bars)
+    ]  # fmt: skip
+    exchange = LocalExchange(
+        [ReplaySource("SHIBUSDT", quiet)],
+        speed=60,
+        updates_per_bar=4,
+        history_bars=2,
+        realism=Realism.binance(seed=3, rest_lag_ms=2_000, missing_close=0.0),
+    )
+    async with exchange:
+        raw = raw_config(exchange, tmp_path, feed_settings(5, stall_timeout=1.0))
+        raw["streams"] = [{"symbol": "SHIBUSDT", "interval": "1m"}]
+        app = App(parse_config(raw))
+        run = asyncio.create_task(app.run())
+        await wait_until(lambda: exchange.now_ms >= start + 19 * MINUTE, 30, "19 market minutes")
+        await wait_until(lambda: caught_up(exchange, tmp_path, "SHIBUSDT"), 10, "the CSV")
+        app.stop()
+        await asyncio.wait_for(run, 10)
+        rows = assert_final_bars(exchange, tmp_path, "SHIBUSDT")
+        assert_within_limits(exchange)
+    assert app.feed is not None
+    stats = app.feed.stats
+    assert stats.reconnects == 0 and stats.probes >= 3, stats
+    assert sum(1 for row in rows if row[4] == 0) >= 10
+
+
+@pytest.mark.timeout(60)
+async def test_silent_but_connected_server_is_detected(tmp_path: Path) -> None:
+    """The server keeps the connection and answers pings but stops pushing while BTCUSDT
+    trades on: REST shows the market moved, so the feed reconnects, and nothing is lost."""
+    async with realistic_exchange(speed=600, lag_ms=3_000) as exchange:
+        raw = raw_config(exchange, tmp_path, feed_settings(10))
+        raw["streams"] = [{"symbol": "BTCUSDT", "interval": "1m"}]
+        app = App(parse_config(raw))
+        run = asyncio.create_task(app.run())
+        await wait_until(lambda: (tmp_path / "BTCUSDT_1m.csv").exists(), 10, "the CSV")
+        await asyncio.sleep(0.5)
+        exchange.stall(2.5)
+        await asyncio.sleep(3.0)
+        await wait_until(lambda: caught_up(exchange, tmp_path, "BTCUSDT"), 20, "the CSV")
+        app.stop()
+        await asyncio.wait_for(run, 10)
+        assert_final_bars(exchange, tmp_path, "BTCUSDT")
+        assert_within_limits(exchange)
+    assert app.feed is not None
+    assert app.feed.stats.reconnects >= 1 and app.feed.stats.probes >= 1
+
+
+@pytest.mark.timeout(120)
+async def test_kill_9_inside_the_rest_lag_then_restart_records_the_final_bars(
+    tmp_path: Path,
+) -> None:
+    """kill -9 a recording process just after a close and restart it at once, while REST
+    still serves that bar with non-final values: the CSV ends up equal to the final bars."""
+    lag_ms = 90_000
+    async with realistic_exchange(speed=60, lag_ms=lag_ms) as exchange:
+        raw = raw_config(exchange, tmp_path, feed_settings(120))
+        config = tmp_path / "realistic.yaml"
+        config.write_text(yaml.safe_dump(raw))
+        path = tmp_path / "BTCUSDT_1m.csv"
+
+        def rows() -> int:
+            return len(path.read_text().splitlines()) - 1 if path.exists() else 0
+
+        first = await start(config)
+        await wait_until(lambda: rows() >= 6, 40, "6 rows before the kill")
+        await just_after_close(exchange, 2_000)
+        os.kill(first.pid, signal.SIGKILL)
+        assert await first.wait() == -signal.SIGKILL
+        second = await start(config)
+        killed_at = rows()
+        await wait_until(lambda: rows() >= killed_at + 6, 40, "6 more rows after the restart")
+        second.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(second.communicate(), 20)
+        assert second.returncode == 0, err.decode()
+        assert_final_bars(exchange, tmp_path, "BTCUSDT")
+        assert_final_bars(exchange, tmp_path, "SHIBUSDT")
+        assert_within_limits(exchange)
+    assert "Traceback" not in out.decode() + err.decode()
+
+
+async def start(config: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "quantcore", "run", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
