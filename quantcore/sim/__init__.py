@@ -13,7 +13,9 @@ from .klines import (
     interval_name,
     normalize,
 )
+from .limits import Limits
 from .market import Market, stream_name
+from .realism import Realism
 from .server import ERROR_PAYLOAD, LocalExchange
 from .sources import (
     DataFileError,
@@ -32,9 +34,11 @@ __all__ = [
     "DataFileError",
     "Kline",
     "KlineSource",
+    "Limits",
     "LocalExchange",
     "Market",
     "RandomWalkSource",
+    "Realism",
     "ReplaySource",
     "aggregate",
     "bucket_start",
