@@ -26,6 +26,7 @@ from .sources import (
     load_klines,
     load_klines_by_symbol,
     sources_from_specs,
+    sparse,
 )
 
 __all__ = [
@@ -49,5 +50,6 @@ __all__ = [
     "load_klines_by_symbol",
     "normalize",
     "sources_from_specs",
+    "sparse",
     "stream_name",
 ]
