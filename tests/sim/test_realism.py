@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import json
 import time
 import warnings
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -88,8 +90,6 @@ def test_binance_profile_numbers_overrides_and_validation() -> None:
 
 
 def test_cli_realistic_turns_on_the_binance_profile() -> None:
-    import argparse
-
     parser = argparse.ArgumentParser()
     configure_parser(parser)
     assert "--realistic" in parser.format_help()
@@ -476,3 +476,23 @@ async def test_faults_keep_working_with_the_binance_profile() -> None:
         assert dup["E"] == k["T"] + 1 + ex.realism.close_delay("btcusdt@kline_1m", k["t"])
         assert 70 <= dup["E"] - k["T"] - 1 <= 430
         assert await ex.drop_connections() == 1
+
+
+async def test_tiny_prices_and_huge_volumes_stay_exact_when_aggregated() -> None:
+    with CSV_SHIB.open() as fh:
+        rows = list(csv.reader(fh))
+    source = ReplaySource.from_file(CSV_SHIB)
+    async with (
+        LocalExchange([source], history_bars=len(rows)) as ex,
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{ex.rest_url}/v3/klines",
+            params={"symbol": "SHIBUSDT", "interval": "1d", "startTime": "0"},
+        ) as response,
+    ):
+        (day,) = await response.json()
+    volume = sum(Decimal(r[5]) for r in rows)
+    assert volume > Decimal(2**63) / 10**8  # beyond int64 in units of 1e-8
+    assert Decimal(day[5]) == volume and day[5].endswith(".00000000")
+    assert day[1] == "0.00001036" and day[4] == rows[-1][4]
+    assert Decimal(day[3]) == min(Decimal(r[3]) for r in rows)
