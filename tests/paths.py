@@ -14,6 +14,9 @@ REST_BTC = SHARED_DATA / "binance_spot_rest_klines_BTCUSDT_1m_2024-09-04.json"
 CSV_BTC = SHARED_DATA / "binance_spot_klines_BTCUSDT_1m_2025-08-01_to_2025-08-11.csv"
 CSV_OHLCV = SHARED_DATA / "binance_spot_ohlcv_BTCUSDT_1m_2024-03-01_to_2024-03-22.csv"
 
+CSV_SHIB = SHARED_DATA / "binance_spot_ohlcv_SHIBUSDT_1m_2024-01-01.csv"
+EXCHANGE_INFO = SHARED_DATA / "binance_spot_rest_exchangeInfo_2023-09-08.json"
+
 
 def read_frames(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

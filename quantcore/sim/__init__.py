@@ -13,7 +13,9 @@ from .klines import (
     interval_name,
     normalize,
 )
+from .limits import Limits
 from .market import Market, stream_name
+from .realism import Realism
 from .server import ERROR_PAYLOAD, LocalExchange
 from .sources import (
     DataFileError,
@@ -24,6 +26,7 @@ from .sources import (
     load_klines,
     load_klines_by_symbol,
     sources_from_specs,
+    sparse,
 )
 
 __all__ = [
@@ -32,9 +35,11 @@ __all__ = [
     "DataFileError",
     "Kline",
     "KlineSource",
+    "Limits",
     "LocalExchange",
     "Market",
     "RandomWalkSource",
+    "Realism",
     "ReplaySource",
     "aggregate",
     "bucket_start",
@@ -45,5 +50,6 @@ __all__ = [
     "load_klines_by_symbol",
     "normalize",
     "sources_from_specs",
+    "sparse",
     "stream_name",
 ]

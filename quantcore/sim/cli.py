@@ -8,8 +8,10 @@ import contextlib
 import re
 import signal
 import sys
+from pathlib import Path
 
 from .klines import interval_ms
+from .realism import Realism
 from .server import LocalExchange
 from .sources import DataFileError, sources_from_specs
 
@@ -43,6 +45,20 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--updates-per-bar", type=int, default=None, help="x:false updates per bar")
     p.add_argument("--exit-when-done", action="store_true", help="exit when every replay has ended")
+    p.add_argument(
+        "--realistic",
+        action="store_true",
+        help="be as unkind as Binance (Realism.binance(seed)): REST lags 3 s, x:true arrives "
+        "70-430 ms late or never, quiet bars push nothing, 24 h connection lifetime, "
+        "serverShutdown notices, 300 connection attempts/5 min, REST weight 6000/min "
+        "(429 then 418 bans), URLs over 8000 chars refused, 5 incoming messages/s",
+    )
+    p.add_argument(
+        "--exchange-info",
+        default=None,
+        metavar="FILE",
+        help="serve this real exchangeInfo JSON (played symbols TRADING) instead of a minimal one",
+    )
 
 
 def _speed(text: str) -> float | None:
@@ -71,6 +87,14 @@ def _exchange(args: argparse.Namespace) -> LocalExchange:
             )
     if args.port < 0 or args.port > 65535:
         raise ValueError(f"invalid --port {args.port}")
+    info = Path(args.exchange_info) if args.exchange_info else None
+    if info is not None and not info.is_file():
+        raise ValueError(f"--exchange-info {info}: no such file")
+    realism = (
+        Realism.binance(args.seed, exchange_info=info)
+        if args.realistic
+        else (Realism(exchange_info=info) if info is not None else None)
+    )
     return LocalExchange(
         sources_from_specs(list(args.data)),
         symbols=symbols,
@@ -80,6 +104,7 @@ def _exchange(args: argparse.Namespace) -> LocalExchange:
         history_bars=args.history_bars,
         updates_per_bar=args.updates_per_bar,
         port=args.port,
+        realism=realism,
     )
 
 

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .klines import Bar, bucket_start, extend, interval_ms, merge, units_str
+from .limits import Limits
+from .realism import Realism
 from .sources import KlineSource
 
 CLOSE_DELAY_MS = 3
-"""The closed update's event time is close_time + 1 + this (Binance's lag is a few ms)."""
+"""The kind closed update's event time is close_time + 1 + this (`Realism.close_delay_ms`
+varies it per bar)."""
 
 
 class FrameSink(Protocol):
@@ -127,6 +130,8 @@ class _Stream:
     acc: Bar | None = None
     id_bucket: int = -1
     first_id: int = 0
+    pushed: Bar | None = None
+    halted: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -138,8 +143,7 @@ class _Group:
     streams: list[_Stream]
 
     def event_time(self, bucket: int, step: int) -> int:
-        if step == self.updates:
-            return bucket + self.length + CLOSE_DELAY_MS
+        """Event time of in-progress update `step` (< updates); closes are per stream."""
         return bucket + (step + 1) * self.length // self.updates - 1
 
     def next_bucket(self, t_ms: int) -> int | None:
@@ -169,6 +173,8 @@ class Market:
         start_ms: int | None = None,
         history_bars: int = 0,
         updates_per_bar: int | None = None,
+        realism: Realism | None = None,
+        limits: Limits | None = None,
     ) -> None:
         if not sources:
             raise ValueError("the market needs at least one symbol")
@@ -188,6 +194,8 @@ class Market:
         )
         self.intervals = sorted(dict.fromkeys(names), key=interval_ms)
         self.speed = speed
+        self.realism = realism or Realism()
+        self.limits = limits or Limits()
         self.streams: dict[str, _Stream] = {}
         self._groups: list[_Group] = []
         for name in self.intervals:
@@ -197,7 +205,14 @@ class Market:
             default = 3 if speed is None else max(1, length // 2000)
             updates = min(updates_per_bar or default, max(1, length // 100))
             members = [
-                _Stream(stream_name(src.symbol, name), src.symbol, name, length, src)
+                _Stream(
+                    stream_name(src.symbol, name),
+                    src.symbol,
+                    name,
+                    length,
+                    src,
+                    halted=src.symbol in self.realism.halted,
+                )
                 for src in sources
             ]
             self.streams.update((m.name, m) for m in members)
@@ -272,11 +287,16 @@ class Market:
         start_ms: int | None = None,
         end_ms: int | None = None,
         limit: int = 500,
+        as_of_ms: int | None = None,
     ) -> list[Bar]:
-        """`GET /api/v3/klines` semantics: bars opened by now, the last possibly partial."""
+        """`GET /api/v3/klines` semantics: bars opened by now, the last possibly partial.
+
+        `as_of_ms` answers as of an earlier market time (the REST lag: a just-closed bar is
+        then still partial and younger bars are absent); default: market now.
+        """
         length = self.check_interval(symbol, interval)
         src = self.sources[symbol]
-        now = self.now_ms
+        now = self.now_ms if as_of_ms is None else as_of_ms
         hi = now if end_ms is None else min(end_ms, now)
         if hi < 0:
             return []
@@ -308,8 +328,17 @@ class Market:
         stream = self.streams[stream_name(symbol, interval)]
         first_id = self._trade_id(symbol, bar.open_time)
         return kline_frame(
-            bar.close_time + 1 + CLOSE_DELAY_MS, stream.symbol, interval, bar, first_id, True
+            self.close_event_ms(stream.name, bar.open_time, bar.close_time),
+            stream.symbol,
+            interval,
+            bar,
+            first_id,
+            True,
         )
+
+    def close_event_ms(self, stream: str, open_ms: int, close_ms: int) -> int:
+        """`E` of the x:true frame of a bar: close_time + 1 + its seeded delay."""
+        return close_ms + 1 + self.realism.close_delay(stream, open_ms)
 
     async def wait_for_closed(
         self,
@@ -379,29 +408,61 @@ class Market:
         return extend(st.acc, part, end - 1)
 
     def _frame(self, st: _Stream, bucket: int, event_ms: int, closed: bool) -> str | None:
+        """The frame to push now, or None when the realism profile sends nothing."""
+        if st.halted:
+            return None
+        if closed and self.realism.close_withheld(st.name, bucket):
+            self.limits.closes_withheld += 1
+            return None
         at = bucket + st.length - 1 if closed else event_ms
         bar = self._stream_bar(st, bucket, at)
         if bar is None:
             return None
+        if self.realism.quiet:
+            if bar.volume == 0 or (not closed and bar == st.pushed):
+                self.limits.quiet_frames_skipped += 1
+                return None
+            st.pushed = bar
         if st.id_bucket != bucket:
             st.id_bucket, st.first_id = bucket, self._trade_id(st.symbol, bucket)
         return kline_frame(event_ms, st.symbol, st.interval, bar, st.first_id, closed)
 
     async def run(self, sink: FrameSink) -> None:
-        """Play every stream in market-time order until all replays end (or forever)."""
+        """Play every stream in market-time order until all replays end (or forever).
+
+        Heap entries are (event ms, group, bucket, step, members): in-progress steps serve
+        the whole group (members empty); the close step serves the members whose x:true
+        falls at that time (per-stream delays split a group's closes).
+        """
         self.start_clock()
-        heap: list[tuple[int, int, int, int]] = []
+        heap: list[tuple[int, int, int, int, tuple[int, ...]]] = []
+
+        def schedule(index: int, bucket: int, step: int) -> None:
+            group = self._groups[index]
+            if step < group.updates:
+                heapq.heappush(heap, (group.event_time(bucket, step), index, bucket, step, ()))
+                return
+            at: dict[int, list[int]] = {}
+            close = bucket + group.length - 1
+            for i, st in enumerate(group.streams):
+                at.setdefault(self.close_event_ms(st.name, bucket, close), []).append(i)
+            for event, members in at.items():
+                heapq.heappush(heap, (event, index, bucket, step, tuple(members)))
+            nxt = group.next_bucket(bucket + group.length)
+            if nxt is not None:
+                schedule(index, nxt, 0)
+
         for index, group in enumerate(self._groups):
             bucket = group.next_bucket(bucket_start(self.start_ms, group.length))
             if bucket is None:
                 continue
             step = 0
-            while group.event_time(bucket, step) < self.start_ms:
+            while step < group.updates and group.event_time(bucket, step) < self.start_ms:
                 step += 1
-            heapq.heappush(heap, (group.event_time(bucket, step), index, bucket, step))
+            schedule(index, bucket, step)
         speed = self.speed
         while heap:
-            event_ms, index, bucket, step = heapq.heappop(heap)
+            event_ms, index, bucket, step, members = heapq.heappop(heap)
             group = self._groups[index]
             if speed is None:
                 await sink.wait_listening()
@@ -410,18 +471,14 @@ class Market:
                 while (lag := event_ms - self.now_ms) > 0:  # noqa: ASYNC110 (a clock)
                     await asyncio.sleep(lag / 1000.0 / speed)
             closed = step == group.updates
-            for st in group.streams:
+            streams = [group.streams[i] for i in members] if closed else group.streams
+            for st in streams:
                 if sink.wants(st.name):
                     payload = self._frame(st, bucket, event_ms, closed)
                     if payload is not None:
                         await sink.publish(st.name, payload)
-            if step < group.updates:
-                nxt: int | None = bucket
-                step += 1
-            else:
-                nxt, step = group.next_bucket(bucket + group.length), 0
-            if nxt is not None:
-                heapq.heappush(heap, (group.event_time(nxt, step), index, nxt, step))
+            if not closed:
+                schedule(index, bucket, step + 1)
             await asyncio.sleep(0)
         self._freeze()
         self.finished.set()

@@ -12,7 +12,9 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -20,7 +22,9 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from .klines import Bar, Kline, bucket_start, interval_ms
+from .limits import Limits, RateWindow, Verdict
 from .market import Market, stream_name
+from .realism import Realism
 from .sources import KlineSource, RandomWalkSource
 
 _log = logging.getLogger(__name__)
@@ -43,20 +47,50 @@ _METHODS = "`SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `G
 
 MalformedKind = Literal["not_json", "missing_fields", "wrong_types"]
 
+REST_WEIGHTS = {
+    "/api/v3/klines": 2,
+    "/api/v3/time": 1,
+    "/api/v3/ping": 1,
+    "/api/v3/exchangeInfo": 20,
+}
+"""Request weight per endpoint (rest-api.md); other paths under /api cost 1 (assumed)."""
+
+WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+BASE_BAN_S = 120.0
+"""Binance's first IP ban lasts 2 minutes; compressed windows shrink it in proportion."""
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+
 
 class _Client:
     """One WebSocket connection: its socket, framing mode and subscriptions."""
 
-    __slots__ = ("combined", "last_seen", "streams", "transport", "ws")
+    __slots__ = (
+        "combined",
+        "incoming",
+        "last_seen",
+        "retiring",
+        "serial",
+        "streams",
+        "transport",
+        "ws",
+    )
 
     def __init__(
-        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, combined: bool
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
+        combined: bool,
+        serial: int = 0,
     ) -> None:
         self.ws = ws
         self.transport = transport
         self.combined = combined
+        self.serial = serial
         self.streams: dict[str, None] = {}
         self.last_seen = time.monotonic()
+        self.incoming: deque[float] = deque()
+        self.retiring = False
 
 
 class _Hub:
@@ -158,6 +192,8 @@ class LocalExchange:
     `seed`). `speed=None` plays as fast as clients read (pausing while nobody subscribes);
     a number plays that many market seconds per wall second. Like Binance, connections are
     pinged every `heartbeat` s and dropped after `pong_timeout` s without a pong.
+    `realism` makes it as unkind as Binance (None: `Realism()`, the kind exchange); what
+    its limits did is counted in `limits`.
     """
 
     def __init__(
@@ -174,7 +210,10 @@ class LocalExchange:
         port: int = 0,
         heartbeat: float | None = 20.0,
         pong_timeout: float = 60.0,
+        realism: Realism | None = None,
     ) -> None:
+        self.realism = realism or Realism()
+        self.limits = Limits()
         chosen = list(sources)
         wanted = [intervals] if isinstance(intervals, str) else list(intervals or [])
         have = {s.symbol for s in chosen}
@@ -189,8 +228,26 @@ class LocalExchange:
             start_ms=start_ms,
             history_bars=history_bars,
             updates_per_bar=updates_per_bar,
+            realism=self.realism,
+            limits=self.limits,
         )
         self._hub = _Hub(self.market.streams)
+        real = self.realism
+        origin = time.monotonic()
+        self._weights = RateWindow(
+            real.weight_limit, real.weight_window, BASE_BAN_S * real.weight_window / 60.0, origin
+        )
+        self._attempts = RateWindow(
+            real.attempt_limit,
+            real.attempt_window,
+            BASE_BAN_S * real.attempt_window / 300.0,
+            origin,
+        )
+        self._info = _ExchangeInfo(
+            list(self.market.sources), real.halted, real.exchange_info, self._rate_limits()
+        )
+        self._serial = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self._heartbeat = heartbeat
         self._pong_timeout = pong_timeout
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -241,7 +298,7 @@ class LocalExchange:
             await self._stop_web()
 
     async def _start_web(self, port: int) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._weigh])
         app.router.add_get("/api/v3/ping", self._ping)
         app.router.add_get("/api/v3/time", self._time)
         app.router.add_get("/api/v3/klines", self._klines)
@@ -275,10 +332,13 @@ class LocalExchange:
         if runner is None:
             return
         task, self._heartbeat_task = self._heartbeat_task, None
-        if task is not None:
-            task.cancel()
+        tasks = [t for t in (task, *self._tasks) if t is not None]
+        self._tasks.clear()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await t
         self._abort_all()
         await runner.cleanup()
 
@@ -422,6 +482,52 @@ class LocalExchange:
             sent += await self._hub.send(client, ERROR_PAYLOAD)
         return sent
 
+    async def server_shutdown(self, lead: float | None = None) -> int:
+        """Send Binance's serverShutdown notice to every connection now, then close each
+        (code 1001) after `lead` wall s (default `realism.shutdown_lead`) in the background.
+        Returns the number of connections notified."""
+        wait = self.realism.shutdown_lead if lead is None else lead
+        clients = [c for c in self._hub.clients if not c.retiring]
+        for client in clients:
+            client.retiring = True
+            await self._notify_shutdown(client)
+        for client in clients:
+            self._spawn(self._close_going_away(client, wait), "quantcore.sim.shutdown")
+        return len(clients)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` in the background until it ends or the server stops."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _notify_shutdown(self, client: _Client) -> None:
+        body = f'{{"e":"serverShutdown","E":{self.market.now_ms}}}'
+        text = f'{{"stream":"!serverShutdown","data":{body}}}' if client.combined else body
+        if await self._hub.send(client, text):
+            self.limits.shutdown_notices += 1
+
+    async def _close_going_away(self, client: _Client, after: float) -> None:
+        """Close with a proper close frame (1001 'going away') after `after` wall s."""
+        await asyncio.sleep(after)
+        if not client.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await client.ws.close(code=GOING_AWAY, message=b"going away")
+
+    async def _expire(self, client: _Client, lifetime: float) -> None:
+        """End a connection after its lifetime, announced by serverShutdown when the seeded
+        draw for its serial says so (Binance: 24 h; the notice precedes planned restarts)."""
+        await asyncio.sleep(lifetime)
+        if client.retiring or client.ws.closed:
+            return
+        client.retiring = True
+        lead = 0.0
+        if self.realism.announces_shutdown(client.serial):
+            await self._notify_shutdown(client)
+            lead = self.realism.shutdown_lead
+        self.limits.lifetime_closes += 1
+        await self._close_going_away(client, lead)
+
     async def restart(self, down_seconds: float = 0.0) -> None:
         """Stop the HTTP/WS server (listener closed, connections aborted) and start it again
         on the same port after `down_seconds`; the market clock and history are unaffected."""
@@ -503,50 +609,92 @@ class LocalExchange:
         start, end = values["startTime"], values["endTime"]
         if start is not None and end is not None and start > end:
             return _error(-1023, "Start time is greater than end time.")
-        bars = self.market.rest_klines(symbol, interval, start, end, limit)
+        as_of = self.market.now_ms - self.realism.rest_lag_ms
+        bars = self.market.rest_klines(symbol, interval, start, end, limit, as_of)
         return _json([bar.rest_row() for bar in bars])
 
     async def _exchange_info(self, request: web.Request) -> web.Response:
-        wanted: list[str] = list(self.market.sources)
+        wanted: list[str] | None = None
         if "symbol" in request.query:
             wanted = [request.query["symbol"].upper()]
         elif "symbols" in request.query:
             try:
-                wanted = [str(s).upper() for s in orjson.loads(request.query["symbols"])]
-            except (orjson.JSONDecodeError, TypeError):
+                parsed = orjson.loads(request.query["symbols"])
+            except orjson.JSONDecodeError:
+                parsed = None
+            if not isinstance(parsed, list) or not all(isinstance(s, str) for s in parsed):
                 return _error(-1100, "Illegal characters found in parameter 'symbols'.")
-        if any(s not in self.market.sources for s in wanted):
+            wanted = [s.upper() for s in parsed]
+        body = self._info.render(self.market.now_ms, wanted)
+        if body is None:
             return _error(-1121, "Invalid symbol.")
-        infos = []
-        for symbol in wanted:
-            base, quote = _split_symbol(symbol)
-            infos.append(
-                {
-                    "symbol": symbol,
-                    "status": "TRADING",
-                    "baseAsset": base,
-                    "baseAssetPrecision": 8,
-                    "quoteAsset": quote,
-                    "quotePrecision": 8,
-                    "quoteAssetPrecision": 8,
-                    "orderTypes": ["LIMIT", "MARKET"],
-                    "icebergAllowed": False,
-                    "ocoAllowed": False,
-                    "isSpotTradingAllowed": True,
-                    "isMarginTradingAllowed": False,
-                    "filters": [],
-                    "permissions": ["SPOT"],
-                }
-            )
-        return _json(
+        return web.Response(body=body, content_type="application/json")
+
+    def _rate_limits(self) -> list[dict[str, Any]]:
+        """exchangeInfo `rateLimits` entry for the REST weight (none without a limit)."""
+        limit = self.realism.weight_limit
+        if limit is None:
+            return []
+        window = self.realism.weight_window
+        interval, num = ("MINUTE", 1) if window == 60.0 else ("SECOND", max(1, round(window)))
+        return [
             {
-                "timezone": "UTC",
-                "serverTime": self.market.now_ms,
-                "rateLimits": [],
-                "exchangeFilters": [],
-                "symbols": infos,
+                "rateLimitType": "REQUEST_WEIGHT",
+                "interval": interval,
+                "intervalNum": num,
+                "limit": limit,
             }
-        )
+        ]
+
+    @web.middleware
+    async def _weigh(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Charge REST weight per call, refuse over the limit (429, then 418 bans) and put
+        `X-MBX-USED-WEIGHT-1M` on every /api answer (WebSocket paths pass through)."""
+        path = request.path
+        if not path.startswith("/api/"):
+            return await handler(request)
+        self.limits.rest_calls[path] += 1
+        cost = REST_WEIGHTS.get(path, 1)
+        verdict = self._weights.charge(time.monotonic(), cost)
+        self.limits.max_weight_in_window = self._weights.max_used
+        if verdict.status != 200:
+            if verdict.status == 429:
+                self.limits.rest_429 += 1
+            else:
+                self.limits.rest_418 += 1
+            response = self._refusal(verdict, self._weights.limit or 0)
+            response.headers[WEIGHT_HEADER] = str(verdict.used)
+            return response
+        self.limits.rest_weight += cost
+        try:
+            answer = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers[WEIGHT_HEADER] = str(verdict.used)
+            raise
+        answer.headers[WEIGHT_HEADER] = str(verdict.used)
+        return answer
+
+    def _refusal(self, verdict: Verdict, limit: int) -> web.Response:
+        """Binance's 429 (too many requests) or 418 (IP banned) answer with Retry-After."""
+        if verdict.status == 429:
+            window = self.realism.weight_window
+            per = "1 MINUTE" if window == 60.0 else f"{window:g} SECONDS"
+            msg = (
+                f"Too many requests; current limit of IP({HOST}) request weight is {limit} "
+                f"request weight per {per}. Please use WebSocket Streams for live updates "
+                "to avoid polling the API."
+            )
+        else:
+            until = int((time.time() + verdict.retry_after) * 1000)
+            msg = (
+                f"Way too many requests; IP({HOST}) banned until {until}. "
+                "Please use WebSocket Streams for live updates to avoid bans."
+            )
+        response = _error(-1003, msg, verdict.status)
+        response.headers["Retry-After"] = verdict.retry_header
+        return response
 
     # -- WebSocket -------------------------------------------------------------------------
 
@@ -555,21 +703,36 @@ class LocalExchange:
         raw = (
             request.query.get("streams", "") if combined else request.match_info.get("streams", "")
         )
+        refused = self._admit(request)
+        if refused is not None:
+            return refused
         names = [n for n in raw.split("/") if n]
-        if len(names) > MAX_STREAMS:
-            return _error(-1, f"Too many streams: {len(names)} > {MAX_STREAMS}.")
+        limit = self.realism.max_streams
+        if len(names) > limit:
+            return _error(-1, f"Too many streams: {len(names)} > {limit}.")
         ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 16)
         if not ws.can_prepare(request).ok:
             return _error(-1, "Expected a WebSocket upgrade.")
         transport = request.transport
         await ws.prepare(request)
-        client = _Client(ws, transport, combined)
+        self._serial += 1
+        self.limits.ws_accepted += 1
+        client = _Client(ws, transport, combined, self._serial)
         self._hub.add(client)
         for name in names:
             self._hub.subscribe(client, name)
+        lifetime = self.realism.connection_lifetime
+        if lifetime is not None:
+            self._spawn(self._expire(client, lifetime), "quantcore.sim.lifetime")
         try:
             async for msg in ws:
                 client.last_seen = time.monotonic()
+                if self._too_chatty(client):
+                    self.limits.rate_disconnects += 1
+                    client.retiring = True
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await ws.close(code=POLICY_VIOLATION, message=b"Too many messages")
+                    break
                 if msg.type == WSMsgType.TEXT:
                     if not await self._hub.send(client, self._method(client, msg.data)):
                         break
@@ -579,6 +742,40 @@ class LocalExchange:
         finally:
             self._hub.remove(client)
         return ws
+
+    def _admit(self, request: web.Request) -> web.Response | None:
+        """Handshake checks: connection attempts per window per IP (429, then 418 bans;
+        refused attempts are not counted) and the URL length (414, as measured by others:
+        Binance documents no limit)."""
+        self.limits.ws_attempts += 1
+        verdict = self._attempts.charge(time.monotonic(), 1)
+        self.limits.max_attempts_in_window = self._attempts.max_used
+        if verdict.status != 200:
+            if verdict.status == 429:
+                self.limits.ws_refused_429 += 1
+            else:
+                self.limits.ws_refused_418 += 1
+            response = _error(-1003, "Too many connection attempts.", verdict.status)
+            response.headers["Retry-After"] = verdict.retry_header
+            return response
+        max_url = self.realism.max_url
+        if max_url is not None and len(request.raw_path) > max_url:
+            self.limits.url_refused += 1
+            return _error(-1, f"URI too long: {len(request.raw_path)} > {max_url}.", 414)
+        return None
+
+    def _too_chatty(self, client: _Client) -> bool:
+        """Whether this incoming message (any kind: text, ping, pong) exceeds
+        `max_incoming_per_s` within the last second."""
+        limit = self.realism.max_incoming_per_s
+        if limit is None:
+            return False
+        now = client.last_seen
+        seen = client.incoming
+        seen.append(now)
+        while now - seen[0] >= 1.0:
+            seen.popleft()
+        return len(seen) > limit
 
     def _method(self, client: _Client, text: str) -> str:
         """Answer a live-subscription request the way Binance's stream server does."""
@@ -602,8 +799,9 @@ class LocalExchange:
         if method == "SUBSCRIBE":
             if not all(isinstance(p, str) and _STREAM_RE.match(p) for p in params):
                 return _reply_error(rid, "Invalid request: invalid stream")
-            if len(dict.fromkeys([*client.streams, *params])) > MAX_STREAMS:
-                return _reply_error(rid, f"Invalid request: more than {MAX_STREAMS} streams")
+            limit = self.realism.max_streams
+            if len(dict.fromkeys([*client.streams, *params])) > limit:
+                return _reply_error(rid, f"Invalid request: more than {limit} streams")
             for name in params:
                 self._hub.subscribe(client, name)
             return _reply(rid, None)
@@ -640,3 +838,74 @@ def _reply(rid: object, result: object) -> str:
 
 def _reply_error(rid: object, msg: str) -> str:
     return orjson.dumps({"error": {"code": 2, "msg": msg}, "id": rid}).decode()
+
+
+class _ExchangeInfo:
+    """exchangeInfo bodies: a real file's symbols (or generated minimal ones) with the
+    played symbols TRADING and the halted ones BREAK; serverTime is filled in per call."""
+
+    def __init__(
+        self,
+        played: list[str],
+        halted: frozenset[str],
+        path: Path | None,
+        rate_limits: list[dict[str, Any]],
+    ) -> None:
+        base: dict[str, Any] = {"rateLimits": rate_limits, "exchangeFilters": []}
+        symbols: dict[str, dict[str, Any]] = {}
+        if path is not None:
+            base = orjson.loads(Path(path).read_bytes())
+            if rate_limits:
+                kept = [r for r in base.get("rateLimits", []) if _not_weight(r)]
+                base["rateLimits"] = [*rate_limits, *kept]
+            symbols = {str(s["symbol"]): s for s in base.get("symbols", [])}
+        for name in played:
+            symbols[name] = {**symbols.get(name, _symbol_info(name)), "status": "TRADING"}
+        for name in sorted(halted):
+            symbols[name] = {**symbols.get(name, _symbol_info(name)), "status": "BREAK"}
+        if path is None:
+            symbols = {n: symbols[n] for n in [*played, *sorted(halted - set(played))]}
+        self.symbols = symbols
+        head = {"timezone": base.get("timezone", "UTC")}
+        self._head = orjson.dumps(head)[:-1] + b',"serverTime":'
+        tail = {
+            "rateLimits": base.get("rateLimits", []),
+            "exchangeFilters": base.get("exchangeFilters", []),
+        }
+        self._middle = b"," + orjson.dumps(tail)[1:-1] + b',"symbols":'
+        self._all = orjson.dumps(list(symbols.values()))
+
+    def render(self, now_ms: int, wanted: list[str] | None) -> bytes | None:
+        """The JSON body, all symbols or only `wanted` (None when one is unknown)."""
+        if wanted is None:
+            chosen = self._all
+        else:
+            if any(s not in self.symbols for s in wanted):
+                return None
+            chosen = orjson.dumps([self.symbols[s] for s in dict.fromkeys(wanted)])
+        return b"".join((self._head, str(now_ms).encode(), self._middle, chosen, b"}"))
+
+
+def _not_weight(limit: object) -> bool:
+    return not (isinstance(limit, dict) and limit.get("rateLimitType") == "REQUEST_WEIGHT")
+
+
+def _symbol_info(symbol: str) -> dict[str, Any]:
+    """A minimal generated exchangeInfo entry for a symbol the file does not list."""
+    base, quote = _split_symbol(symbol)
+    return {
+        "symbol": symbol,
+        "status": "TRADING",
+        "baseAsset": base,
+        "baseAssetPrecision": 8,
+        "quoteAsset": quote,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "orderTypes": ["LIMIT", "MARKET"],
+        "icebergAllowed": False,
+        "ocoAllowed": False,
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
+        "filters": [],
+        "permissions": ["SPOT"],
+    }

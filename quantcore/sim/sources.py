@@ -685,6 +685,39 @@ def _infer_length(path: Path, opens: list[int]) -> int:
     return length
 
 
+def sparse(source: KlineSource, fraction: float, seed: int, max_run: int = 8) -> ReplaySource:
+    """A copy of a bounded source where a seeded `fraction` of bars, in runs of 1..max_run,
+    became zero-trade bars (o=h=l=c=previous close, volumes and trades 0), like the quiet
+    minutes of an illiquid symbol. Runs never touch, so no quiet stretch exceeds max_run (a
+    fraction too high to place that way yields fewer bars); the first bar is never zeroed.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    if max_run < 1:
+        raise ValueError(f"max_run must be >= 1, got {max_run}")
+    end = source.end_ms
+    if end is None:
+        raise ValueError(f"{source.symbol}: sparse() needs a bounded source (a replay)")
+    bars = source.bars(source.first_open_ms, end)
+    target = round(fraction * (len(bars) - 1))
+    rng = _seeded("sparse", seed, source.symbol, max_run)
+    quiet: set[int] = set()
+    for _ in range(50 * len(bars)):
+        if len(quiet) >= target:
+            break
+        start = rng.randrange(1, len(bars))
+        stop = min(start + rng.randint(1, max_run), len(bars), start + target - len(quiet))
+        if not quiet.intersection(range(start - 1, stop + 1)):  # runs never touch
+            quiet.update(range(start, stop))
+    out = [bars[0]]
+    for i, bar in enumerate(bars[1:], 1):
+        if i in quiet:
+            price = out[-1].close
+            bar = Bar(bar.open_time, bar.close_time, price, price, price, price, 0, 0, 0, 0, 0)
+        out.append(bar)
+    return ReplaySource(source.symbol, out)
+
+
 __all__ = [
     "ORIGIN_MS",
     "DataFileError",
@@ -694,6 +727,7 @@ __all__ = [
     "detect_symbol",
     "load_klines",
     "load_klines_by_symbol",
+    "sparse",
 ]
 
 
