@@ -379,13 +379,17 @@ class BinanceKlineFeed(DataFeed):
         planned close loses nothing and needs no REST call."""
         self.report(FeedState.CONNECTING, f"handover ({reason}): {conn.label}")
         new = await self._connect(conn)
-        overlap = min(1.0, self.settings.stall_timeout)
-        deadline = asyncio.get_running_loop().time() + overlap
-        while new.frames == 0 and asyncio.get_running_loop().time() < deadline:
-            assert new.pump is not None
-            if new.pump.done():
-                break
-            await asyncio.sleep(0.01)
+        try:
+            overlap = min(1.0, self.settings.stall_timeout)
+            deadline = asyncio.get_running_loop().time() + overlap
+            while new.frames == 0 and asyncio.get_running_loop().time() < deadline:
+                assert new.pump is not None
+                if new.pump.done():
+                    break
+                await asyncio.sleep(0.01)
+        except BaseException:
+            await _close_link(new)
+            raise
         await _close_link(old)
         self.stats.handovers += 1
         self.report(FeedState.LIVE, f"handed over ({reason}): {conn.label}")
@@ -444,15 +448,38 @@ class BinanceKlineFeed(DataFeed):
         if not bar.closed:
             self.offer(bar)
             return
-        if state.held:
-            if bar.open_time > state.held[-1].open_time:
-                state.held.append(bar)
-            else:
-                self.stats.duplicates += 1
+        held = state.held
+        if not held:
+            if self.offer(bar) is not None:
+                held.append(bar)
+                self._wake.set()
             return
-        if self.offer(bar) is not None:
-            state.held.append(bar)
-            self._wake.set()
+        if bar.open_time == self.sequencers[state.key].next_open():
+            self.offer(bar)  # it fills the hole: the held bars behind it may follow
+            self._release(state)
+        elif bar.open_time > held[-1].open_time:
+            held.append(bar)
+        elif bar.open_time not in {h.open_time for h in held}:
+            held.append(bar)
+            held.sort(key=lambda h: h.open_time)
+        else:
+            self.stats.duplicates += 1
+
+    def _release(self, state: _Stream) -> None:
+        """Publish the held bars that are now next in line, stopping at the next hole."""
+        held = state.held
+        sequencer = self.sequencers[state.key]
+        taken = 0
+        for bar in held:
+            last = sequencer.last
+            if last is not None and bar.open_time <= last:
+                self.stats.duplicates += 1
+            elif bar.open_time == sequencer.next_open():
+                self.publish_closed(bar, backfilled=False)
+            else:
+                break
+            taken += 1
+        del held[:taken]
 
     async def _market_moved(self, conn: _Connection) -> bool:
         """Ask REST whether any of the connection's liveliest streams traded since the
@@ -623,9 +650,9 @@ class BinanceKlineFeed(DataFeed):
             await self._fetch_closed(symbol, interval, start, end)
         held = state.held
         if held and epoch_ms(held[0].open_time) <= settled_end:
-            state.held = []
-            for bar in held:
-                self.publish_closed(bar, backfilled=False)
+            # The hole before it is settled and fetched: what REST lacks, the exchange lacks.
+            self.publish_closed(held.pop(0), backfilled=False)
+        self._release(state)
 
     async def _fetch_closed(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> None:
         """Publish bars with open time >= start_ms whose close time is before end_ms.
