@@ -224,7 +224,8 @@ class EventBus:
 
     async def drain(self, grace: float | None = None) -> list[str]:
         """Wait until every coroutine handler is idle; returns those still busy after ``grace``."""
-        waits = {asyncio.ensure_future(worker.drain()): worker for worker in self._workers}
+        busy = [worker for worker in self._workers if len(worker)]
+        waits = {asyncio.ensure_future(worker.drain()): worker for worker in busy}
         if not waits:
             return []
         _, late = await asyncio.wait(waits, timeout=grace)

@@ -170,11 +170,11 @@ class _CsvFile:
         A line half-written when the disk filled is cut (we hold the lock, so those
         bytes are ours), leaving the file ending in a complete row.
         """
+        if self.pending:
+            self.flush()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.pending:
-            self.flush()
         if self.offset:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, os.fstat(self.fd).st_size - self.offset)
