@@ -3,13 +3,15 @@
 Order matters and is the contract: components are built and started first (a bad
 parameter or an unwritable CSV fails here, before any connection); the feed resumes
 from the earliest bar any component already holds; on stop the feed goes first, then
-queued handlers drain, then components flush and close.
+queued handlers drain, then components flush and close (each step bounded by
+``stop_timeout``, so one stuck subscriber cannot keep the others from closing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import time
@@ -21,6 +23,7 @@ from quantcore.bus import EventBus
 from quantcore.component import Component, Context
 from quantcore.config import AppConfig, ConfigError, LocalExchangeConfig
 from quantcore.consumers.csv_recorder import CsvPathError, CsvRecorder
+from quantcore.events import BAR
 from quantcore.feeds.base import DataFeed, FeedStats, StreamKey
 from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
 from quantcore.intervals import interval_ms
@@ -42,13 +45,21 @@ class RunSummary:
     reconnects: int
     subscriber_errors: int
     feed_errors: int
+    not_recorded: int = 0
+    undelivered: int = 0
+
+    @property
+    def incomplete(self) -> bool:
+        """Some accepted bar never reached storage or a ``bar`` subscriber (CLI exit 3)."""
+        return self.not_recorded > 0 or self.undelivered > 0
 
     def line(self) -> str:
         return (
             f"quantcore: stopped after {self.seconds:.1f}s: bars recorded={self.bars_recorded} "
             f"bars published={self.bars} frames={self.frames} malformed={self.malformed} "
             f"duplicates={self.duplicates} reconnects={self.reconnects} "
-            f"subscriber errors={self.subscriber_errors} feed errors={self.feed_errors}"
+            f"subscriber errors={self.subscriber_errors} feed errors={self.feed_errors} "
+            f"not recorded={self.not_recorded} undelivered={self.undelivered}"
         )
 
 
@@ -59,9 +70,19 @@ class App:
     (stdout, UTC timestamps), so the ConsoleLogger's lines are visible.
     """
 
-    def __init__(self, config: AppConfig, extra_components: Sequence[Component] = ()) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        extra_components: Sequence[Component] = (),
+        *,
+        stop_timeout: float | None = None,
+    ) -> None:
+        runtime = config.runtime
+        self.stop_timeout = runtime.stop_timeout if stop_timeout is None else stop_timeout
+        if not self.stop_timeout > 0:
+            raise ValueError(f"stop_timeout must be positive seconds, got {stop_timeout!r}")
         self.config = config
-        self.bus = EventBus()
+        self.bus = EventBus(queue_size=runtime.queue_size, max_backlog=runtime.max_backlog)
         self.components: list[Component] = [spec.build() for spec in config.consumers]
         self.components.extend(extra_components)
         self.context = Context(self.bus, config.streams, self.components)
@@ -104,17 +125,35 @@ class App:
                     feed.stop()
                 with self._signals(), self._deadline(duration):
                     await feed.run()
-                await self.bus.drain()
                 if feed.fatal is not None:
                     raise ConfigError(self._fatal_text(feed))
         finally:
-            for component in reversed(started_components):
-                try:
-                    await component.stop()
-                except Exception:
-                    log.exception("%s failed to stop cleanly", component.name)
-            await self.bus.close()
+            await self._shutdown(started_components)
         return self._summary(time.monotonic() - started)
+
+    async def _shutdown(self, components: list[Component]) -> None:
+        """Drain the bus, then stop each component, each step bounded by ``stop_timeout``.
+
+        A stuck subscriber or component is named in one line and left behind, so the
+        others still flush and close and ``run`` returns.
+        """
+        for name in await self.bus.drain(self.stop_timeout):
+            log.error(
+                "subscriber %s is stuck: %d events not handled after %.1fs; stopping without it",
+                name,
+                self.bus.backlog().get(name, 0),
+                self.stop_timeout,
+            )
+        for component in reversed(components):
+            try:
+                limit = self.stop_timeout + component.stop_grace
+                async with asyncio.timeout(limit):
+                    await component.stop()
+            except TimeoutError:
+                log.error("%s did not stop within %.1fs; left behind", component.name, limit)
+            except Exception:
+                log.exception("%s failed to stop cleanly", component.name)
+        await self.bus.close(0)
 
     def _make_feed(self, settings: BinanceFeedSettings) -> DataFeed:
         """Binance (or the local exchange) by default; Redis Streams when configured."""
@@ -163,7 +202,17 @@ class App:
             yield self.config.feed
             return
         exchange = start_local_exchange(local, self.config.streams, resume)
-        async with exchange:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(exchange)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConfigError(
+                        f"exchange.local.port: port {local.port} is already in use"
+                    ) from None
+                raise ConfigError(
+                    f"exchange.local.port: cannot listen on {local.port}: {exc}"
+                ) from None
             log.info("local exchange: ws=%s rest=%s", exchange.ws_url, exchange.rest_url)
             yield replace(self.config.feed, ws_url=exchange.ws_url, rest_url=exchange.rest_url)
 
@@ -207,6 +256,8 @@ class App:
             reconnects=stats.reconnects,
             subscriber_errors=sum(self.bus.handler_errors.values()),
             feed_errors=stats.errors,
+            not_recorded=sum(c.unrecorded() for c in self.components),
+            undelivered=self.bus.lost(BAR),
         )
 
 

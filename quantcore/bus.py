@@ -2,8 +2,10 @@
 
 pyee alone lets one raising handler abort ``emit`` (skipping the handlers after it)
 and runs coroutine handlers as interleaving tasks. The bus wraps every handler so a
-failure is logged and counted instead, and gives each coroutine handler its own queue
-and worker so it still sees events one at a time, in publish order.
+failure is logged and counted instead, and gives each coroutine handler its own bounded
+queue and worker so it still sees events one at a time, in publish order, without ever
+blocking the publisher: ``bar.partial`` keeps the newest ``queue_size`` updates (oldest
+dropped), every other topic keeps up to ``max_backlog`` events, then drops and logs.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,36 +61,86 @@ class Subscription:
 
 
 class _AsyncWorker:
-    """Feeds one coroutine handler from its own queue so its calls never interleave."""
+    """Feeds one coroutine handler from its own bounded queue so its calls never interleave.
 
-    def __init__(self, bus: EventBus, topic: str, name: str, handler: Handler) -> None:
-        self._bus, self._topic, self._name, self._handler = bus, topic, name, handler
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+    A full queue never blocks the publisher: on a lossy topic the oldest queued event
+    is dropped; on any other topic the new event is dropped and the episode logged once.
+    """
+
+    def __init__(
+        self, bus: EventBus, topic: str, name: str, handler: Handler, limit: int, lossy: bool
+    ) -> None:
+        self._bus, self.topic, self.name, self._handler = bus, topic, name, handler
+        self.limit = limit
+        self.lossy = lossy
+        self.pending: deque[Any] = deque()
+        self.busy = False
+        self.dropped = 0
+        self._overflowing = False
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.pending) + self.busy
 
     def put(self, event: Any) -> None:
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"bus:{self._topic}:{self._name}"
+                self._run(), name=f"bus:{self.topic}:{self.name}"
             )
-        self.queue.put_nowait(event)
+        if len(self.pending) >= self.limit:
+            self.dropped += 1
+            if not self._overflowing:
+                self._overflowing = True
+                log.log(
+                    logging.WARNING if self.lossy else logging.ERROR,
+                    "subscriber %s is %d events behind on %s: dropping the %s events until "
+                    "it catches up",
+                    self.name,
+                    len(self.pending),
+                    self.topic,
+                    "oldest" if self.lossy else "new",
+                )
+            if not self.lossy:
+                return
+            self.pending.popleft()
+        self.pending.append(event)
+        self._idle.clear()
+        self._wake.set()
 
     async def _run(self) -> None:
         while True:
-            event = await self.queue.get()
+            if not self.pending:
+                self._overflowing = False
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            event = self.pending.popleft()
+            self.busy = True
             try:
                 await self._handler(event)  # type: ignore[misc]
             except Exception as exc:
-                self._bus._handler_failed(self._topic, self._name, exc)
+                self._bus._handler_failed(self.topic, self.name, exc)
             finally:
-                self.queue.task_done()
+                self.busy = False
 
-    async def close(self) -> None:
+    async def drain(self) -> None:
+        await self._idle.wait()
+
+    async def close(self) -> int:
+        """Stop the worker now; returns the events it never handled (0 after a drain)."""
+        abandoned = len(self)
+        self.pending.clear()
         if self.task is not None:
-            await self.queue.join()
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
             self.task = None
+        self.busy = False
+        self._idle.set()
+        return abandoned
 
 
 class EventBus:
@@ -99,13 +151,25 @@ class EventBus:
     never affects the publisher or other handlers (see :attr:`handler_errors`).
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        queue_size: int = 1_000,
+        max_backlog: int = 1_000_000,
+        lossy_topics: frozenset[str] = frozenset({"bar.partial"}),
+    ) -> None:
+        if queue_size < 1 or max_backlog < 1:
+            raise ValueError("queue_size and max_backlog must be >= 1")
+        self.queue_size = queue_size
+        self.max_backlog = max_backlog
+        self.lossy_topics = lossy_topics
         self._emitter = _IsolatingEmitter(self._delivery_failed)
         self._names: dict[Callable[..., Any], str] = {}
         self._topic = ""
         self._workers: list[_AsyncWorker] = []
         self.published: Counter[str] = Counter()
         self.handler_errors: Counter[str] = Counter()
+        self.abandoned: Counter[str] = Counter()
+        """Events each coroutine subscriber never handled because :meth:`close` stopped it."""
 
     def subscribe(self, topic: str, handler: Handler, name: str | None = None) -> Subscription:
         """Call ``handler(event)`` for every event on ``topic``; coroutines are queued.
@@ -116,7 +180,9 @@ class EventBus:
         label: str = name or str(getattr(handler, "__qualname__", repr(handler)))
         wrapper: Callable[[Any], None]
         if inspect.iscoroutinefunction(handler):
-            worker = _AsyncWorker(self, topic, label, handler)
+            lossy = topic in self.lossy_topics
+            limit = self.queue_size if lossy else self.max_backlog
+            worker = _AsyncWorker(self, topic, label, handler, limit, lossy)
             self._workers.append(worker)
             wrapper = worker.put
         else:
@@ -140,15 +206,45 @@ class EventBus:
         """Lets publishers skip building events nobody listens to."""
         return bool(self._emitter.listeners(topic))
 
-    async def drain(self) -> None:
-        """Wait until every queued coroutine handler has processed what was published."""
-        for worker in self._workers:
-            await worker.queue.join()
+    def backlog(self) -> dict[str, int]:
+        """Events waiting (or being handled) per coroutine subscriber."""
+        return {worker.name: len(worker) for worker in self._workers}
 
-    async def close(self) -> None:
-        """Drain and stop the coroutine-handler workers."""
+    def dropped(self) -> dict[str, int]:
+        """Events dropped on a full queue per coroutine subscriber (see :class:`_AsyncWorker`)."""
+        return {worker.name: worker.dropped for worker in self._workers if worker.dropped}
+
+    def lost(self, topic: str) -> int:
+        """Events of ``topic`` some subscriber never handled: dropped when full or abandoned."""
+        return sum(
+            worker.dropped + self.abandoned[worker.name]
+            for worker in self._workers
+            if worker.topic == topic
+        )
+
+    async def drain(self, grace: float | None = None) -> list[str]:
+        """Wait until every coroutine handler is idle; returns those still busy after ``grace``."""
+        busy = [worker for worker in self._workers if len(worker)]
+        waits = {asyncio.ensure_future(worker.drain()): worker for worker in busy}
+        if not waits:
+            return []
+        _, late = await asyncio.wait(waits, timeout=grace)
+        for future in late:
+            future.cancel()
+        return [waits[future].name for future in late]
+
+    async def close(self, grace: float | None = None) -> list[str]:
+        """Drain (at most ``grace`` s), then stop the coroutine-handler workers.
+
+        Returns the subscribers that were still busy; what they never handled is
+        counted in :attr:`abandoned`.
+        """
+        stuck = await self.drain(grace)
         for worker in self._workers:
-            await worker.close()
+            abandoned = await worker.close()
+            if abandoned:
+                self.abandoned[worker.name] += abandoned
+        return stuck
 
     def _delivery_failed(self, handler: Callable[..., Any], exc: Exception) -> None:
         self._handler_failed(self._topic, self._names.get(handler, repr(handler)), exc)

@@ -1,13 +1,17 @@
 """Command line: ``python -m quantcore run CONFIG`` and ``python -m quantcore simulate``.
 
-Exit codes: 0 after a graceful stop (Ctrl-C, SIGTERM, --duration, --max-bars),
-2 for bad input (config, data file, arguments), reported as one line on stderr.
+Exit codes: 0 after a graceful stop (Ctrl-C, SIGTERM, --duration, --max-bars) with
+everything recorded; 2 for bad input or a refused start (config, data file, arguments,
+port in use, a file that is not quantcore's or is written by another process), reported
+as one line on stderr; 3 when the run stopped with recorded data incomplete (bars that
+could not be written, or closed bars a subscriber never received).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +20,7 @@ from quantcore.logs import configure_logging
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+EXIT_INCOMPLETE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,11 +69,22 @@ def run_command(config_path: str, duration: float | None, max_bars: int | None) 
     except KeyboardInterrupt:
         return EXIT_OK
     print(summary.line(), flush=True)
+    if summary.incomplete:
+        print(
+            f"quantcore: recorded data incomplete: {summary.not_recorded} bars not recorded, "
+            f"{summary.undelivered} closed bars not delivered (see the log above)",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
     return EXIT_OK
 
 
 def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    """A finite number of seconds > 0 (``nan``, ``inf`` and negatives are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive, finite number of seconds")
     return value

@@ -56,6 +56,9 @@ class Component:
     ``async def`` handlers (the bus queues those per subscriber, keeping order).
     """
 
+    stop_grace: float = 0.0
+    """Seconds :meth:`stop` may take beyond the App's ``stop_timeout`` (its own retries)."""
+
     def __init__(self, *, name: str | None = None) -> None:
         self.name = name or type(self).__name__
         self._context: Context | None = None
@@ -105,6 +108,10 @@ class Component:
         backfills from there, so a restarted recorder neither misses nor repeats bars.
         """
         return None
+
+    def unrecorded(self) -> int:
+        """Closed bars this component accepted but could not store; non-zero fails the run."""
+        return 0
 
     def on_bar(self, bar: BarEvent) -> None:
         """A closed bar."""

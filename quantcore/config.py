@@ -81,6 +81,15 @@ class ConsumerSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    """``runtime:``: per-subscriber queue bounds of the bus and the per-component stop timeout."""
+
+    queue_size: int = 1_000
+    max_backlog: int = 1_000_000
+    stop_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class AppConfig:
     source: str
     streams: tuple[tuple[str, str], ...]
@@ -89,6 +98,7 @@ class AppConfig:
     local: LocalExchangeConfig | None = None
     log_level: str = "INFO"
     redis: RedisSourceConfig | None = None
+    runtime: RuntimeConfig = RuntimeConfig()
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -114,7 +124,7 @@ def load_config(path: str | Path) -> AppConfig:
 def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     """Validate an already-loaded mapping (the YAML document)."""
     top = _mapping(raw, "config")
-    _only(top, "config", {"exchange", "streams", "feed", "consumers", "logging"})
+    _only(top, "config", {"exchange", "streams", "feed", "consumers", "logging", "runtime"})
     exchange = _mapping(top.get("exchange", {}), "exchange")
     _only(exchange, "exchange", {"ws_url", "rest_url", "local", "redis"})
     defaults = BinanceFeedSettings()
@@ -132,7 +142,20 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     level = str(logging_cfg.get("level", "INFO")).upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"logging.level: {level!r} is not DEBUG, INFO, WARNING or ERROR")
-    return AppConfig(source, streams, feed, consumers, local, level, redis)
+    return AppConfig(
+        source, streams, feed, consumers, local, level, redis, _runtime(top.get("runtime", {}))
+    )
+
+
+def _runtime(raw: Any) -> RuntimeConfig:
+    section = _mapping(raw, "runtime")
+    _only(section, "runtime", {"queue_size", "max_backlog", "stop_timeout"})
+    base = RuntimeConfig()
+    return RuntimeConfig(
+        queue_size=int(_number(section, "queue_size", base.queue_size, "runtime", True)),
+        max_backlog=int(_number(section, "max_backlog", base.max_backlog, "runtime", True)),
+        stop_timeout=_seconds(section, "stop_timeout", base.stop_timeout, "runtime"),
+    )
 
 
 def normalize_symbol(value: Any, where: str) -> str:

@@ -314,9 +314,8 @@ async def test_multi_config_runs_offline_with_a_csv_per_stream(
             inside[0][3],
         )
         assert fifteens[0][4] == pytest.approx(sum(r[4] for r in inside), rel=1e-9)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        f"{s}_{i}.csv" for s in symbols for i in ("1m", "5m", "15m")
-    )
+    csvs = sorted(f"{s}_{i}.csv" for s in symbols for i in ("1m", "5m", "15m"))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(csvs + [f"{c}.lock" for c in csvs])
     # Per-stream stats: every feed stream counted, the counts add up to the total and
     # match what each stream's CSV holds.
     per_stream = app.feed.stream_bars

@@ -93,3 +93,30 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
     recorded = int(last.split("bars recorded=")[1].split()[0])
     assert recorded == len(csv_rows(csv)) >= 2
     assert "Traceback" not in out + err
+
+
+def test_local_exchange_port_in_use_is_one_line_exit_2(tmp_path: Path) -> None:
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = int(busy.getsockname()[1])
+        config["exchange"]["local"]["port"] = port
+        path = tmp_path / "demo.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = quantcore("run", str(path), "--duration", "5", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == f"quantcore: exchange.local.port: port {port} is already in use\n"
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "soon"])
+def test_bad_duration_is_one_line_exit_2(tmp_path: Path, value: str) -> None:
+    result = quantcore("run", str(REPO / "config" / "demo.yaml"), "--duration", value, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"quantcore run: error: argument --duration: {value!r} is not a positive, "
+        "finite number of seconds"
+    )
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert not (tmp_path / "data").exists(), "nothing ran"

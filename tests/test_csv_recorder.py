@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from quantcore.bus import EventBus
 from quantcore.component import Context
-from quantcore.consumers.csv_recorder import HEADER, CsvPathError, CsvRecorder
+from quantcore.consumers.csv_recorder import HEADER, CsvPathError, CsvRecorder, format_row
+from tests.disk import SmallDisk, small_disk
+from tests.harness import wait_until
+from tests.paths import CSV_BTC, CSV_OHLCV, SHARED_DATA
 from tests.test_history import make_bar
+
+CSV_SHIB = SHARED_DATA / "binance_spot_ohlcv_SHIBUSDT_1m_2024-01-01.csv"
 
 
 def recorder(tmp_path: Path, **kwargs: object) -> CsvRecorder:
@@ -88,3 +97,151 @@ def test_bad_template_and_foreign_file(tmp_path: Path) -> None:
     (tmp_path / "BTCUSDT_1m.csv").write_text("a,b,c\n")
     with pytest.raises(CsvPathError, match="not a quantcore CSV"):
         recorder(tmp_path)
+
+
+def _foreign_files() -> dict[str, bytes]:
+    """Real recorded files (and a compressed one) as a user might point the template at."""
+    ohlcv = CSV_OHLCV.read_bytes()[:20_000]
+    ohlcv = ohlcv[: ohlcv.rfind(b"\n")]
+    spot = CSV_BTC.read_text().splitlines()[:200]
+    dated = ["open,high,low,close,volume,quote_volume,datetime"] + [
+        ",".join([*f[1:5], f[5], f[7], f[0][:19]]) for f in (line.split(",") for line in spot[1:])
+    ]
+    ours = HEADER.encode() + b"".join(format_row(make_bar(i)).encode() for i in range(5))
+    return {
+        "foreign CSV without final newline": ohlcv,
+        "binary file": gzip.compress(CSV_BTC.read_bytes()[:50_000], mtime=0),
+        "foreign CSV whose last column is a date": "\n".join(dated).encode()[:-7],
+        "CSV with another header": CSV_BTC.read_bytes()[:30_000],
+        "headerless CSV with CRLF": CSV_SHIB.read_bytes(),
+        "our header over foreign rows": HEADER.encode() + CSV_OHLCV.read_bytes()[40:9_000],
+        "our rows then a last line that is not a row": ours + b"hello, world",
+    }
+
+
+@pytest.mark.parametrize("case", list(_foreign_files()))
+def test_foreign_files_are_left_byte_for_byte(tmp_path: Path, case: str) -> None:
+    path = tmp_path / "BTCUSDT_1m.csv"
+    before = _foreign_files()[case]
+    path.write_bytes(before)
+    with pytest.raises(CsvPathError) as raised:
+        recorder(tmp_path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert "not a quantcore" in message
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["BTCUSDT_1m.csv"], "no sidecar files"
+
+
+def test_torn_line_is_saved_beside_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = recorder(tmp_path)
+    for i in range(3):
+        rec.on_bar(make_bar(i))
+    asyncio.run(rec.stop())
+    path = tmp_path / "BTCUSDT_1m.csv"
+    complete = path.read_bytes()
+    path.write_bytes(complete + b"50003.5,50005.5,49")
+    with caplog.at_level(logging.WARNING):
+        again = recorder(tmp_path)
+    saved = list(tmp_path.glob("BTCUSDT_1m.csv.torn-*"))
+    assert len(saved) == 1 and saved[0].read_bytes() == b"50003.5,50005.5,49"
+    assert path.read_bytes() == complete
+    assert [r.getMessage() for r in caplog.records if "partial last line" in r.getMessage()] == [
+        f"{path}: cut a partial last line (18 bytes) left by an interrupted write; "
+        f"saved it as {saved[0].name}"
+    ]
+    asyncio.run(again.stop())
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    first = recorder(tmp_path)
+    path = tmp_path / "BTCUSDT_1m.csv"
+    with pytest.raises(CsvPathError) as raised:
+        recorder(tmp_path)
+    assert str(raised.value) == (
+        f"{path} is being written by another quantcore process (pid {os.getpid()})"
+    )
+    asyncio.run(first.stop())
+    asyncio.run(recorder(tmp_path).stop())
+
+
+@pytest.fixture
+def disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmallDisk]:
+    with small_disk(tmp_path / "disk", monkeypatch) as mounted:
+        yield mounted
+
+
+def rows_on_disk(path: Path) -> list[str]:
+    """Complete data rows in the file (a half-written last line is not a row)."""
+    data = path.read_text()
+    assert data.startswith(HEADER)
+    return data[len(HEADER) :].splitlines(keepends=True)[: data.count("\n") - 1]
+
+
+async def test_disk_full_holds_bars_in_order_until_space_returns(
+    disk: SmallDisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = CsvRecorder(path=str(disk.root / "{symbol}_{interval}.csv"), retry_interval=0.05)
+    rec.attach(Context(EventBus(), [("BTCUSDT", "1m")]))
+    await rec.start()
+    path = disk.root / "BTCUSDT_1m.csv"
+    expected = [format_row(make_bar(i)) for i in range(2000)]
+    caplog.set_level(logging.WARNING)
+    for i in range(5):
+        rec.on_bar(make_bar(i))
+    disk.fill()
+    n = 5
+    while rec.pending == 0:
+        assert n < 1000, "the disk never filled"
+        rec.on_bar(make_bar(n))
+        n += 1
+    for _ in range(30):
+        rec.on_bar(make_bar(n))
+        n += 1
+    assert rec.pending >= 30
+    assert rows_on_disk(path) == expected[: rec.rows_written]
+    assert rec.rows_written + rec.pending == n
+    disk.free()
+    await wait_until(lambda: rec.pending == 0, 5, "the held bars to be written")
+    assert path.read_text() == HEADER + "".join(expected[:n])
+    assert rec.rows_written == n
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "cannot append" in m]) == 1, messages
+    assert len([m for m in messages if "appending again" in m]) == 1, messages
+    await rec.stop()
+    assert rec.unrecorded() == 0
+
+
+async def test_disk_full_beyond_max_pending_and_at_stop_is_counted_not_hidden(
+    disk: SmallDisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = CsvRecorder(path=str(disk.root / "{symbol}_{interval}.csv"), max_pending=10)
+    rec.attach(Context(EventBus(), [("BTCUSDT", "1m")]))
+    await rec.start()
+    path = disk.root / "BTCUSDT_1m.csv"
+    caplog.set_level(logging.WARNING)
+    disk.fill()
+    for i in range(1000):
+        rec.on_bar(make_bar(i))
+    assert rec.pending == 10
+    assert rec.rows_written + rec.pending + rec.unrecorded() == 1000
+    await rec.stop()
+    written = rec.rows_written
+    assert rec.unrecorded() == 1000 - written
+    assert rows_on_disk(path) == [format_row(make_bar(i)) for i in range(written)]
+    assert path.read_text().endswith("\n"), "a half-written line is cut at stop"
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "dropping the bar" in m]) == 1, messages
+    assert (
+        f"{path}: stopped with 10 bars never written ({written} rows written this run)" in messages
+    )
+    disk.free()
+    again = CsvRecorder(path=str(disk.root / "{symbol}_{interval}.csv"))
+    again.attach(Context(EventBus(), [("BTCUSDT", "1m")]))
+    await again.start()
+    assert again.resume_point("BTCUSDT", "1m") == (
+        make_bar(written - 1).open_time_ms if written else None
+    )
+    await again.stop()

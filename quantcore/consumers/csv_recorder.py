@@ -3,28 +3,33 @@
 The file is never rewritten: the header is written once, each closed bar is appended
 and flushed as one line, and on start the recorder reads only the file's tail to learn
 the last bar it holds, so a restart neither repeats nor skips bars (the feed resumes
-after :meth:`resume_point`). A partial last line left by a crash is cut off on start;
-complete rows are never touched.
+after :meth:`resume_point`). Each file has one writer (a lock beside it), is checked
+to be quantcore's own before anything is changed, and only a torn last line left by a
+crash is cut off (and saved beside it); complete rows are never touched.
 """
 
 from __future__ import annotations
 
+import asyncio
 import calendar
+import contextlib
 import logging
 import os
 import time
+from collections import deque
 from pathlib import Path
-from typing import IO
 
 from quantcore.component import Component
 from quantcore.consumers.history import COLUMNS
 from quantcore.events import BarEvent
+from quantcore.filelock import FileBusyError, lock_for_writing
 
 log = logging.getLogger(__name__)
 
 HEADER = ",".join(COLUMNS) + "\n"
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _TAIL_BYTES = 4096
+_ROW_BYTES = frozenset(b"0123456789.,-+e: infaINF")
 
 
 class CsvPathError(ValueError):
@@ -48,74 +53,241 @@ def parse_datetime_ms(text: str) -> int:
 
 
 class _CsvFile:
-    """One open, append-only CSV and the open time of its last complete row."""
+    """One locked, append-only CSV; bars that cannot be appended wait in order in memory.
 
-    __slots__ = ("fsync", "handle", "last_ms", "path")
+    ``written`` counts rows that reached the file; ``lost`` counts accepted bars that
+    never will (``max_pending`` exceeded, or still held at :meth:`close`).
+    """
 
-    def __init__(self, path: Path, fsync: bool) -> None:
+    def __init__(self, path: Path, fsync: bool, max_pending: int, retry_interval: float) -> None:
         self.path = path
         self.fsync = fsync
+        self.max_pending = max_pending
+        self.retry_interval = retry_interval
+        self.pending: deque[bytes] = deque()
+        self.offset = 0
+        self.written = 0
+        self.lost = 0
+        self.overflowed = False
+        self.failing_since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.fd = -1
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.last_ms = _repair_and_find_last(path)
-        self.handle: IO[str] = path.open("a", encoding="ascii", newline="")
-        if self.handle.tell() == 0:
-            self.handle.write(HEADER)
-            self._sync()
+        _open_ours(path, repair=False)
+        self.lock = lock_for_writing(path)
+        try:
+            self.last_ms = _open_ours(path, repair=True)
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            if os.fstat(self.fd).st_size == 0:
+                _write_all(self.fd, HEADER.encode("ascii"))
+                self._sync()
+        except BaseException:
+            if self.fd >= 0:
+                os.close(self.fd)
+            self.lock.release()
+            raise
 
-    def write(self, bar: BarEvent) -> bool:
+    def write(self, bar: BarEvent) -> None:
+        """Queue the bar's line (unless already held or the file gave up) and try to append."""
         open_ms = bar.open_time_ms
         if self.last_ms is not None and open_ms <= self.last_ms:
-            return False
-        self.handle.write(format_row(bar, open_ms))
-        self._sync()
+            return
+        if self.overflowed:
+            self.lost += 1
+            return
+        if len(self.pending) >= self.max_pending:
+            self.overflowed = True
+            self.lost += 1
+            log.error(
+                "%s: %d bars held in memory and the file still refuses writes: dropping the bar "
+                "of %s and every later one this run (the file stays gap-free; a restart "
+                "backfills from its last row)",
+                self.path,
+                len(self.pending),
+                time.strftime(DATETIME_FORMAT, time.gmtime(open_ms // 1000)),
+            )
+            return
         self.last_ms = open_ms
-        return True
+        self.pending.append(format_row(bar, open_ms).encode("ascii"))
+        self.flush()
+
+    def flush(self) -> None:
+        """Append held lines in order; a failure starts (or continues) one outage episode."""
+        held = len(self.pending)
+        while self.pending:
+            line = self.pending[0]
+            try:
+                self.offset += os.write(self.fd, line[self.offset :] if self.offset else line)
+            except OSError as exc:
+                self._failed(exc)
+                return
+            if self.offset == len(line):
+                self.pending.popleft()
+                self.offset = 0
+                self.written += 1
+        try:
+            self._sync()
+        except OSError as exc:
+            self._failed(exc)
+            return
+        if self.failing_since is not None:
+            log.warning(
+                "%s: appending again after %.1fs; %d held bars written",
+                self.path,
+                time.monotonic() - self.failing_since,
+                held,
+            )
+            self.failing_since = None
+
+    def _failed(self, exc: OSError) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.error(
+                "%s: cannot append (%s); holding bars in memory (at most %d) and retrying",
+                self.path,
+                exc.strerror or exc,
+                self.max_pending,
+            )
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._timer = loop.call_later(self.retry_interval, self._retry)
+
+    def _retry(self) -> None:
+        self._timer = None
+        if self.fd >= 0 and self.pending:
+            self.flush()
 
     def _sync(self) -> None:
-        self.handle.flush()
         if self.fsync:
-            os.fsync(self.handle.fileno())
+            os.fsync(self.fd)
 
     def close(self) -> None:
-        self.handle.close()
+        """Last attempt to append what is held; whatever remains is counted as lost.
+
+        A line half-written when the disk filled is cut (we hold the lock, so those
+        bytes are ours), leaving the file ending in a complete row.
+        """
+        if self.pending:
+            self.flush()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.offset:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, os.fstat(self.fd).st_size - self.offset)
+            self.offset = 0
+        if self.pending:
+            self.lost += len(self.pending)
+            log.error(
+                "%s: stopped with %d bars never written (%d rows written this run)",
+                self.path,
+                len(self.pending),
+                self.written,
+            )
+            self.pending.clear()
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+        self.lock.release()
 
 
-def _repair_and_find_last(path: Path) -> int | None:
-    """Cut a torn last line (crash mid-write) and return the last row's open time."""
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _is_row(line: bytes) -> bool:
+    """Whether ``line`` (no newline) is a complete quantcore row: six floats and a datetime."""
+    fields = line.split(b",")
+    if len(fields) != len(COLUMNS):
+        return False
+    try:
+        for field in fields[:-1]:
+            float(field)
+        parse_datetime_ms(fields[-1].decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def _short(data: bytes) -> str:
+    return repr(data[:60].decode("ascii", "backslashreplace")) + ("..." if len(data) > 60 else "")
+
+
+def _open_ours(path: Path, repair: bool) -> int | None:
+    """Verify ``path`` is a quantcore CSV before touching it; with ``repair`` cut a torn line.
+
+    Returns the last row's open time. Anything not verifiably ours (another header,
+    rows that do not parse, binary data) raises :class:`CsvPathError` and is left as is
+    (checked once read-only before the lock is taken, so a foreign file gets no sidecar).
+    """
     if not path.exists() or path.stat().st_size == 0:
         return None
-    with path.open("rb+") as handle:
+    header = HEADER.encode("ascii")
+    with path.open("rb") as handle:
         size = handle.seek(0, os.SEEK_END)
-        tail_start = max(0, size - _TAIL_BYTES)
+        handle.seek(0)
+        head = handle.read(len(header))
+        line_1 = (head + handle.read(200)).split(b"\n", 1)[0]
+        tail_start = max(len(header), size - _TAIL_BYTES)
         handle.seek(tail_start)
         tail = handle.read()
-        if not tail.endswith(b"\n"):
-            cut = tail.rfind(b"\n")
-            keep = tail_start + cut + 1 if cut >= 0 else 0
-            log.warning(
-                "%s: removing a partial last line (%d bytes) left by an interrupted write",
-                path,
-                size - keep,
-            )
-            handle.truncate(keep)
-            tail = tail[: cut + 1] if cut >= 0 else b""
-    lines = tail.decode("ascii", errors="replace").splitlines()
-    if not lines or lines[-1] + "\n" == HEADER:
-        return None
-    if len(lines) == 1 and tail_start == 0 and lines[0] + "\n" != HEADER:
-        raise CsvPathError(f"{path}: not a quantcore CSV (header is {lines[0]!r})")
-    last = lines[-1].rsplit(",", 1)[-1]
-    try:
-        return parse_datetime_ms(last)
-    except ValueError:
-        raise CsvPathError(f"{path}: last row has a bad datetime {last!r}") from None
+    if head != header:
+        if size < len(header) and header.startswith(head):
+            if repair:
+                _save_torn(path, 0, head)
+            return None
+        raise CsvPathError(f"{path}: not a quantcore CSV (line 1 is {_short(line_1)}); left as is")
+    if tail_start > len(header):
+        tail = tail[tail.find(b"\n") + 1 :] if b"\n" in tail else b""
+        if b"\n" not in tail:
+            raise CsvPathError(f"{path}: not a quantcore CSV (no complete row in its last 4 KiB)")
+    cut = tail.rfind(b"\n")
+    torn = tail[cut + 1 :]
+    if torn and (torn.count(b",") >= len(COLUMNS) or not set(torn) <= _ROW_BYTES):
+        raise CsvPathError(f"{path}: last line {_short(torn)} is not a quantcore row; left as is")
+    lines = tail[: cut + 1].splitlines()
+    for line in lines:
+        if not _is_row(line):
+            raise CsvPathError(f"{path}: not a quantcore CSV (row {_short(line)}); left as is")
+    if torn and repair:
+        _save_torn(path, size - len(torn), torn)
+    return parse_datetime_ms(lines[-1].rsplit(b",", 1)[1].decode("ascii")) if lines else None
+
+
+def _save_torn(path: Path, keep: int, torn: bytes) -> None:
+    """Copy the cut bytes beside the file (never lost), then truncate to the last full row."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    saved = path.with_name(f"{path.name}.torn-{stamp}")
+    n = 1
+    while saved.exists():
+        n += 1
+        saved = path.with_name(f"{path.name}.torn-{stamp}-{n}")
+    with saved.open("xb") as handle:
+        handle.write(torn)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.truncate(path, keep)
+    log.warning(
+        "%s: cut a partial last line (%d bytes) left by an interrupted write; saved it as %s",
+        path,
+        len(torn),
+        saved.name,
+    )
 
 
 class CsvRecorder(Component):
     """Appends each closed bar to ``path`` formatted with ``{symbol}`` and ``{interval}``.
 
     ``fsync=True`` makes every line durable before the next bar (costs a disk flush
-    per bar); the default flushes to the OS, which survives a process crash.
+    per bar); the default flushes to the OS, which survives a process crash. While the
+    disk refuses writes, up to ``max_pending`` bars per file wait in memory and are
+    retried every ``retry_interval`` seconds and with each new bar.
     """
 
     def __init__(
@@ -123,6 +295,8 @@ class CsvRecorder(Component):
         *,
         path: str = "data/{symbol}_{interval}.csv",
         fsync: bool = False,
+        max_pending: int = 100_000,
+        retry_interval: float = 1.0,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
@@ -132,10 +306,28 @@ class CsvRecorder(Component):
             raise CsvPathError(
                 f"path template {path!r} may only use {{symbol}} and {{interval}} ({exc})"
             ) from None
+        if max_pending < 1 or not retry_interval > 0:
+            raise ValueError("max_pending must be >= 1 and retry_interval > 0 seconds")
         self.template = path
         self.fsync = fsync
+        self.max_pending = max_pending
+        self.retry_interval = retry_interval
         self._files: dict[tuple[str, str], _CsvFile] = {}
-        self.rows_written = 0
+        self._closed_written = 0
+        self._closed_lost = 0
+
+    @property
+    def rows_written(self) -> int:
+        """Rows that actually reached the files (held bars count once written)."""
+        return self._closed_written + sum(csv.written for csv in self._files.values())
+
+    @property
+    def pending(self) -> int:
+        """Bars held in memory because the disk refused them."""
+        return sum(len(csv.pending) for csv in self._files.values())
+
+    def unrecorded(self) -> int:
+        return self._closed_lost + sum(csv.lost for csv in self._files.values())
 
     def path_for(self, symbol: str, interval: str) -> Path:
         """The file for one stream; refuses names that would escape the template's folder."""
@@ -150,9 +342,12 @@ class CsvRecorder(Component):
         if csv is None:
             path = self.path_for(symbol, interval)
             try:
-                csv = self._files[key] = _CsvFile(path, self.fsync)
+                csv = _CsvFile(path, self.fsync, self.max_pending, self.retry_interval)
+            except FileBusyError as exc:
+                raise CsvPathError(str(exc)) from None
             except OSError as exc:
                 raise CsvPathError(f"{path}: cannot open for appending: {exc.strerror}") from None
+            self._files[key] = csv
         return csv
 
     async def start(self) -> None:
@@ -163,10 +358,11 @@ class CsvRecorder(Component):
         return self.open(symbol, interval).last_ms
 
     def on_bar(self, bar: BarEvent) -> None:
-        if self.open(bar.symbol, bar.interval).write(bar):
-            self.rows_written += 1
+        self.open(bar.symbol, bar.interval).write(bar)
 
     async def stop(self) -> None:
         for csv in self._files.values():
             csv.close()
+            self._closed_written += csv.written
+            self._closed_lost += csv.lost
         self._files.clear()

@@ -48,6 +48,7 @@ class BufferedSink(Component, ABC):
             backoff=Backoff(initial=0.2, maximum=retry_max),
         )
         self.stop_timeout = stop_timeout
+        self.stop_grace = stop_timeout
         self._queued: dict[tuple[str, str], int] = {}
 
     def report(self, state: FeedState, detail: str = "", level: int = logging.INFO) -> None:
@@ -71,6 +72,10 @@ class BufferedSink(Component, ABC):
             await self.buffer.close(self.stop_timeout)
         finally:
             await self.close()
+
+    def unrecorded(self) -> int:
+        """After :meth:`stop`: bars dropped on overflow plus those it never wrote."""
+        return self.buffer.dropped + len(self.buffer)
 
     def resume_point(self, symbol: str, interval: str) -> int | None:
         points = [

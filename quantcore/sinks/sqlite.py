@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from quantcore.events import BarEvent
+from quantcore.filelock import WriterLock, lock_for_writing
 from quantcore.sinks import schema
 from quantcore.sinks.base import BufferedSink
 from quantcore.sinks.rows import to_row
@@ -69,6 +70,7 @@ class SqliteRecorder(BufferedSink):
         self.table = schema.table_name(table)
         self._insert = schema.insert(self.table, "?")
         self._conn: sqlite3.Connection | None = None
+        self._lock: WriterLock | None = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -78,6 +80,10 @@ class SqliteRecorder(BufferedSink):
         return self._conn
 
     async def open(self) -> None:
+        """Take the one-writer lock (before the database is touched), then open it."""
+        if self._lock is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = lock_for_writing(self.path)
         try:
             self._connection()
         except sqlite3.Error as exc:
@@ -100,3 +106,6 @@ class SqliteRecorder(BufferedSink):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
