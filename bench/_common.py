@@ -236,9 +236,16 @@ class ExchangeProcess:
 
 @contextlib.asynccontextmanager
 async def exchange_process(
-    names: Sequence[str], *, speed: str, updates_per_bar: int, seed: int = 1
+    names: Sequence[str],
+    *,
+    speed: str,
+    updates_per_bar: int,
+    seed: int = 1,
+    realistic: bool = False,
 ) -> AsyncIterator[ExchangeProcess]:
-    """Run the local exchange in its own process (its own core) and stop it afterwards."""
+    """Run the local exchange in its own process (its own core) and stop it afterwards;
+    ``realistic`` turns on Binance's limits and habits (``simulate --realistic``)."""
+    options = ["--realistic"] if realistic else []
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -253,6 +260,7 @@ async def exchange_process(
         str(updates_per_bar),
         "--seed",
         str(seed),
+        *options,
         stdout=asyncio.subprocess.PIPE,
     )
     try:

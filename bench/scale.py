@@ -6,6 +6,9 @@ bare python-binance client reads the same streams for a while (the baseline), th
 quantcore App (HistoryStore + one CSV per symbol) runs while a sampler records CPU,
 memory and file handles once a second. The run must cross a minute boundary for closed
 bars (and CSV rows) to appear: the exchange's market clock starts at the current minute.
+By default the exchange runs its realistic profile (``simulate --realistic``: Binance's
+URL, stream, message, connection-attempt and REST-weight limits, REST lag, late and
+missing ``x:true``); ``--kind`` runs the kind one for comparison.
 
 Run: python bench/scale.py [--seconds S] [--symbols N] [--baseline-seconds S]
 """
@@ -44,12 +47,14 @@ from quantcore.app import App
 from quantcore.component import Component
 from quantcore.events import BarEvent
 from quantcore.feeds.binance.codec import stream_name
+from quantcore.feeds.binance.feed import BinanceKlineFeed
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from binance import AsyncClient, BinanceSocketManager
 
-STREAMS_PER_SOCKET = 1024
+MAX_URL = 8000
+"""Binance refuses longer combined-stream URLs; the realistic exchange does too."""
 
 
 @dataclass(slots=True)
@@ -143,10 +148,13 @@ async def bare_baseline(
     manager = BinanceSocketManager(client, max_queue_size=100_000)
     manager.STREAM_URL = exchange.ws_url
     streams = [stream_name(n, "1m") for n in names]
-    sockets = [
-        manager.multiplex_socket(streams[i : i + STREAMS_PER_SOCKET])
-        for i in range(0, len(streams), STREAMS_PER_SOCKET)
-    ]
+    groups: list[list[str]] = [[]]
+    for name in streams:
+        url = len(exchange.ws_url) + len("stream?streams=") + len("/".join([*groups[-1], name]))
+        if groups[-1] and (url > MAX_URL or len(groups[-1]) >= 1024):
+            groups.append([])
+        groups[-1].append(name)
+    sockets = [manager.multiplex_socket(group) for group in groups]
     received = 0
     try:
         for socket in sockets:
@@ -212,6 +220,11 @@ async def main_async() -> None:
     p.add_argument("--warmup", type=float, default=6.0, help="App seconds not measured")
     p.add_argument("--symbols", type=int, default=2_000)
     p.add_argument("--updates-per-bar", type=int, default=30, help="x:false per 1m bar")
+    p.add_argument(
+        "--kind",
+        action="store_true",
+        help="the kind exchange (no Binance limits) instead of the realistic profile",
+    )
     args = p.parse_args()
     out = Reporter("scale", args.results)
     names = symbols(args.symbols)
@@ -219,7 +232,7 @@ async def main_async() -> None:
     samples: list[Sample] = []
     with tempfile.TemporaryDirectory(prefix="qc-bench-") as tmp:
         async with exchange_process(
-            names, speed="1", updates_per_bar=args.updates_per_bar
+            names, speed="1", updates_per_bar=args.updates_per_bar, realistic=not args.kind
         ) as exchange:
             offset = await clock_offset_ms(exchange.rest_url)
             probe = _Probe(offset)
@@ -234,11 +247,23 @@ async def main_async() -> None:
                     await task
         csv_rows = _csv_rows(Path(tmp))
 
+    feed = app.feed
+    assert isinstance(feed, BinanceKlineFeed)
+    stats = feed.stats
+    out.add(
+        "exchange limits",
+        f"{len(feed.plan_connections())} connections, REST weight {feed.rest_budget.spent} "
+        f"in {stats.rest_calls} calls, backfilled {stats.backfilled} bars, "
+        f"429/418 seen {stats.rate_limited}, reconnects {stats.reconnects}",
+        target="no 429/418, no reconnect",
+        met=stats.rate_limited == 0 and stats.reconnects == 0,
+    )
     window = [s for s in samples if s.wall >= samples[0].wall + args.warmup]
     cpu_share = _share(window, "cpu")
     exchange_share = _share(window, "exchange_cpu")
     frames_rate = probe.frames / (args.seconds)
     out.note(
+        f"{'kind' if args.kind else 'realistic (Binance limits on)'} exchange: "
         f"{args.symbols:,} symbols x 1m, {args.updates_per_bar} updates/bar at speed 1 "
         f"(expected ~{expected:,.0f} msg/s); App ran {args.seconds:.0f} s, measured after "
         f"{args.warmup:.0f} s; frames={summary.frames:,} reconnects={summary.reconnects} "

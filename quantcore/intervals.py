@@ -28,8 +28,8 @@ def interval_ms(interval: str) -> int:
     step = INTERVAL_MS.get(interval)
     if interval == "1M":
         raise ValueError(
-            "'1M' (calendar month) is not supported: bars of unequal length; "
-            "record 1d and aggregate, or use 1w"
+            "'1M' is not a fixed-length Binance interval: calendar months are not "
+            "supported (record 1d or 1w instead)"
         )
     if not step:
         known = ", ".join(k for k, v in INTERVAL_MS.items() if v)
