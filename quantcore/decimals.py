@@ -64,13 +64,14 @@ def plain(value: float | Decimal) -> str:
 
 
 def trim(text: str, keep: int = 2) -> str:
-    """A plain decimal string without trailing zeros beyond ``keep`` decimals, for display.
+    """A plain decimal string with exactly ``keep`` decimals or more, for display.
 
+    Trailing zeros beyond ``keep`` decimals are cut and missing ones padded:
     ``"56714.00000000"`` → ``"56714.00"``, ``"0.00001036"`` stays, ``"11.02444000"`` →
-    ``"11.02444"``: the exchange's own digits, none invented and none lost.
+    ``"11.02444"``, ``"5"`` → ``"5.00"``: the value's own digits, none lost.
     """
     point = text.find(".")
     if point < 0:
-        return text
-    end = len(text.rstrip("0"))
-    return text[: max(end, point + 1 + keep)]
+        return f"{text}.{'0' * keep}"
+    end = max(len(text.rstrip("0")), point + 1 + keep)
+    return text[:end].ljust(end, "0")
