@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from quantcore import BarEvent, Component
+from quantcore import BarDecimals, BarEvent, Component
 from quantcore.app import App
 from quantcore.bus import EventBus
 from quantcore.component import Context
@@ -110,6 +110,7 @@ async def test_buckets_from_hand_made_bars() -> None:
         closed=True,
         event_time=ms_dt(T0 + 10 * MIN - 1),
         received_ns=1_009,
+        decimals=BarDecimals("105.0", "112.0", "103.0", "109.5", "40.0", "4000.0", "37.5", "285.0"),
     )
     assert first.close_time.microsecond == 999_000
     fifteen = collector.of("15m")
@@ -225,16 +226,11 @@ def assert_same_bars(built: list[BarEvent], truth: list[Kline], interval: str) -
     for bar, kline in zip(built, truth, strict=True):
         assert bar.interval == interval and bar.closed
         assert bar.close_time.timestamp() * 1000 == kline.close_time
-        assert (bar.open, bar.high, bar.low, bar.close) == (
-            float(kline.open),
-            float(kline.high),
-            float(kline.low),
-            float(kline.close),
-        )
-        assert bar.volume == pytest.approx(float(kline.volume), rel=1e-9)
-        assert bar.quote_volume == pytest.approx(float(kline.quote_volume), rel=1e-9)
-        assert bar.taker_buy_volume == pytest.approx(float(kline.taker_buy_base), rel=1e-9)
-        assert bar.taker_buy_quote_volume == pytest.approx(float(kline.taker_buy_quote), rel=1e-9)
+        strings = (kline.open, kline.high, kline.low, kline.close, kline.volume,
+                   kline.quote_volume, kline.taker_buy_base, kline.taker_buy_quote)  # fmt: skip
+        assert bar.decimals == BarDecimals(*strings)
+        assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.quote_volume,
+                bar.taker_buy_volume, bar.taker_buy_quote_volume) == tuple(map(float, strings))  # fmt: skip
         assert bar.trades == kline.trades
 
 
