@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -264,12 +265,10 @@ async def test_replayed_1m_bars_aggregate_to_the_exchanges_own_klines(tmp_path: 
     assert store is not None and store.count("BTCUSDT", "15m") == 10
     rows = csv_rows(tmp_path / "BTCUSDT_1h.csv")
     assert [r[6] for r in rows] == ["2024-09-04 03:00:00", "2024-09-04 04:00:00"]
-    assert rows[0][:4] == (
-        collector.of("1h")[0].close,
-        collector.of("1h")[0].high,
-        collector.of("1h")[0].low,
-        collector.of("1h")[0].open,
-    )
+    hour = collector.of("1h")[0].decimal_strings()
+    assert rows[0][:6] == (
+        hour.close, hour.high, hour.low, hour.open, hour.volume, hour.quote_volume
+    )  # fmt: skip
 
 
 async def test_multi_config_runs_offline_with_a_csv_per_stream(
@@ -296,7 +295,9 @@ async def test_multi_config_runs_offline_with_a_csv_per_stream(
         start = next(i for i, row in enumerate(minutes) if row[6] == five[6])
         inside = minutes[start : start + 5]
         assert five[3] == inside[0][3] and five[0] == inside[-1][0]
-        assert five[1] == max(r[1] for r in inside) and five[2] == min(r[2] for r in inside)
+        assert five[1] == max((r[1] for r in inside), key=Decimal)
+        assert five[2] == min((r[2] for r in inside), key=Decimal)
+        assert Decimal(five[4]) == sum(Decimal(r[4]) for r in inside)
         # 15m bars built by the aggregator from the same 1m bars, written by the same CSV.
         fifteens = csv_rows(folder / f"{symbol}_15m.csv")
         assert fifteens
@@ -305,11 +306,12 @@ async def test_multi_config_runs_offline_with_a_csv_per_stream(
         assert len(inside) == 15 and inside[0][6].endswith(("00:00", "15:00", "30:00", "45:00"))
         assert fifteens[0][:4] == (
             inside[-1][0],
-            max(r[1] for r in inside),
-            min(r[2] for r in inside),
+            max((r[1] for r in inside), key=Decimal),
+            min((r[2] for r in inside), key=Decimal),
             inside[0][3],
         )
-        assert fifteens[0][4] == pytest.approx(sum(r[4] for r in inside), rel=1e-9)
+        assert Decimal(fifteens[0][4]) == sum(Decimal(r[4]) for r in inside)
+        assert Decimal(fifteens[0][5]) == sum(Decimal(r[5]) for r in inside)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         f"{s}_{i}.csv" for s in symbols for i in ("1m", "5m", "15m")
     )
