@@ -27,11 +27,14 @@ class KlineParseError(ValueError):
     """A frame or row that is not a valid Binance kline; the message says why."""
 
 
-class _Kline(msgspec.Struct):
+class _Kline(msgspec.Struct, gc=False):
     """The ``k`` object of a kline event (fields Binance sends that we drop are ignored).
 
     Prices and volumes stay strings here: they are the exact values, and the floats are
-    derived from them afterwards (a number where Binance sends a string is refused).
+    derived from them afterwards (a number where Binance sends a string is refused). The
+    dict and REST paths build one too, so every path shares :meth:`KlineCodec._checked`.
+    ``gc=False`` (also on the wrappers): no cycles are possible, and untracked structs are
+    cheaper to allocate, one set per frame.
     """
 
     t: int
@@ -50,13 +53,13 @@ class _Kline(msgspec.Struct):
     Q: str
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     e: str
     E: int
     k: _Kline
 
 
-class _Frame(msgspec.Struct):
+class _Frame(msgspec.Struct, gc=False):
     """A raw event, or a combined-stream wrapper with the event in ``data``."""
 
     data: _Event | None = None
@@ -105,14 +108,11 @@ class KlineCodec:
             raise KlineParseError("not a kline frame (no kline event in it)")
         if kind != "kline":
             raise KlineParseError(f"not a kline event: e={kind!r}")
-        return self._checked(
-            k.s, k.i, k.t, k.T, k.o, k.h, k.l, k.c, k.v, k.q, k.n, k.V, k.Q, k.x,
-            _utc(event_ms), received_ns,
-        )  # fmt: skip
+        return self._checked(k, _utc(event_ms), received_ns)
 
     def parse(self, message: Any, received_ns: int = 0) -> BarEvent:
         """Text or bytes (``parse_text``) or an already-decoded dict (``parse_frame``)."""
-        if isinstance(message, str | bytes):
+        if type(message) is str or type(message) is bytes or isinstance(message, str | bytes):
             return self.parse_text(message, received_ns)
         return self.parse_frame(message, received_ns)
 
@@ -185,6 +185,8 @@ class KlineCodec:
         event_time: datetime,
         received_ns: int,
     ) -> BarEvent:
+        """The dict and REST paths: type checks msgspec does on the text path, then the
+        shared checks on a ``_Kline`` (built without validation, hence the checks)."""
         if (
             type(o) is not str
             or type(h) is not str
@@ -196,31 +198,12 @@ class KlineCodec:
             or type(tq) is not str
         ):
             raise KlineParseError("prices and volumes must be decimal strings")
-        return self._checked(
-            symbol, interval, t, close_ms, o, h, lo, c, v, q, n, tv, tq, closed, event_time,
-            received_ns,
-        )  # fmt: skip
+        k = _Kline(t, close_ms, symbol, interval, o, c, h, lo, v, n, closed, q, tv, tq)
+        return self._checked(k, event_time, received_ns)
 
-    def _checked(
-        self,
-        symbol: Any,
-        interval: Any,
-        t: int,
-        close_ms: int,
-        o: str,
-        h: str,
-        lo: str,
-        c: str,
-        v: str,
-        q: str,
-        n: int,
-        tv: str,
-        tq: str,
-        closed: bool,
-        event_time: datetime,
-        received_ns: int,
-    ) -> BarEvent:
+    def _checked(self, k: _Kline, event_time: datetime, received_ns: int) -> BarEvent:
         """The checks every path shares, then the BarEvent (floats derived from the strings)."""
+        symbol, interval, t, close_ms, n = k.s, k.i, k.t, k.T, k.n
         if type(symbol) is not str or not symbol:
             raise KlineParseError(f"bad symbol {symbol!r}")
         step = INTERVAL_MS.get(interval)
@@ -228,6 +211,7 @@ class KlineCodec:
             raise KlineParseError(f"unknown interval {interval!r}")
         if close_ms <= t or (step and close_ms != t + step - 1):
             raise KlineParseError(f"close time {close_ms} does not end the {interval} bar at {t}")
+        o, h, lo, c, v, q, tv, tq = k.o, k.h, k.l, k.c, k.v, k.q, k.V, k.Q
         # decimals.to_floats, inlined: a function call is ~10 % of this path's budget.
         text = f"[{o},{h},{lo},{c},{v},{q},{tv},{tq}]"
         if (
@@ -251,7 +235,7 @@ class KlineCodec:
         close_time = times.get(close_ms) or self._time(close_ms)
         return new_bar_event(
             symbol, interval, open_time, close_time, fo, fh, fl, fc, fv, fq, n, ftv, ftq,
-            closed, event_time, received_ns, BarDecimals(o, h, lo, c, v, q, tv, tq),
+            k.x, event_time, received_ns, BarDecimals(o, h, lo, c, v, q, tv, tq),
         )  # fmt: skip
 
 
