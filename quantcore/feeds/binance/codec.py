@@ -112,7 +112,7 @@ class KlineCodec:
 
     def parse(self, message: Any, received_ns: int = 0) -> BarEvent:
         """Text or bytes (``parse_text``) or an already-decoded dict (``parse_frame``)."""
-        if type(message) is str or type(message) is bytes or isinstance(message, str | bytes):
+        if isinstance(message, str | bytes):
             return self.parse_text(message, received_ns)
         return self.parse_frame(message, received_ns)
 
