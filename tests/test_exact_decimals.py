@@ -41,7 +41,7 @@ from tests.harness import (
     truth_since,
     wait_until,
 )
-from tests.paths import CSV_SHIB
+from tests.paths import CSV_SHIB, WS_BTC
 
 SHIB = "SHIBUSDT"
 OPEN_MS = 1704067200000
@@ -210,3 +210,11 @@ async def test_shib_fault_schedule_records_the_exact_strings(tmp_path: Path) -> 
         assert store is not None and frame_rows(store.frame(SHIB, "1m")) == as_floats(rows)
     assert app.feed is not None and app.feed.stats.malformed + app.feed.stats.reconnects >= 1
     assert {"drop", "restart"} & set(faults), faults
+
+
+@pytest.mark.parametrize("bad", [57994.6, "5.79946e4", "NaN", "-57994.60000000"])
+def test_text_frames_with_a_non_plain_price_are_parse_errors(bad: object) -> None:
+    frame = json.loads(WS_BTC.read_text().splitlines()[0])
+    frame["data"]["k"]["o"] = bad
+    with pytest.raises(KlineParseError):
+        KlineCodec().parse_text(json.dumps(frame))
