@@ -27,7 +27,7 @@ from _common import Reporter, load_average, parser
 
 from quantcore.consumers.csv_recorder import CsvRecorder
 from quantcore.consumers.history import COLUMNS, HistoryStore
-from quantcore.events import BarEvent, new_bar_event
+from quantcore.events import BarDecimals, BarEvent, new_bar_event
 
 SYMBOL, INTERVAL = "BTCUSDT", "1m"
 T0 = datetime(2017, 1, 1, tzinfo=UTC)
@@ -35,14 +35,18 @@ MINUTE = timedelta(minutes=1)
 
 
 def make_bars(start: int, count: int) -> Iterator[BarEvent]:
-    """Closed 1m bars with distinct, realistic-looking values (cheap to make)."""
+    """Closed 1m bars with distinct, realistic-looking values and their exchange-style
+    8-decimal strings, as the codec makes them (cheap to make)."""
     for i in range(start, start + count):
         open_time = T0 + i * MINUTE
         base = 60_000.0 + (i % 9_973) * 0.01
+        values = (base, base + 12.5, base - 7.25, base + 3.01, 11.02444 + i % 97, 624_782.95 + i,
+                  2.24261, 127_055.798)  # fmt: skip
+        o, h, lo, c, v, q, tv, tq = (f"{x:.8f}" for x in values)
         yield new_bar_event(
             SYMBOL, INTERVAL, open_time, open_time + MINUTE - timedelta(milliseconds=1),
-            base, base + 12.5, base - 7.25, base + 3.01, 11.02444 + i % 97, 624_782.95 + i,
-            1425, 2.24261, 127_055.798, True, open_time + MINUTE, 0,
+            *map(float, (o, h, lo, c, v, q)), 1425, float(tv), float(tq), True,
+            open_time + MINUTE, 0, BarDecimals(o, h, lo, c, v, q, tv, tq),
         )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from quantcore.feeds.base import DataFeed, FeedStats, StreamKey
 from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
 from quantcore.intervals import interval_ms
 from quantcore.logs import configure_logging
+from quantcore.sinks.schema import FloatTableError
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class App:
             for component in self.components:
                 try:
                     await component.start()
-                except (CsvPathError, OSError) as exc:
+                except (CsvPathError, FloatTableError, OSError) as exc:
                     raise ConfigError(f"{component.name}: {exc}") from None
                 started_components.append(component)
             resume = self._resume_points()

@@ -1,5 +1,9 @@
 """Helpers for end-to-end tests: build app configs for a running local exchange and
-compare what was recorded with the exchange's ground truth."""
+compare what was recorded with the exchange's ground truth.
+
+Recorded CSV rows and ground truth are compared as the exchange's decimal strings,
+exactly, never through floats; only the DataFrame (float64 by design) is compared with
+the floats of those strings (:func:`as_floats`)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ from quantcore.config import AppConfig, parse_config
 from quantcore.consumers.csv_recorder import HEADER
 from quantcore.sim import Kline, LocalExchange
 
-Row = tuple[float, float, float, float, float, float, str]
+Row = tuple[str, str, str, str, str, str, str]
+"""close, high, low, open, volume, baseVolume as the exchange's strings; the datetime."""
+FloatRow = tuple[float, float, float, float, float, float, str]
 
 
 def app_config(exchange: LocalExchange, csv_template: str, **sections: Any) -> AppConfig:
@@ -36,32 +42,40 @@ def app_config(exchange: LocalExchange, csv_template: str, **sections: Any) -> A
 
 
 def truth_row(kline: Kline) -> Row:
+    """A kline as the CSV must hold it: the strings the exchange served, verbatim."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(kline.open_time // 1000))
     return (
-        float(kline.close),
-        float(kline.high),
-        float(kline.low),
-        float(kline.open),
-        float(kline.volume),
-        float(kline.quote_volume),
+        kline.close,
+        kline.high,
+        kline.low,
+        kline.open,
+        kline.volume,
+        kline.quote_volume,
         stamp,
     )
 
 
 def csv_rows(path: Path) -> list[Row]:
-    """The CSV's data rows; asserts the header is there exactly once, on line 1."""
+    """The CSV's data rows as text; asserts the header is there exactly once, on line 1."""
     lines = path.read_text().splitlines()
     assert lines[0] + "\n" == HEADER
     assert HEADER.strip() not in lines[1:]
     rows: list[Row] = []
     for line in lines[1:]:
-        *numbers, stamp = line.split(",")
-        c, h, lo, o, v, q = (float(x) for x in numbers)
+        c, h, lo, o, v, q, stamp = line.split(",")
         rows.append((c, h, lo, o, v, q, stamp))
     return rows
 
 
-def frame_rows(frame: pd.DataFrame) -> list[Row]:
+def as_floats(rows: list[Row]) -> list[FloatRow]:
+    """Rows with their values as floats: what the float64 DataFrame must equal."""
+    return [
+        (float(c), float(h), float(lo), float(o), float(v), float(q), stamp)
+        for c, h, lo, o, v, q, stamp in rows
+    ]
+
+
+def frame_rows(frame: pd.DataFrame) -> list[FloatRow]:
     stamps = frame["datetime"].dt.strftime("%Y-%m-%d %H:%M:%S")
     values = frame[["close", "high", "low", "open", "volume", "baseVolume"]].itertuples(
         index=False, name=None
@@ -69,9 +83,11 @@ def frame_rows(frame: pd.DataFrame) -> list[Row]:
     return [(*v, s) for v, s in zip(values, stamps, strict=True)]
 
 
-def truth_since(exchange: LocalExchange, first: Row, count: int | None = None) -> list[Row]:
+def truth_since(
+    exchange: LocalExchange, first: Row, count: int | None = None, symbol: str = "BTCUSDT"
+) -> list[Row]:
     """Ground-truth rows starting at the bar whose datetime is ``first[6]``."""
-    rows = [truth_row(k) for k in exchange.closed_klines("BTCUSDT", "1m", since_ms=0)]
+    rows = [truth_row(k) for k in exchange.closed_klines(symbol, "1m", since_ms=0)]
     start = next(i for i, row in enumerate(rows) if row[6] == first[6])
     return rows[start:] if count is None else rows[start : start + count]
 
@@ -84,12 +100,12 @@ async def wait_until(predicate: Callable[[], bool], seconds: float, what: str) -
         await asyncio.sleep(0.05)
 
 
-def caught_up(exchange: LocalExchange, path: Path) -> bool:
+def caught_up(exchange: LocalExchange, path: Path, symbol: str = "BTCUSDT") -> bool:
     """The CSV ends with the last bar the exchange has closed."""
     if not path.exists() or path.stat().st_size == 0:
         return False
     lines = path.read_text().splitlines()
-    truth = exchange.closed_klines("BTCUSDT", "1m")
+    truth = exchange.closed_klines(symbol, "1m")
     if len(lines) < 2 or not truth:
         return False
     last_ms = truth[-1].open_time

@@ -13,6 +13,7 @@ WS_3SYM = SHARED_DATA / "binance_spot_ws_kline_1m_3sym_2021-04-04.jsonl"
 REST_BTC = SHARED_DATA / "binance_spot_rest_klines_BTCUSDT_1m_2024-09-04.json"
 CSV_BTC = SHARED_DATA / "binance_spot_klines_BTCUSDT_1m_2025-08-01_to_2025-08-11.csv"
 CSV_OHLCV = SHARED_DATA / "binance_spot_ohlcv_BTCUSDT_1m_2024-03-01_to_2024-03-22.csv"
+"""SHIBUSDT 1m as the exchange's own strings: 8-decimal prices (0.00001036), 2-decimal volumes."""
 
 CSV_SHIB = SHARED_DATA / "binance_spot_ohlcv_SHIBUSDT_1m_2024-01-01.csv"
 EXCHANGE_INFO = SHARED_DATA / "binance_spot_rest_exchangeInfo_2023-09-08.json"

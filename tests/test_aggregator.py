@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from quantcore import BarEvent, Component
+from quantcore import BarDecimals, BarEvent, Component
 from quantcore.app import App
 from quantcore.bus import EventBus
 from quantcore.component import Context
@@ -110,6 +111,7 @@ async def test_buckets_from_hand_made_bars() -> None:
         closed=True,
         event_time=ms_dt(T0 + 10 * MIN - 1),
         received_ns=1_009,
+        decimals=BarDecimals("105.0", "112.0", "103.0", "109.5", "40.0", "4000.0", "37.5", "285.0"),
     )
     assert first.close_time.microsecond == 999_000
     fifteen = collector.of("15m")
@@ -225,16 +227,11 @@ def assert_same_bars(built: list[BarEvent], truth: list[Kline], interval: str) -
     for bar, kline in zip(built, truth, strict=True):
         assert bar.interval == interval and bar.closed
         assert bar.close_time.timestamp() * 1000 == kline.close_time
-        assert (bar.open, bar.high, bar.low, bar.close) == (
-            float(kline.open),
-            float(kline.high),
-            float(kline.low),
-            float(kline.close),
-        )
-        assert bar.volume == pytest.approx(float(kline.volume), rel=1e-9)
-        assert bar.quote_volume == pytest.approx(float(kline.quote_volume), rel=1e-9)
-        assert bar.taker_buy_volume == pytest.approx(float(kline.taker_buy_base), rel=1e-9)
-        assert bar.taker_buy_quote_volume == pytest.approx(float(kline.taker_buy_quote), rel=1e-9)
+        strings = (kline.open, kline.high, kline.low, kline.close, kline.volume,
+                   kline.quote_volume, kline.taker_buy_base, kline.taker_buy_quote)  # fmt: skip
+        assert bar.decimals == BarDecimals(*strings)
+        assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.quote_volume,
+                bar.taker_buy_volume, bar.taker_buy_quote_volume) == tuple(map(float, strings))  # fmt: skip
         assert bar.trades == kline.trades
 
 
@@ -268,12 +265,10 @@ async def test_replayed_1m_bars_aggregate_to_the_exchanges_own_klines(tmp_path: 
     assert store is not None and store.count("BTCUSDT", "15m") == 10
     rows = csv_rows(tmp_path / "BTCUSDT_1h.csv")
     assert [r[6] for r in rows] == ["2024-09-04 03:00:00", "2024-09-04 04:00:00"]
-    assert rows[0][:4] == (
-        collector.of("1h")[0].close,
-        collector.of("1h")[0].high,
-        collector.of("1h")[0].low,
-        collector.of("1h")[0].open,
-    )
+    hour = collector.of("1h")[0].decimal_strings()
+    assert rows[0][:6] == (
+        hour.close, hour.high, hour.low, hour.open, hour.volume, hour.quote_volume
+    )  # fmt: skip
 
 
 async def test_multi_config_runs_offline_with_a_csv_per_stream(
@@ -300,7 +295,9 @@ async def test_multi_config_runs_offline_with_a_csv_per_stream(
         start = next(i for i, row in enumerate(minutes) if row[6] == five[6])
         inside = minutes[start : start + 5]
         assert five[3] == inside[0][3] and five[0] == inside[-1][0]
-        assert five[1] == max(r[1] for r in inside) and five[2] == min(r[2] for r in inside)
+        assert five[1] == max((r[1] for r in inside), key=Decimal)
+        assert five[2] == min((r[2] for r in inside), key=Decimal)
+        assert Decimal(five[4]) == sum(Decimal(r[4]) for r in inside)
         # 15m bars built by the aggregator from the same 1m bars, written by the same CSV.
         fifteens = csv_rows(folder / f"{symbol}_15m.csv")
         assert fifteens
@@ -309,11 +306,12 @@ async def test_multi_config_runs_offline_with_a_csv_per_stream(
         assert len(inside) == 15 and inside[0][6].endswith(("00:00", "15:00", "30:00", "45:00"))
         assert fifteens[0][:4] == (
             inside[-1][0],
-            max(r[1] for r in inside),
-            min(r[2] for r in inside),
+            max((r[1] for r in inside), key=Decimal),
+            min((r[2] for r in inside), key=Decimal),
             inside[0][3],
         )
-        assert fifteens[0][4] == pytest.approx(sum(r[4] for r in inside), rel=1e-9)
+        assert Decimal(fifteens[0][4]) == sum(Decimal(r[4]) for r in inside)
+        assert Decimal(fifteens[0][5]) == sum(Decimal(r[5]) for r in inside)
     csvs = sorted(f"{s}_{i}.csv" for s in symbols for i in ("1m", "5m", "15m"))
     assert sorted(p.name for p in folder.iterdir()) == sorted(csvs + [f"{c}.lock" for c in csvs])
     # Per-stream stats: every feed stream counted, the counts add up to the total and

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from quantcore.decimals import trim
 from tests.harness import csv_rows
 from tests.paths import REPO
 
@@ -64,7 +65,7 @@ def test_demo_runs_offline_and_grows_the_csv(tmp_path: Path) -> None:
     rows = csv_rows(tmp_path / "data" / "demo" / "BTCUSDT_1m.csv")
     assert len(rows) == 4
     for line, row in zip(printed, rows, strict=True):
-        assert f"{row[6][:16]} UTC" in line and f"C {row[0]:.2f}" in line
+        assert f"{row[6][:16]} UTC" in line and f"C {trim(row[0])} " in line
     assert "bars recorded=4" in result.stdout.splitlines()[-1]
 
     again = quantcore("run", str(REPO / "config" / "demo.yaml"), "--max-bars", "3", cwd=tmp_path)

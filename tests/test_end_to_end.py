@@ -17,7 +17,7 @@ from quantcore.app import App
 from quantcore.config import ConfigError
 from quantcore.consumers.history import HistoryStore
 from quantcore.sim import LocalExchange, ReplaySource
-from tests.harness import app_config, csv_rows, frame_rows, truth_row, truth_since
+from tests.harness import app_config, as_floats, csv_rows, frame_rows, truth_row, truth_since
 from tests.paths import REST_BTC
 
 pytestmark = pytest.mark.timeout(60)
@@ -42,7 +42,7 @@ async def test_records_ground_truth_then_resumes(
         assert rows == file_rows[:40]
         store = app.context.find(HistoryStore)
         assert store is not None
-        assert frame_rows(store.frame("BTCUSDT", "1m")) == rows
+        assert frame_rows(store.frame("BTCUSDT", "1m")) == as_floats(rows)
         printed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("bar ")]
         assert len(printed) == 40
         assert printed[0].startswith("bar     BTCUSDT 1m 2024-09-04 02:27 UTC  O 56714.00")
@@ -84,7 +84,8 @@ async def test_subclass_receives_every_bar_and_failing_subscriber_is_isolated(
     assert [b.open_time_ms for b in collector.bars] == [
         1725416820000 + 60_000 * i for i in range(30)
     ]
-    assert [b.close for b in collector.bars] == [r[0] for r in rows]
+    assert [b.decimal_strings().close for b in collector.bars] == [r[0] for r in rows]
+    assert [b.close for b in collector.bars] == [float(r[0]) for r in rows]
     assert summary.subscriber_errors == 30
     assert app.bus.handler_errors["Broken.on_bar"] == 30
 
@@ -124,9 +125,7 @@ async def test_resume_after_long_absence_is_bounded_by_backfill_limit(
         history = [truth_row(k) for k in exchange.closed_klines("BTCUSDT", "1m", since_ms=0)]
         old = history[10]
         (tmp_path / "BTCUSDT_1m.csv").write_text(
-            "close,high,low,open,volume,baseVolume,datetime\n"
-            + ",".join(map(repr, old[:6]))
-            + f",{old[6]}\n"
+            "close,high,low,open,volume,baseVolume,datetime\n" + ",".join(old[:6]) + f",{old[6]}\n"
         )
         config = app_config(exchange, template, feed={"backfill_limit": 100})
         with caplog.at_level(logging.WARNING):

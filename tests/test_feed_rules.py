@@ -124,7 +124,9 @@ def test_stream_paths_and_wrong_rest_bases_are_refused(key: str, value: str, mes
 
 
 def test_monthly_interval_is_refused_clearly() -> None:
-    with pytest.raises(ConfigError, match=r"streams\[0\]\.interval: '1M' is not a fixed-length .*calendar months"):
+    with pytest.raises(
+        ConfigError, match=r"streams\[0\]\.interval: '1M' is not a fixed-length .*calendar months"
+    ):
         parse_config({"streams": [{"symbol": "BTCUSDT", "interval": "1M"}]})
 
 

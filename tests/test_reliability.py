@@ -22,6 +22,7 @@ from quantcore.consumers.history import HistoryStore
 from quantcore.sim import LocalExchange, ReplaySource
 from tests.harness import (
     app_config,
+    as_floats,
     caught_up,
     csv_rows,
     frame_rows,
@@ -64,7 +65,7 @@ async def test_fault_schedule_records_exact_ground_truth(tmp_path: Path) -> None
         assert len(rows) >= BARS - 10
         assert rows == truth_since(exchange, rows[0], len(rows))
         store = app.context.find(HistoryStore)
-        assert store is not None and frame_rows(store.frame("BTCUSDT", "1m")) == rows
+        assert store is not None and frame_rows(store.frame("BTCUSDT", "1m")) == as_floats(rows)
     assert app.feed is not None
     stats = app.feed.stats
     assert {"drop", "stall", "restart", "duplicate", "out_of_order"} <= set(faults), faults

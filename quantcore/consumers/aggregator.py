@@ -14,15 +14,18 @@ would never serve a bar that covers only part of its time.
 
 from __future__ import annotations
 
+import decimal
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
+from functools import reduce
 
 from quantcore.bus import Subscription
 from quantcore.component import Component
-from quantcore.events import BAR, BarEvent
+from quantcore.decimals import plain
+from quantcore.events import BAR, BarDecimals, BarEvent
 from quantcore.intervals import interval_ms
 
 log = logging.getLogger(__name__)
@@ -163,11 +166,37 @@ class BarAggregator(Component):
         )
 
 
+_SUMS = decimal.Context(prec=80)
+"""Enough digits that a sum of exchange decimals is never rounded (28, the default, could)."""
+
+
 def merge(bars: Sequence[BarEvent], interval: str, start_ms: int, length_ms: int) -> BarEvent:
     """One closed bar from consecutive source bars: open first, close last, high max, low
-    min, volumes and trades summed (``math.fsum``: exactly rounded, like Binance's decimals);
-    final at its close time, received when the bar completing it was."""
+    min, volumes and trades summed; final at its close time, received when the bar
+    completing it was.
+
+    Computed on the exact decimal strings (Decimal sums keep the exchange's scale), so the
+    result equals, string for string, the kline Binance serves for the bucket; the floats
+    are those strings' nearest floats, as the codec would derive them.
+    """
     first, last = bars[0], bars[-1]
+    exact = [b.decimal_strings() for b in bars]
+    high = max(Decimal(d.high) for d in exact)
+    low = min(Decimal(d.low) for d in exact)
+
+    def total(name: str) -> str:
+        return plain(reduce(_SUMS.add, [Decimal(getattr(d, name)) for d in exact]))
+
+    decimals = BarDecimals(
+        exact[0].open,
+        next(d.high for d in exact if Decimal(d.high) == high),
+        next(d.low for d in exact if Decimal(d.low) == low),
+        exact[-1].close,
+        total("volume"),
+        total("quote_volume"),
+        total("taker_buy_volume"),
+        total("taker_buy_quote_volume"),
+    )
     close_time = _ms_datetime(start_ms + length_ms - 1)
     return BarEvent(
         symbol=first.symbol,
@@ -175,17 +204,18 @@ def merge(bars: Sequence[BarEvent], interval: str, start_ms: int, length_ms: int
         open_time=_ms_datetime(start_ms),
         close_time=close_time,
         open=first.open,
-        high=max(b.high for b in bars),
-        low=min(b.low for b in bars),
+        high=float(decimals.high),
+        low=float(decimals.low),
         close=last.close,
-        volume=math.fsum(b.volume for b in bars),
-        quote_volume=math.fsum(b.quote_volume for b in bars),
+        volume=float(decimals.volume),
+        quote_volume=float(decimals.quote_volume),
         trades=sum(b.trades for b in bars),
-        taker_buy_volume=math.fsum(b.taker_buy_volume for b in bars),
-        taker_buy_quote_volume=math.fsum(b.taker_buy_quote_volume for b in bars),
+        taker_buy_volume=float(decimals.taker_buy_volume),
+        taker_buy_quote_volume=float(decimals.taker_buy_quote_volume),
         closed=True,
         event_time=close_time,
         received_ns=last.received_ns,
+        decimals=decimals,
     )
 
 

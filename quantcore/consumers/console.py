@@ -5,17 +5,24 @@ from __future__ import annotations
 import logging
 
 from quantcore.component import Component
+from quantcore.decimals import plain, trim
 from quantcore.events import BarEvent, SignalEvent
 
 log = logging.getLogger("quantcore.console")
 
 
 def describe(bar: BarEvent) -> str:
-    """``BTCUSDT 1m 2024-09-04 02:27 UTC  O 56714.00 H ... C ... V 11.02444 Q 624782.95 n 1425``."""
+    """``BTCUSDT 1m 2024-09-04 02:27 UTC  O 56714.00 H ... C ... V 11.02444 Q 624782.9503264``.
+
+    Prices and volumes are the exchange's own strings with trailing zeros trimmed to two
+    decimals, so a SHIB price prints as ``0.00001036`` (not ``0.00``) and no digit is lost
+    or invented.
+    """
+    d = bar.decimal_strings()
     return (
         f"{bar.symbol} {bar.interval} {bar.open_time:%Y-%m-%d %H:%M} UTC"
-        f"  O {bar.open:.2f}  H {bar.high:.2f}  L {bar.low:.2f}  C {bar.close:.2f}"
-        f"  V {bar.volume:.5f}  Q {bar.quote_volume:.2f}  n {bar.trades}"
+        f"  O {trim(d.open)}  H {trim(d.high)}  L {trim(d.low)}  C {trim(d.close)}"
+        f"  V {trim(d.volume)}  Q {trim(d.quote_volume)}  n {bar.trades}"
     )
 
 
@@ -42,12 +49,12 @@ class ConsoleLogger(Component):
 
     def on_signal(self, signal: SignalEvent) -> None:
         log.info(
-            "signal  %s %s %s %s at %.2f (%s) by %s",
+            "signal  %s %s %s %s at %s (%s) by %s",
             signal.symbol,
             signal.interval,
             f"{signal.time:%Y-%m-%d %H:%M}",
             signal.side.value.upper(),
-            signal.price,
+            trim(plain(signal.price)),
             signal.reason,
             signal.source,
         )

@@ -37,14 +37,14 @@ class CsvPathError(ValueError):
 
 
 def format_row(bar: BarEvent, open_ms: int | None = None) -> str:
-    """One CSV line; floats in shortest round-trip form so reading back is exact."""
+    """One CSV line holding the exchange's decimal strings verbatim (exact, never an
+    exponent: ``0.00001234`` stays ``0.00001234``); a bar built in code without them is
+    written from its floats in plain notation (:meth:`BarEvent.decimal_strings`)."""
     if open_ms is None:
         open_ms = bar.open_time_ms
     stamp = time.strftime(DATETIME_FORMAT, time.gmtime(open_ms // 1000))
-    return (
-        f"{bar.close!r},{bar.high!r},{bar.low!r},{bar.open!r},"
-        f"{bar.volume!r},{bar.quote_volume!r},{stamp}\n"
-    )
+    d = bar.decimals or bar.decimal_strings()
+    return f"{d.close},{d.high},{d.low},{d.open},{d.volume},{d.quote_volume},{stamp}\n"
 
 
 def parse_datetime_ms(text: str) -> int:

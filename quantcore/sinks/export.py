@@ -2,7 +2,9 @@
 
 ``python -m quantcore.sinks.export --db data/bars.sqlite --symbol BTCUSDT --interval 1m``
 writes to stdout (or ``--out FILE``); the rows go through the CsvRecorder's own
-:func:`~quantcore.consumers.csv_recorder.format_row`, so both files always agree.
+:func:`~quantcore.consumers.csv_recorder.format_row`, so both files always agree, and
+the stored strings are the exchange's, so the values are exact. A table from before
+exact decimals (float columns) is refused with one line naming it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TextIO
 from quantcore.consumers.csv_recorder import HEADER, format_row
 from quantcore.sinks import schema
 from quantcore.sinks.rows import from_row
-from quantcore.sinks.sqlite import connect
+from quantcore.sinks.sqlite import check_table, connect
 
 
 def export_csv(
@@ -26,7 +28,9 @@ def export_csv(
     """Write the header and every stored bar of (symbol, interval) to ``out``; returns rows."""
     conn = connect(db, read_only=True)
     try:
-        rows = conn.execute(schema.select_stream(schema.table_name(table), "?"), (symbol, interval))
+        quoted = schema.table_name(table)
+        check_table(conn, quoted, db)
+        rows = conn.execute(schema.select_stream(quoted, "?"), (symbol, interval))
         out.write(HEADER)
         count = 0
         for row in rows:

@@ -1,9 +1,11 @@
 """PostgresRecorder: closed bars in a PostgreSQL table, shared by many hosts and readers.
 
 psycopg 3 async, one connection; each batch is one transaction of a pipelined
-``executemany`` upsert. A dropped connection (server restart, network) is thrown away
-and reopened by the retry loop, so the failed batch is written again: ON CONFLICT makes
-that safe even when the lost reply was for a commit that did happen.
+``executemany`` upsert. Prices and volumes are ``NUMERIC`` columns fed the exchange's
+strings, so they are stored and read back exactly (a NUMERIC keeps the scale it got).
+A dropped connection (server restart, network) is thrown away and reopened by the retry
+loop, so the failed batch is written again: ON CONFLICT makes that safe even when the
+lost reply was for a commit that did happen.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class PostgresRecorder(BufferedSink):
         self.dsn = dsn
         self.table = schema.table_name(table)
         self.connect_timeout = connect_timeout
-        self._create = schema.create_table(self.table, integer="BIGINT", real="DOUBLE PRECISION")
+        self._create = schema.create_table(self.table, integer="BIGINT", decimal="NUMERIC")
         self._insert = schema.insert(self.table, "%s")
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._resume: dict[tuple[str, str], int] = {}
@@ -66,11 +68,30 @@ class PostgresRecorder(BufferedSink):
                 )
             try:
                 await conn.execute(self._create)
+                await self._check_table(conn)
             except BaseException:
                 await conn.close()
                 raise
             self._conn = conn
         return self._conn
+
+    async def _check_table(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        """FloatTableError if the table predates exact decimals (DOUBLE PRECISION prices)."""
+        db_schema, name = schema.split_name(self.table.replace('"', ""))
+        cursor = await conn.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema = "
+            "coalesce(%s, current_schema()) AND table_name = %s AND column_name = 'open'",
+            (db_schema, name),
+        )
+        row = await cursor.fetchone()
+        if row is not None and str(row[0]).lower() != "numeric":
+            raise schema.FloatTableError(self.dsn_name, self.table, str(row[0]).upper())
+
+    @property
+    def dsn_name(self) -> str:
+        """The database for messages: host/dbname of the DSN, never its password."""
+        info = psycopg.conninfo.conninfo_to_dict(self.dsn)
+        return f"{info.get('host', 'localhost')}/{info.get('dbname', '')}"
 
     async def _discard(self) -> None:
         conn, self._conn = self._conn, None

@@ -2,19 +2,36 @@
 
 One layout, keyed by (symbol, interval, open_time), so a bar can be stored once only;
 replays and backfills hit ``ON CONFLICT DO NOTHING`` (first write wins, like the CSV
-recorder, and no rewritten rows or dead tuples).
+recorder, and no rewritten rows or dead tuples). Prices and volumes are exact decimals:
+the exchange's strings (SQLite ``TEXT``) or ``NUMERIC`` (PostgreSQL), never floats.
 """
 
 from __future__ import annotations
 
 import re
 
-from quantcore.sinks.rows import ROW_COLUMNS
+from quantcore.sinks.rows import DECIMAL_COLUMNS, ROW_COLUMNS
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _TEXT = {"symbol", "interval"}
 _INTEGER = {"open_time", "close_time", "trades", "event_time"}
+_DECIMAL = set(DECIMAL_COLUMNS)
 _KEY = '(symbol, "interval", open_time)'
+
+
+class FloatTableError(ValueError):
+    """An existing table stores prices as floats (made by quantcore before exact decimals).
+
+    Refused rather than migrated: its values were already rounded to floats, and mixing
+    them with exact rows would make one column mean two things. The message names the
+    table and what to do.
+    """
+
+    def __init__(self, where: str, table: str, column_type: str) -> None:
+        super().__init__(
+            f"{where}: table {table} stores prices as {column_type} (floats, from an older "
+            "quantcore); rename or drop it, or configure another table, to record exact decimals"
+        )
 
 
 def table_name(name: str) -> str:
@@ -29,12 +46,19 @@ def _column(name: str) -> str:
     return f'"{name}"'
 
 
-def create_table(table: str, *, integer: str, real: str, suffix: str = "") -> str:
-    """``CREATE TABLE IF NOT EXISTS`` with the dialect's 64-bit integer and double types."""
-    columns = ", ".join(
-        f"{_column(c)} {'TEXT' if c in _TEXT else integer if c in _INTEGER else real} NOT NULL"
-        for c in ROW_COLUMNS
-    )
+def split_name(name: str) -> tuple[str | None, str]:
+    """``schema.table`` or ``table`` (already valid) → (schema or None, table), unquoted."""
+    schema, _, table = name.rpartition(".")
+    return (schema or None, table)
+
+
+def create_table(table: str, *, integer: str, decimal: str, suffix: str = "") -> str:
+    """``CREATE TABLE IF NOT EXISTS`` with the dialect's 64-bit integer and exact decimal types."""
+
+    def kind(c: str) -> str:
+        return "TEXT" if c in _TEXT else integer if c in _INTEGER else decimal
+
+    columns = ", ".join(f"{_column(c)} {kind(c)} NOT NULL" for c in ROW_COLUMNS)
     return f"CREATE TABLE IF NOT EXISTS {table} ({columns}, PRIMARY KEY {_KEY}){suffix}"
 
 

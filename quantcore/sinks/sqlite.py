@@ -31,11 +31,28 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def create_table(conn: sqlite3.Connection, table: str) -> None:
+def create_table(conn: sqlite3.Connection, table: str, where: str | Path) -> None:
+    """Create ``table`` if missing; refuse one whose prices are floats (FloatTableError).
+
+    Prices and volumes are TEXT holding the exchange's strings: SQLite has no exact
+    decimal type (its NUMERIC/DECIMAL affinity stores ``0.00001234`` as an 8-byte float),
+    and TEXT keeps every digit, compares as stored and exports verbatim.
+    """
     with conn:
         conn.execute(
-            schema.create_table(table, integer="INTEGER", real="REAL", suffix=" WITHOUT ROWID")
+            schema.create_table(table, integer="INTEGER", decimal="TEXT", suffix=" WITHOUT ROWID")
         )
+    check_table(conn, table, where)
+
+
+def check_table(conn: sqlite3.Connection, table: str, where: str | Path) -> None:
+    """FloatTableError if ``table`` (quoted, as from schema.table_name) stores floats."""
+    db, name = schema.split_name(table.replace('"', ""))
+    row = conn.execute(
+        "SELECT type FROM pragma_table_info(?, ?) WHERE name = 'open'", (name, db or "main")
+    ).fetchone()
+    if row is not None and str(row[0]).upper() != "TEXT":
+        raise schema.FloatTableError(str(where), table, str(row[0]))
 
 
 class SqliteRecorder(BufferedSink):
@@ -75,7 +92,11 @@ class SqliteRecorder(BufferedSink):
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = connect(self.path)
-            create_table(conn, self.table)
+            try:
+                create_table(conn, self.table, self.path)
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
 

@@ -6,25 +6,42 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from quantcore.bus import EventBus
 from quantcore.component import Component, Context
-from quantcore.events import BAR, FEED_STATUS, BarEvent, FeedState, FeedStatus
+from quantcore.events import BAR, FEED_STATUS, BarDecimals, BarEvent, FeedState, FeedStatus
 
 T0 = datetime(2024, 9, 4, 2, 27, tzinfo=UTC)
 STREAM = ("BTCUSDT", "1m")
 
 
 def make_bar(i: int, *, closed: bool = True, symbol: str = "BTCUSDT", update: int = 0) -> BarEvent:
-    """Bar ``i`` minutes after T0; prices with long float reprs to exercise exactness."""
+    """Bar ``i`` minutes after T0, as the codec builds it: exchange-style 8-decimal strings
+    (quote volumes with 18+ significant digits, more than a float holds) and their floats."""
     start = T0 + timedelta(minutes=i)
-    price = 56_000.0 + i * 0.37 + update * 0.01
+    eight = Decimal("0.00000001")
+    price = Decimal(56_000) + i * Decimal("0.37") + update * Decimal("0.01")
+    volume = (Decimal("10.1") + Decimal(i) / 3).quantize(eight)
+    taker = (Decimal("4.2") + Decimal(i) / 7).quantize(eight)
+    values = [
+        price,
+        price + Decimal("2.51"),
+        price - Decimal("1.23"),
+        price + Decimal("0.1"),
+        volume,
+        (volume * price).quantize(eight),
+        taker,
+        (taker * price).quantize(eight),
+    ]
+    o, h, lo, c, v, q, tv, tq = (f"{value.quantize(eight)}" for value in values)
     return BarEvent(
         symbol, "1m", start, start + timedelta(milliseconds=59_999),
-        price, price + 2.51, price - 1.23, price + 0.1, 10.1 + i / 3, (10.1 + i / 3) * price,
-        100 + i, 4.2 + i / 7, (4.2 + i / 7) * price, closed,
+        float(o), float(h), float(lo), float(c), float(v), float(q),
+        100 + i, float(tv), float(tq), closed,
         start + timedelta(seconds=60 if closed else 30, milliseconds=17 + update),
         1_725_416_820_000_000_000 + i * 60_000_000_000 + update,
+        BarDecimals(o, h, lo, c, v, q, tv, tq),
     )  # fmt: skip
 
 

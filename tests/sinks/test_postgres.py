@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import psycopg
+import pytest
 
 from quantcore.bus import EventBus
 from quantcore.events import FeedState
+from quantcore.feeds.binance.codec import KlineCodec
+from quantcore.sinks import schema
 from quantcore.sinks.postgres import PostgresRecorder
+from quantcore.sinks.rows import from_row
+from quantcore.sinks.schema import FloatTableError
 from tests.sinks.helpers import (
     STREAM,
     StatusLog,
@@ -56,9 +63,11 @@ async def test_batches_land_idempotently_and_resume(
             f"SELECT * FROM {table} WHERE open_time = %s", [minutes(7, 8)[0]]
         )
         row = await cursor.fetchone()
-    assert row is not None and row[4:8] == tuple(
-        getattr(make_bar(7), f) for f in ("open", "high", "low", "close")
-    )
+    exact = make_bar(7).decimal_strings()
+    assert row is not None and [str(value) for value in row[4:14]] == [
+        exact.open, exact.high, exact.low, exact.close, exact.volume, exact.quote_volume,
+        "107", exact.taker_buy_volume, exact.taker_buy_quote_volume, str(minutes(7, 8)[0] + 60_017)
+    ]  # fmt: skip
 
 
 async def test_server_restart_mid_run_loses_and_duplicates_nothing(
@@ -111,3 +120,34 @@ async def test_down_at_start_has_no_resume_point_and_buffers(
     await wait_until(lambda: recorder.buffer.written == 12, 10.0, "the buffered bars")
     await stop_all(bus, [recorder])
     assert await stored(postgres_server.dsn, table) == minutes(0, 12)
+
+
+async def test_numeric_columns_keep_every_digit_and_a_float_table_is_refused(
+    postgres_server: PostgresServer, unique: str
+) -> None:
+    codec = KlineCodec()
+    row = [1704067200000, "0.00001036", "0.00001036", "0.00001034", "0.00001035",
+           "1311851438.00", 1704067259999, "6732223209.87654307", 9, "0.00001234", "0", "0"]  # fmt: skip
+    bar = codec.parse_rest_row("SHIBUSDT", "1m", row)
+    table = f"bars_{unique}"
+    bus = EventBus()
+    recorder = PostgresRecorder(dsn=postgres_server.dsn, table=table, max_delay=0.01)
+    await start_all(bus, [recorder])
+    publish(bus, [bar])
+    await stop_all(bus, [recorder])
+    async with await psycopg.AsyncConnection.connect(postgres_server.dsn) as conn:
+        cursor = await conn.execute(f"SELECT * FROM {table}")
+        rows = await cursor.fetchall()
+        assert [from_row(r) for r in rows] == [replace(bar, received_ns=0)]
+        assert [str(v) for v in rows[0][4:10]] == [*row[1:6], "6732223209.87654307"]
+
+        old = f"old_{unique}"
+        await conn.execute(
+            schema.create_table(
+                schema.table_name(old), integer="BIGINT", decimal="DOUBLE PRECISION"
+            )
+        )
+        await conn.commit()
+    stale = PostgresRecorder(dsn=postgres_server.dsn, table=old)
+    with pytest.raises(FloatTableError, match=f'table "{old}" stores prices as DOUBLE PRECISION'):
+        await start_all(EventBus(), [stale])

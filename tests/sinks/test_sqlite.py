@@ -6,11 +6,14 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from quantcore.bus import EventBus
 from quantcore.config import ConsumerSpec, import_component
 from quantcore.consumers.csv_recorder import CsvRecorder
 from quantcore.feeds.binance.codec import KlineCodec
 from quantcore.sinks.export import main as export_main
+from quantcore.sinks.schema import FloatTableError
 from quantcore.sinks.sqlite import SqliteRecorder
 from tests.paths import REST_BTC
 from tests.sinks.helpers import STREAM, make_bar, publish, start_all, stop_all, wait_until
@@ -94,3 +97,54 @@ def test_constructible_from_yaml_params(tmp_path: Path) -> None:
     recorder = ConsumerSpec(cls, params, "consumers[0]").build()
     assert isinstance(recorder, SqliteRecorder)
     assert recorder.buffer.batch_size == 100
+
+
+OLD_SCHEMA = (
+    'CREATE TABLE bars (symbol TEXT NOT NULL, "interval" TEXT NOT NULL, open_time INTEGER NOT '
+    "NULL, close_time INTEGER NOT NULL, open REAL NOT NULL, high REAL NOT NULL, low REAL NOT "
+    "NULL, close REAL NOT NULL, volume REAL NOT NULL, quote_volume REAL NOT NULL, trades INTEGER"
+    " NOT NULL, taker_buy_volume REAL NOT NULL, taker_buy_quote_volume REAL NOT NULL, "
+    'event_time INTEGER NOT NULL, PRIMARY KEY (symbol, "interval", open_time)) WITHOUT ROWID'
+)
+"""The table quantcore made before exact decimals: prices as REAL (floats)."""
+
+
+async def test_tiny_prices_and_huge_volumes_are_stored_and_exported_exactly(
+    tmp_path: Path,
+) -> None:
+    codec = KlineCodec()
+    row = [1704067200000, "0.00001036", "0.00001036", "0.00001034", "0.00001035",
+           "1311851438.00", 1704067259999, "6732223209.87654307", 9, "0.00001234", "0", "0"]  # fmt: skip
+    db = tmp_path / "bars.sqlite"
+    bus = EventBus()
+    recorder = SqliteRecorder(path=str(db))
+    await start_all(bus, [recorder])
+    publish(bus, [codec.parse_rest_row("SHIBUSDT", "1m", row)])
+    await stop_all(bus, [recorder])
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT open, low, volume, quote_volume, taker_buy_volume FROM bars")
+        assert stored.fetchall() == [
+            ("0.00001036", "0.00001034", "1311851438.00", "6732223209.87654307", "0.00001234")
+        ]
+    out = tmp_path / "export.csv"
+    argv = ["--db", str(db), "--symbol", "SHIBUSDT", "--interval", "1m", "--out", str(out)]
+    assert export_main(argv) == 0
+    assert out.read_text().splitlines()[1] == (
+        "0.00001035,0.00001036,0.00001034,0.00001036,1311851438.00,6732223209.87654307,"
+        "2024-01-01 00:00:00"
+    )
+
+
+async def test_a_float_table_from_an_older_quantcore_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "bars.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute(OLD_SCHEMA)
+    recorder = SqliteRecorder(path=str(db))
+    with pytest.raises(FloatTableError, match=r'table "bars" stores prices as REAL') as info:
+        await start_all(EventBus(), [recorder])
+    assert "\n" not in str(info.value) and str(db) in str(info.value)
+    argv = ["--db", str(db), "--symbol", "BTCUSDT", "--interval", "1m"]
+    assert export_main(argv) == 2
+    assert 'table "bars" stores prices as REAL' in capsys.readouterr().err

@@ -2,22 +2,24 @@
 
 It reads WebSocket frames (raw ``{"e":"kline",...}`` or combined ``{"stream":...,
 "data":...}``), either as the frame's text — decoded straight into typed structs by
-msgspec, which also turns Binance's decimal strings into floats, all in C — or as an
-already-decoded dict, and REST rows (12-field arrays). Every path ends in the same
-checks. Anything that is not a valid kline raises :class:`KlineParseError` and
-nothing else, so the feed can count and skip bad frames without ever crashing.
+msgspec, in C — or as an already-decoded dict, and REST rows (12-field arrays). Every
+path ends in the same checks. Binance's decimal strings are kept verbatim
+(:class:`~quantcore.events.BarDecimals`, the exact values) and converted to floats by
+:func:`quantcore.decimals.to_floats` (inlined), which also refuses anything but plain
+decimals. Anything that is not a valid kline raises :class:`KlineParseError` and nothing
+else, so the feed can count and skip bad frames without ever crashing.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from quantcore.events import BarEvent, new_bar_event
+from quantcore.decimals import NOT_PLAIN, decode_floats
+from quantcore.events import BarDecimals, BarEvent, new_bar_event
 from quantcore.intervals import INTERVAL_MS
 
 
@@ -25,32 +27,39 @@ class KlineParseError(ValueError):
     """A frame or row that is not a valid Binance kline; the message says why."""
 
 
-class _Kline(msgspec.Struct):
-    """The ``k`` object of a kline event (fields Binance sends that we drop are ignored)."""
+class _Kline(msgspec.Struct, gc=False):
+    """The ``k`` object of a kline event (fields Binance sends that we drop are ignored).
+
+    Prices and volumes stay strings here: they are the exact values, and the floats are
+    derived from them afterwards (a number where Binance sends a string is refused). The
+    dict and REST paths build one too, so every path shares :meth:`KlineCodec._checked`.
+    ``gc=False`` (also on the wrappers): no cycles are possible, and untracked structs are
+    cheaper to allocate, one set per frame.
+    """
 
     t: int
     T: int
     s: str
     i: str
-    o: float
-    c: float
-    h: float
-    l: float  # noqa: E741 (Binance's name)
-    v: float
+    o: str
+    c: str
+    h: str
+    l: str  # noqa: E741 (Binance's name)
+    v: str
     n: int
     x: bool
-    q: float
-    V: float
-    Q: float
+    q: str
+    V: str
+    Q: str
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     e: str
     E: int
     k: _Kline
 
 
-class _Frame(msgspec.Struct):
+class _Frame(msgspec.Struct, gc=False):
     """A raw event, or a combined-stream wrapper with the event in ``data``."""
 
     data: _Event | None = None
@@ -59,8 +68,7 @@ class _Frame(msgspec.Struct):
     k: _Kline | None = None
 
 
-# Lax mode: Binance's decimal strings become floats; a number sent as a string (or the
-# reverse) is read for its value rather than refused.
+# Lax mode: an integer or boolean sent as a string is read for its value rather than refused.
 _decode_frame = msgspec.json.Decoder(_Frame, strict=False).decode
 
 
@@ -100,10 +108,7 @@ class KlineCodec:
             raise KlineParseError("not a kline frame (no kline event in it)")
         if kind != "kline":
             raise KlineParseError(f"not a kline event: e={kind!r}")
-        return self._checked(
-            k.s, k.i, k.t, k.T, k.o, k.h, k.l, k.c, k.v, k.q, k.n, k.V, k.Q, k.x,
-            _utc(event_ms), received_ns,
-        )  # fmt: skip
+        return self._checked(k, _utc(event_ms), received_ns)
 
     def parse(self, message: Any, received_ns: int = 0) -> BarEvent:
         """Text or bytes (``parse_text``) or an already-decoded dict (``parse_frame``)."""
@@ -180,6 +185,8 @@ class KlineCodec:
         event_time: datetime,
         received_ns: int,
     ) -> BarEvent:
+        """The dict and REST paths: type checks msgspec does on the text path, then the
+        shared checks on a ``_Kline`` (built without validation, hence the checks)."""
         if (
             type(o) is not str
             or type(h) is not str
@@ -191,31 +198,12 @@ class KlineCodec:
             or type(tq) is not str
         ):
             raise KlineParseError("prices and volumes must be decimal strings")
-        return self._checked(
-            symbol, interval, t, close_ms, float(o), float(h), float(lo), float(c),
-            float(v), float(q), n, float(tv), float(tq), closed, event_time, received_ns,
-        )  # fmt: skip
+        k = _Kline(t, close_ms, symbol, interval, o, c, h, lo, v, n, closed, q, tv, tq)
+        return self._checked(k, event_time, received_ns)
 
-    def _checked(
-        self,
-        symbol: Any,
-        interval: Any,
-        t: int,
-        close_ms: int,
-        fo: float,
-        fh: float,
-        fl: float,
-        fc: float,
-        fv: float,
-        fq: float,
-        n: int,
-        ftv: float,
-        ftq: float,
-        closed: bool,
-        event_time: datetime,
-        received_ns: int,
-    ) -> BarEvent:
-        """The checks every path shares, then the BarEvent."""
+    def _checked(self, k: _Kline, event_time: datetime, received_ns: int) -> BarEvent:
+        """The checks every path shares, then the BarEvent (floats derived from the strings)."""
+        symbol, interval, t, close_ms, n = k.s, k.i, k.t, k.T, k.n
         if type(symbol) is not str or not symbol:
             raise KlineParseError(f"bad symbol {symbol!r}")
         step = INTERVAL_MS.get(interval)
@@ -223,16 +211,31 @@ class KlineCodec:
             raise KlineParseError(f"unknown interval {interval!r}")
         if close_ms <= t or (step and close_ms != t + step - 1):
             raise KlineParseError(f"close time {close_ms} does not end the {interval} bar at {t}")
-        if not math.isfinite(fo + fh + fl + fc + fv + fq + ftv + ftq):
-            raise KlineParseError("non-finite price or volume")
-        if not (fl <= fo <= fh and fl <= fc <= fh) or fv < 0 or fq < 0 or n < 0:
+        o, h, lo, c, v, q, tv, tq = k.o, k.h, k.l, k.c, k.v, k.q, k.V, k.Q
+        # decimals.to_floats, inlined: a function call is ~10 % of this path's budget.
+        text = f"[{o},{h},{lo},{c},{v},{q},{tv},{tq}]"
+        if (
+            "e" in text
+            or "E" in text
+            or "-" in text
+            or " " in text
+            or "\n" in text
+            or "\t" in text
+            or "\r" in text
+        ):
+            raise KlineParseError(NOT_PLAIN)
+        try:
+            fo, fh, fl, fc, fv, fq, ftv, ftq = decode_floats(text)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise KlineParseError(NOT_PLAIN) from None
+        if not (fl <= fo <= fh and fl <= fc <= fh) or n < 0:
             raise KlineParseError(f"inconsistent bar o={fo} h={fh} l={fl} c={fc} v={fv}")
         times = self._times
         open_time = times.get(t) or self._time(t)
         close_time = times.get(close_ms) or self._time(close_ms)
         return new_bar_event(
             symbol, interval, open_time, close_time, fo, fh, fl, fc, fv, fq, n, ftv, ftq,
-            closed, event_time, received_ns,
+            k.x, event_time, received_ns, BarDecimals(o, h, lo, c, v, q, tv, tq),
         )  # fmt: skip
 
 
