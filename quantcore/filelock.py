@@ -1,7 +1,9 @@
-"""One writer per file: an exclusive ``flock`` on a sidecar ``<file>.lock`` holding the PID.
+"""One writer per file: an exclusive ``flock``, and a sidecar ``<file>.lock`` naming the PID.
 
 The kernel drops the lock when the process ends (kill -9 included), so a stale lock
-never blocks a restart; the sidecar file itself stays and is simply locked again.
+never blocks a restart; the sidecar file itself stays and is simply rewritten. A writer
+that already holds the file open locks that descriptor itself (a recorder of 2,000
+streams then holds 2,000 descriptors, not 4,000); otherwise the sidecar is locked.
 """
 
 from __future__ import annotations
@@ -35,21 +37,37 @@ def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-def lock_for_writing(path: Path) -> WriterLock:
-    """Lock ``path`` for this process or raise :class:`FileBusyError` naming the holder."""
+def lock_for_writing(path: Path, fd: int | None = None) -> WriterLock:
+    """Lock ``path`` for this process or raise :class:`FileBusyError` naming the holder.
+
+    ``fd``: an open descriptor of ``path`` to lock (it stays the caller's to close, and
+    closing it releases the lock); without it the sidecar is opened and locked.
+    """
     sidecar = lock_path(path)
-    fd = os.open(sidecar, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    owned = fd is None
+    target = os.open(sidecar, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644) if owned else fd
+    assert target is not None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(target, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
+        if owned:
+            os.close(target)
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise FileBusyError(
-                f"{path} is being written by another quantcore process (pid {holder})"
+                f"{path} is being written by another quantcore process (pid {_holder(sidecar)})"
             ) from None
         raise
     pid = f"{os.getpid()}\n".encode()
-    os.pwrite(fd, pid, 0)
-    os.ftruncate(fd, len(pid))
-    return WriterLock(path, fd)
+    if owned:
+        os.pwrite(target, pid, 0)
+        os.ftruncate(target, len(pid))
+        return WriterLock(path, target)
+    sidecar.write_bytes(pid)
+    return WriterLock(path, -1)
+
+
+def _holder(sidecar: Path) -> str:
+    try:
+        return sidecar.read_bytes()[:32].decode("ascii", "replace").strip() or "unknown"
+    except OSError:
+        return "unknown"

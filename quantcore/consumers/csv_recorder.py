@@ -74,10 +74,14 @@ class _CsvFile:
         self.fd = -1
         path.parent.mkdir(parents=True, exist_ok=True)
         _open_ours(path, repair=False)
-        self.lock = lock_for_writing(path)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.lock = lock_for_writing(path, self.fd)
+        except BaseException:
+            os.close(self.fd)
+            raise
         try:
             self.last_ms = _open_ours(path, repair=True)
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
             if os.fstat(self.fd).st_size == 0:
                 _write_all(self.fd, HEADER.encode("ascii"))
                 self._sync()
