@@ -12,6 +12,7 @@ kill -9. Values are compared as the exchange's strings, character for character.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import signal
@@ -307,3 +308,24 @@ async def start(config: Path) -> asyncio.subprocess.Process:
         sys.executable, "-m", "quantcore", "run", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+async def test_halted_symbol_is_warned_about_and_never_mistaken_for_a_stall(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A BREAK symbol sends nothing, ever: one warning at start, then no probe, no
+    reconnect and no klines call for it, however long the silence."""
+    exchange = realistic_exchange(speed=600, lag_ms=3_000, halted=frozenset({"SHIBUSDT"}))
+    async with exchange:
+        raw = raw_config(exchange, tmp_path, feed_settings(10, stall_timeout=0.3))
+        raw["streams"] = [{"symbol": "SHIBUSDT", "interval": "1m"}]
+        app = App(parse_config(raw))
+        with caplog.at_level(logging.WARNING):
+            await app.run(duration=3.0)
+        klines = exchange.limits.rest_calls["/api/v3/klines"]
+        assert_within_limits(exchange)
+    assert "SHIBUSDT is BREAK, not TRADING" in caplog.text
+    assert app.feed is not None
+    assert app.feed.stats.reconnects == 0 and app.feed.stats.bars == 0
+    assert klines == 0
