@@ -353,6 +353,7 @@ class BinanceKlineFeed(DataFeed):
         settings = self.settings
         timeout = settings.stall_timeout
         next_probe = 0.0
+        quiet_probes = 0
         while True:
             link = conn.link
             assert link is not None and link.pump is not None
@@ -367,12 +368,16 @@ class BinanceKlineFeed(DataFeed):
                 conn.link = await self._hand_over(link, conn, reason)
                 continue
             silent = now - conn.last_frame
-            if silent > timeout and now >= next_probe:
+            if silent <= timeout:
+                quiet_probes = 0
+            elif now >= next_probe:
                 if await self._market_moved(conn):
                     raise StreamLost(
                         f"no frame for {silent:.1f}s while the market moved", FeedState.STALLED
                     )
-                next_probe = loop.time() + timeout
+                # A quiet market: ask again, less often the longer it stays quiet.
+                quiet_probes += 1
+                next_probe = loop.time() + min(timeout * 2**quiet_probes, max(timeout, 60.0))
 
     async def _hand_over(self, old: _Link, conn: _Connection, reason: str) -> _Link:
         """Make before break: the new socket is subscribed before the old one closes, so a
