@@ -106,10 +106,10 @@ class StreamHealth:
 def health(app: App) -> dict[StreamKey, StreamHealth]:
     """Per stream: healthy only while its connection is live and its last bar is recent.
 
-    Live: the connection is up and a frame came within 2 x ``stall_timeout``, or a REST
-    probe since the last frame found the market quiet. Recent: the last closed bar closed
-    at most 2 intervals + margin (``settle`` + ``stall_timeout`` + ``poll``) ago in
-    exchange time. Halted (not TRADING) symbols are excluded.
+    Live: the connection is up, it was not found stalled since its last frame, and a frame
+    came within 2 x ``stall_timeout`` or a REST probe since then found the market quiet.
+    Recent: the last closed bar closed at most 2 intervals + margin (``settle`` +
+    ``stall_timeout`` + ``poll``) ago in exchange time. Halted symbols are excluded.
     """
     feed = app.feed
     verdicts: dict[StreamKey, StreamHealth] = {}
@@ -162,6 +162,8 @@ def _connection_problem(feed: DataFeed, key: StreamKey, silence_limit: float) ->
         if conn.last_data == 0.0 and conn.quiet_at == 0.0:
             return f"connection {conn.label}: no frame yet"
         silent = time.monotonic() - conn.last_data
+        if conn.stalled_at > conn.last_data:
+            return f"connection {conn.label}: stalled, no frame for {silent:.1f}s"
         if silent > silence_limit and conn.quiet_at < conn.last_data:
             return f"connection {conn.label}: no frame for {silent:.1f}s"
         return None

@@ -169,6 +169,8 @@ class _Connection:
     """Monotonic time of the last frame, kept across reconnects (0: none yet)."""
     quiet_at: float = 0.0
     """When a liveness probe last found the market quiet (0: moved, or never asked)."""
+    stalled_at: float = 0.0
+    """When the connection was last dropped as stalled (silent while the market moved)."""
 
 
 class BinanceKlineFeed(DataFeed):
@@ -281,7 +283,9 @@ class BinanceKlineFeed(DataFeed):
                 return
             except StreamLost as exc:
                 conn.state = exc.state
-                conn.stalls += exc.state is FeedState.STALLED
+                if exc.state is FeedState.STALLED:
+                    conn.stalls += 1
+                    conn.stalled_at = loop.time()
                 self.report(exc.state, str(exc), logging.WARNING)
             except BackfillError as exc:
                 self.stats.errors += 1
