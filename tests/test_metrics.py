@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from quantcore.app import App
+from quantcore.config import ConfigError, parse_config
 from quantcore.quality import check_csv
 from quantcore.sim import LocalExchange, ReplaySource
 from tests.harness import app_config, caught_up, csv_rows, inject_faults, truth_since, wait_until
@@ -189,3 +192,42 @@ async def wait_for_status(
         seen.append((code, body))
         await asyncio.sleep(0.05)
     raise AssertionError(f"/health never answered {status} in {seconds}s; last: {seen[-1:]}")
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({}, "metrics.port: missing"),
+        ({"port": 70000}, "metrics.port: 70000 is not a TCP port"),
+        ({"port": -1}, "metrics.port: -1 is not an integer >= 0"),
+        ({"port": 0, "host": ""}, "metrics.host: expected an address"),
+        ({"port": 0, "path": "/m"}, "metrics.path: unknown setting"),
+    ],
+)
+def test_bad_metrics_section_is_a_config_error(section: dict[str, Any], message: str) -> None:
+    raw = {"streams": [STREAM], "metrics": section}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(raw)
+
+
+def test_metrics_are_off_when_absent_and_loopback_by_default() -> None:
+    assert parse_config({"streams": [STREAM]}).metrics is None
+    config = parse_config({"streams": [STREAM], "metrics": {"port": 9464}}).metrics
+    assert config is not None and (config.host, config.port) == ("127.0.0.1", 9464)
+
+
+@pytest.mark.timeout(30)
+async def test_metrics_port_in_use_refuses_to_start(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        async with LocalExchange([ReplaySource.from_file(CSV_BTC)], speed=60) as exchange:
+            config = app_config(
+                exchange, str(tmp_path / "{symbol}_{interval}.csv"), metrics={"port": port}
+            )
+            with pytest.raises(
+                ConfigError, match=f"metrics: listening on 127.0.0.1:{port} is already in use"
+            ):
+                await App(config).run(duration=5)
+    assert (tmp_path / "BTCUSDT_1m.csv").read_text().count("\n") <= 1  # no bar: never connected
