@@ -28,6 +28,7 @@ from quantcore.feeds.base import DataFeed, FeedStats, StreamKey
 from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
 from quantcore.intervals import interval_ms
 from quantcore.logs import configure_logging
+from quantcore.metrics import MetricsServer
 from quantcore.sinks.schema import FloatTableError
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class App:
         self.components.extend(extra_components)
         self.context = Context(self.bus, config.streams, self.components)
         self.feed: DataFeed | None = None
+        self.metrics: MetricsServer | None = None
+        """The /metrics and /health endpoint while running, if ``metrics:`` is configured."""
         self._stop_requested = False
 
     def stop(self) -> None:
@@ -115,6 +118,9 @@ class App:
                 except (CsvPathError, FloatTableError, OSError) as exc:
                     raise ConfigError(f"{component.name}: {exc}") from None
                 started_components.append(component)
+            if self.config.metrics is not None:
+                self.metrics = MetricsServer(self, self.config.metrics)
+                await self.metrics.start()
             resume = self._resume_points()
             async with self._exchange_urls(resume) as settings:
                 feed = self.feed = self._make_feed(settings)
@@ -130,6 +136,8 @@ class App:
                     raise ConfigError(self._fatal_text(feed))
         finally:
             await self._shutdown(started_components)
+            if self.metrics is not None:
+                await self.metrics.stop()
         return self._summary(time.monotonic() - started)
 
     async def _shutdown(self, components: list[Component]) -> None:

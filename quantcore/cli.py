@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser("simulate", help="serve the Binance-compatible local exchange")
     )
     plot.configure_parser(commands.add_parser("plot", help="candlestick PNG of a recorded CSV"))
+    from quantcore import quality
+
+    quality.configure_parser(
+        commands.add_parser("check", help="data-quality report of recorded CSV/SQLite files")
+    )
     return parser
 
 
@@ -46,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from quantcore.plot import main as plot
 
         return plot(args)
+    if args.command == "check":
+        from quantcore.quality import main as check
+
+        return check(args)
     if args.command == "simulate":
         from quantcore.sim.cli import run as simulate
 

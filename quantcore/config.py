@@ -90,6 +90,14 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``metrics:``: serve /metrics (Prometheus) and /health; loopback unless told otherwise."""
+
+    port: int
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
 class AppConfig:
     source: str
     streams: tuple[tuple[str, str], ...]
@@ -99,6 +107,7 @@ class AppConfig:
     log_level: str = "INFO"
     redis: RedisSourceConfig | None = None
     runtime: RuntimeConfig = RuntimeConfig()
+    metrics: MetricsConfig | None = None
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -124,7 +133,9 @@ def load_config(path: str | Path) -> AppConfig:
 def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     """Validate an already-loaded mapping (the YAML document)."""
     top = _mapping(raw, "config")
-    _only(top, "config", {"exchange", "streams", "feed", "consumers", "logging", "runtime"})
+    _only(
+        top, "config", {"exchange", "streams", "feed", "consumers", "logging", "runtime", "metrics"}
+    )
     exchange = _mapping(top.get("exchange", {}), "exchange")
     _only(exchange, "exchange", {"ws_url", "rest_url", "local", "redis"})
     defaults = BinanceFeedSettings()
@@ -142,9 +153,26 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     level = str(logging_cfg.get("level", "INFO")).upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"logging.level: {level!r} is not DEBUG, INFO, WARNING or ERROR")
-    return AppConfig(
-        source, streams, feed, consumers, local, level, redis, _runtime(top.get("runtime", {}))
-    )
+    runtime = _runtime(top.get("runtime", {}))
+    metrics = _metrics(top.get("metrics"))
+    return AppConfig(source, streams, feed, consumers, local, level, redis, runtime, metrics)
+
+
+def _metrics(raw: Any) -> MetricsConfig | None:
+    """Absent or null: no HTTP endpoint at all."""
+    if raw is None:
+        return None
+    section = _mapping(raw, "metrics")
+    _only(section, "metrics", {"port", "host"})
+    if "port" not in section:
+        raise ConfigError("metrics.port: missing; give a TCP port (0: any free port)")
+    host = section.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        raise ConfigError(f"metrics.host: expected an address like 127.0.0.1, got {host!r}")
+    port = int(_number(section, "port", 0, "metrics", True, 0))
+    if port > 65535:
+        raise ConfigError(f"metrics.port: {port} is not a TCP port (0-65535)")
+    return MetricsConfig(port, host)
 
 
 def _runtime(raw: Any) -> RuntimeConfig:

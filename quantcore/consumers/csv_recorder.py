@@ -325,6 +325,10 @@ class CsvRecorder(Component):
         """Rows that actually reached the files (held bars count once written)."""
         return self._closed_written + sum(csv.written for csv in self._files.values())
 
+    def rows_by_stream(self) -> dict[tuple[str, str], int]:
+        """Rows appended this run per open (symbol, interval) file (for the metrics)."""
+        return {key: csv.written for key, csv in self._files.items()}
+
     @property
     def pending(self) -> int:
         """Bars held in memory because the disk refused them."""

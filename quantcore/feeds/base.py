@@ -82,6 +82,8 @@ class DataFeed(ABC):
         self.stats = FeedStats()
         self.stream_bars: Counter[StreamKey] = Counter()
         """Closed bars published per (symbol, interval)."""
+        self.stream_backfilled: Counter[StreamKey] = Counter()
+        """Of those, bars filled from REST (gaps and catch-up) per (symbol, interval)."""
         self.fatal: str | None = None
         """Why the feed gave up for good (e.g. an unknown symbol); None while healthy."""
         self.bar_limit: int | None = None
@@ -155,7 +157,9 @@ class DataFeed(ABC):
             self.stats.duplicates += 1
             return False
         self._emit(sequencer, bar)
-        self.stats.backfilled += backfilled
+        if backfilled:
+            self.stats.backfilled += 1
+            self.stream_backfilled[bar.key] += 1
         return True
 
     @property

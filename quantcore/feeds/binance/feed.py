@@ -162,6 +162,15 @@ class _Connection:
     """Why the exchange asked us to move (``serverShutdown``), until the handover."""
     link: _Link | None = None
     """The socket being pumped now (replaced by a handover)."""
+    state: FeedState = FeedState.CONNECTING
+    reconnects: int = 0
+    stalls: int = 0
+    last_data: float = 0.0
+    """Monotonic time of the last frame, kept across reconnects (0: none yet)."""
+    quiet_at: float = 0.0
+    """When a liveness probe last found the market quiet (0: moved, or never asked)."""
+    stalled_at: float = 0.0
+    """When the connection was last dropped as stalled (silent while the market moved)."""
 
 
 class BinanceKlineFeed(DataFeed):
@@ -186,6 +195,8 @@ class BinanceKlineFeed(DataFeed):
         self.clock = ExchangeClock()
         self.fatal_stream: StreamKey | None = None
         """The stream whose recorded history contradicts the exchange, if that is fatal."""
+        self.connections: list[_Connection] = []
+        """The planned connections (set by :meth:`run`), read by the metrics exporter."""
         self.states: dict[StreamKey, _Stream] = {
             key: _Stream(key, interval_ms(key[1])) for key in self.sequencers
         }
@@ -206,7 +217,7 @@ class BinanceKlineFeed(DataFeed):
         client = AsyncClient()
         client.API_URL = self.settings.rest_url.rstrip("/")
         self._client = client
-        connections = self.plan_connections()
+        connections = self.connections = self.plan_connections()
         tasks = [
             asyncio.create_task(self._supervise(conn), name=f"{self.name}:conn{n}")
             for n, conn in enumerate(connections)
@@ -251,6 +262,7 @@ class BinanceKlineFeed(DataFeed):
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             up_since = loop.time()
+            conn.state = FeedState.CONNECTING
             try:
                 conn.link = await self._connect(conn, pump=False)
                 await self._check_symbols()
@@ -261,6 +273,7 @@ class BinanceKlineFeed(DataFeed):
                     return
                 self._start_pump(conn.link, conn)
                 self.report(FeedState.LIVE, conn.label)
+                conn.state = FeedState.LIVE
                 self._wake.set()
                 await self._watch(conn)
             except UnknownSymbolError as exc:
@@ -269,6 +282,10 @@ class BinanceKlineFeed(DataFeed):
                 self.stop()
                 return
             except StreamLost as exc:
+                conn.state = exc.state
+                if exc.state is FeedState.STALLED:
+                    conn.stalls += 1
+                    conn.stalled_at = loop.time()
                 self.report(exc.state, str(exc), logging.WARNING)
             except BackfillError as exc:
                 self.stats.errors += 1
@@ -289,7 +306,10 @@ class BinanceKlineFeed(DataFeed):
                         attempt = 0
                     await _close_link(conn.link)
                     conn.link = None
+            if conn.state in (FeedState.CONNECTING, FeedState.LIVE):
+                conn.state = FeedState.ERROR
             if self._stopping.is_set():
+                conn.state = FeedState.STOPPED
                 return
             policy = self.settings.reconnect
             if policy.max_attempts is not None and attempt >= policy.max_attempts:
@@ -299,6 +319,7 @@ class BinanceKlineFeed(DataFeed):
             delay = policy.backoff.delay(attempt)
             attempt += 1
             self.stats.reconnects += 1
+            conn.reconnects += 1
             log.info("%s: reconnecting in %.1fs (attempt %d)", self.name, delay, attempt)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -371,7 +392,9 @@ class BinanceKlineFeed(DataFeed):
             if silent <= timeout:
                 quiet_probes = 0
             elif now >= next_probe:
-                if await self._market_moved(conn):
+                moved = await self._market_moved(conn)
+                conn.quiet_at = 0.0 if moved else loop.time()
+                if moved:
                     raise StreamLost(
                         f"no frame for {silent:.1f}s while the market moved", FeedState.STALLED
                     )
@@ -411,7 +434,7 @@ class BinanceKlineFeed(DataFeed):
                 message = await socket.recv()
             except ReadLoopClosed as exc:
                 raise StreamLost("read loop closed") from exc
-            now = conn.last_frame = loop.time()
+            now = conn.last_frame = conn.last_data = loop.time()
             link.frames += 1
             stats.frames += 1
             try:

@@ -1,0 +1,399 @@
+"""Metrics and health over HTTP: ``/metrics`` (Prometheus text) and ``/health`` (JSON).
+
+Served by aiohttp in the app's own event loop (no thread). Everything but the bar-lag
+histogram is read from the feed, bus and sink counters at scrape time through a custom
+``prometheus_client`` collector on a dedicated registry, so the hot path pays nothing
+for them; the histogram costs one bisect per closed bar, and only when enabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from quantcore.config import ConfigError, MetricsConfig
+from quantcore.consumers.csv_recorder import CsvRecorder
+from quantcore.events import BAR, BarEvent, FeedState, epoch_ms
+from quantcore.feeds.base import DataFeed, StreamKey
+from quantcore.intervals import interval_ms
+from quantcore.sinks.base import BufferedSink
+
+if TYPE_CHECKING:
+    from quantcore.app import App
+
+log = logging.getLogger(__name__)
+
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+"""Bar-lag histogram bounds in seconds (exchange time)."""
+CONNECTION_STATES = (
+    FeedState.CONNECTING,
+    FeedState.LIVE,
+    FeedState.DISCONNECTED,
+    FeedState.STALLED,
+    FeedState.ERROR,
+    FeedState.STOPPED,
+)
+"""The states a connection of the Binance feed goes through (``quantcore_connection_state``)."""
+DEFAULT_MARGIN = 10.0
+"""Health margin in seconds for feeds without settle/stall settings (e.g. Redis)."""
+
+
+class LagHistogram:
+    """Per-stream bucket counts of bar lag: receive time minus close time, exchange time.
+
+    Receive time is the feed's estimate of the exchange clock when the bar is published,
+    never before the frame's own event time (REST-filled bars included: their lag says
+    how late they really came); clock jitter below zero counts as 0.
+    """
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self.counts: dict[StreamKey, list[int]] = {}
+        self.sums: dict[StreamKey, float] = {}
+        self._steps: dict[StreamKey, int] = {}
+
+    def observe(self, bar: BarEvent) -> None:
+        key = bar.key
+        step = self._steps.get(key)
+        if step is None:
+            step = self._steps[key] = interval_ms(bar.interval)
+            self.counts[key] = [0] * (len(LAG_BUCKETS) + 1)
+            self.sums[key] = 0.0
+        now_ms = max(_exchange_now_ms(self._app.feed), epoch_ms(bar.event_time))
+        lag = max(0.0, (now_ms - epoch_ms(bar.open_time) - step) / 1000.0)
+        self.counts[key][bisect_left(LAG_BUCKETS, lag)] += 1
+        self.sums[key] += lag
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHealth:
+    """One stream's verdict; ``reason`` says why it is not healthy (or why excluded)."""
+
+    healthy: bool
+    reason: str
+    last_open: str | None = None
+    age_seconds: float | None = None
+    excluded: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"healthy": self.healthy, "reason": self.reason}
+        if self.last_open is not None:
+            out["last_open"] = self.last_open
+        if self.age_seconds is not None:
+            out["age_seconds"] = round(self.age_seconds, 1)
+        if self.excluded:
+            out["excluded"] = True
+        return out
+
+
+def health(app: App) -> dict[StreamKey, StreamHealth]:
+    """Per stream: healthy only while its connection is live and its last bar is recent.
+
+    Live: the connection is up, it was not found stalled since its last frame, and a frame
+    came within 2 x ``stall_timeout`` or a REST probe since then found the market quiet.
+    Recent: the last closed bar closed at most 2 intervals + margin (``settle`` +
+    ``stall_timeout`` + ``poll``) ago in exchange time. Halted symbols are excluded.
+    """
+    feed = app.feed
+    verdicts: dict[StreamKey, StreamHealth] = {}
+    for key in app.config.streams:
+        verdicts[key] = _stream_health(feed, key)
+    return verdicts
+
+
+def _stream_health(feed: DataFeed | None, key: StreamKey) -> StreamHealth:
+    if feed is None:
+        return StreamHealth(False, "feed not started")
+    if feed.fatal is not None:
+        return StreamHealth(False, f"feed stopped: {feed.fatal}")
+    states = getattr(feed, "states", {})
+    state = states.get(key)
+    if state is not None and state.halted:
+        return StreamHealth(True, "symbol not TRADING (excluded)", excluded=True)
+    settings = getattr(feed, "settings", None)
+    margin = DEFAULT_MARGIN
+    if settings is not None:
+        margin = settings.settle + settings.stall_timeout + settings.poll
+        reason = _connection_problem(feed, key, 2 * settings.stall_timeout)
+        if reason is not None:
+            return StreamHealth(False, reason)
+    last = feed.sequencers[key].last
+    if last is None:
+        return StreamHealth(False, "no closed bar yet")
+    step = interval_ms(key[1])
+    last_ms = epoch_ms(last)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last_ms / 1000))
+    age = (_exchange_now_ms(feed) - last_ms - step) / 1000.0
+    limit = 2 * step / 1000.0 + margin
+    if age > limit:
+        return StreamHealth(
+            False,
+            f"last closed bar closed {age:.0f}s ago (exchange time), more than {limit:.0f}s",
+            stamp,
+            age,
+        )
+    return StreamHealth(True, "live", stamp, age)
+
+
+def _connection_problem(feed: DataFeed, key: StreamKey, silence_limit: float) -> str | None:
+    """Why the connection carrying ``key`` is not live, or None."""
+    for conn in getattr(feed, "connections", []):
+        if not any(s.key == key for s in conn.streams):
+            continue
+        if conn.state is not FeedState.LIVE:
+            return f"connection {conn.label}: {conn.state.value}"
+        if conn.last_data == 0.0 and conn.quiet_at == 0.0:
+            return f"connection {conn.label}: no frame yet"
+        silent = time.monotonic() - conn.last_data
+        if conn.stalled_at > conn.last_data:
+            return f"connection {conn.label}: stalled, no frame for {silent:.1f}s"
+        if silent > silence_limit and conn.quiet_at < conn.last_data:
+            return f"connection {conn.label}: no frame for {silent:.1f}s"
+        return None
+    return "not connected yet"
+
+
+def _exchange_now_ms(feed: DataFeed | None) -> int:
+    clock = getattr(feed, "clock", None)
+    if clock is not None and clock.known:
+        return int(clock.now_ms())
+    return int(time.time() * 1000)
+
+
+class QuantcoreCollector(Collector):
+    """Builds every metric family from the app's live objects when scraped."""
+
+    def __init__(self, app: App, lags: LagHistogram) -> None:
+        self._app = app
+        self._lags = lags
+
+    def collect(self) -> Iterator[Metric]:
+        app = self._app
+        yield from self._streams(app)
+        feed = app.feed
+        if feed is not None:
+            yield from self._feed(feed)
+        yield from self._bus_and_sinks(app)
+
+    def _streams(self, app: App) -> Iterator[Metric]:
+        labels = ["symbol", "interval"]
+        last_open = GaugeMetricFamily(
+            "quantcore_bar_last_open_time_seconds",
+            "Open time (epoch s) of the last closed bar of the stream (resume point included)",
+            labels=labels,
+        )
+        bars = CounterMetricFamily(
+            "quantcore_bars", "Closed bars published this run", labels=labels
+        )
+        filled = CounterMetricFamily(
+            "quantcore_bars_backfilled", "Of those, bars filled over REST", labels=labels
+        )
+        healthy = GaugeMetricFamily(
+            "quantcore_stream_healthy", "1 while /health counts the stream healthy", labels=labels
+        )
+        feed = app.feed
+        verdicts = health(app)
+        for key in app.config.streams:
+            values = list(key)
+            if feed is not None:
+                last = feed.sequencers[key].last
+                if last is not None:
+                    last_open.add_metric(values, epoch_ms(last) / 1000.0)
+                bars.add_metric(values, feed.stream_bars[key])
+                filled.add_metric(values, feed.stream_backfilled[key])
+            healthy.add_metric(values, 1.0 if verdicts[key].healthy else 0.0)
+        lag = HistogramMetricFamily(
+            "quantcore_bar_lag_seconds",
+            "Receive time minus close time of closed bars, exchange time",
+            labels=labels,
+        )
+        for key, counts in self._lags.counts.items():
+            buckets: list[tuple[str, float]] = []
+            total = 0
+            for bound, count in zip((*LAG_BUCKETS, float("inf")), counts, strict=True):
+                total += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
+            lag.add_metric(list(key), buckets, self._lags.sums[key])
+        yield from (last_open, bars, filled, lag, healthy)
+
+    def _feed(self, feed: DataFeed) -> Iterator[Metric]:
+        stats = feed.stats
+        for field, doc in (
+            ("frames", "WebSocket frames received"),
+            ("duplicates", "Closed bars dropped as duplicates"),
+            ("stale", "Updates dropped as older than the last closed bar"),
+            ("malformed", "Frames or REST rows that were not valid klines"),
+            ("reconnects", "Reconnects over all connections"),
+            ("handovers", "Planned handovers to a fresh connection"),
+            ("probes", "REST liveness probes of silent connections"),
+            ("rest_calls", "REST requests sent"),
+            ("rate_limited", "REST answers 429 or 418 seen"),
+            ("errors", "Connection and backfill errors"),
+        ):
+            family = CounterMetricFamily(f"quantcore_feed_{field}", doc, labels=["feed"])
+            family.add_metric([feed.name], getattr(stats, field))
+            yield family
+        budget = getattr(feed, "rest_budget", None)
+        if budget is not None:
+            used = GaugeMetricFamily(
+                "quantcore_rest_weight_used",
+                "Last X-MBX-USED-WEIGHT-1M the exchange reported (weight used this minute)",
+            )
+            used.add_metric([], budget.used_reported)
+            yield used
+            limit = GaugeMetricFamily(
+                "quantcore_rest_weight_limit", "Weight per minute this process allows itself"
+            )
+            limit.add_metric([], budget.limits.weight_per_minute)
+            yield limit
+            spent = CounterMetricFamily("quantcore_rest_weight_spent", "REST weight requested")
+            spent.add_metric([], budget.spent)
+            yield spent
+        connections = getattr(feed, "connections", [])
+        if not connections:
+            return
+        labels = ["connection", "streams"]
+        state = GaugeMetricFamily(
+            "quantcore_connection_state",
+            "1 for the connection's current state",
+            labels=[*labels, "state"],
+        )
+        reconnects = CounterMetricFamily(
+            "quantcore_connection_reconnects", "Reconnects of the connection", labels=labels
+        )
+        stalls = CounterMetricFamily(
+            "quantcore_connection_stalls",
+            "Silences ended because REST showed the market moved",
+            labels=labels,
+        )
+        silence = GaugeMetricFamily(
+            "quantcore_connection_silence_seconds", "Seconds since the last frame", labels=labels
+        )
+        now = time.monotonic()
+        for n, conn in enumerate(connections):
+            values = [str(n), conn.label]
+            for option in CONNECTION_STATES:
+                state.add_metric([*values, option.value], 1.0 if conn.state is option else 0.0)
+            reconnects.add_metric(values, conn.reconnects)
+            stalls.add_metric(values, conn.stalls)
+            if conn.last_data:
+                silence.add_metric(values, now - conn.last_data)
+        yield from (state, reconnects, stalls, silence)
+
+    def _bus_and_sinks(self, app: App) -> Iterator[Metric]:
+        bus = app.bus
+        errors = CounterMetricFamily(
+            "quantcore_subscriber_errors", "Exceptions raised by subscribers", labels=["subscriber"]
+        )
+        for name, count in bus.handler_errors.items():
+            errors.add_metric([name], count)
+        backlog = GaugeMetricFamily(
+            "quantcore_subscriber_backlog",
+            "Events queued for an async subscriber",
+            labels=["subscriber"],
+        )
+        for name, count in bus.backlog().items():
+            backlog.add_metric([name], count)
+        dropped = CounterMetricFamily(
+            "quantcore_subscriber_dropped",
+            "Events dropped on an async subscriber's full queue",
+            labels=["subscriber"],
+        )
+        for name, count in bus.dropped().items():
+            dropped.add_metric([name], count)
+        buffered = GaugeMetricFamily(
+            "quantcore_sink_buffered", "Bars held in memory, not yet stored", labels=["sink"]
+        )
+        recorded = CounterMetricFamily(
+            "quantcore_bars_recorded",
+            "Rows appended to the recorder's file this run",
+            labels=["sink", "symbol", "interval"],
+        )
+        for component in app.components:
+            if isinstance(component, CsvRecorder):
+                buffered.add_metric([component.name], component.pending)
+                for (symbol, interval), rows in component.rows_by_stream().items():
+                    recorded.add_metric([component.name, symbol, interval], rows)
+            elif isinstance(component, BufferedSink):
+                buffered.add_metric([component.name], len(component.buffer))
+        yield from (errors, backlog, dropped, buffered, recorded)
+
+
+class MetricsServer:
+    """The HTTP endpoint; :meth:`start` binds (port 0: any free port, see :attr:`port`)."""
+
+    def __init__(self, app: App, config: MetricsConfig) -> None:
+        self._app = app
+        self.config = config
+        self.lags = LagHistogram(app)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(QuantcoreCollector(app, self.lags))
+        self.port = config.port
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind and serve; a busy or forbidden port is a ConfigError (exit 2)."""
+        self._app.bus.subscribe(BAR, self.lags.observe, name="metrics")
+        web_app = web.Application()
+        web_app.router.add_get("/metrics", self._metrics)
+        web_app.router.add_get("/health", self._health)
+        runner = web.AppRunner(web_app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            what = "is already in use" if exc.errno == errno.EADDRINUSE else f"failed: {exc}"
+            raise ConfigError(
+                f"metrics: listening on {self.config.host}:{self.config.port} {what}"
+            ) from None
+        self._runner = runner
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("metrics: %s/metrics and %s/health", self.url, self.url)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await asyncio.shield(runner.cleanup())
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        verdicts = health(self._app)
+        ok = all(v.healthy for v in verdicts.values())
+        body = {
+            "status": "ok" if ok else "unhealthy",
+            "streams": {f"{s} {i}": v.as_json() for (s, i), v in verdicts.items()},
+        }
+        return web.Response(
+            status=200 if ok else 503,
+            text=json.dumps(body, indent=1) + "\n",
+            content_type="application/json",
+        )
