@@ -84,7 +84,10 @@ class App:
             raise ValueError(f"stop_timeout must be positive seconds, got {stop_timeout!r}")
         self.config = config
         self.bus = EventBus(queue_size=runtime.queue_size, max_backlog=runtime.max_backlog)
-        self.components: list[Component] = [spec.build() for spec in config.consumers]
+        try:
+            self.components: list[Component] = [spec.build() for spec in config.consumers]
+        except ConfigError as exc:
+            raise ConfigError(f"{config.source}: {exc}") from None
         self.components.extend(extra_components)
         self.context = Context(self.bus, config.streams, self.components)
         self.feed: DataFeed | None = None

@@ -77,7 +77,7 @@ class ConsumerSpec:
         try:
             return self.cls(**self.params)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{self.where}.params: {exc}") from None
+            raise ConfigError(f"{self.where}.params {dict(self.params)}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
