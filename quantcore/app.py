@@ -48,6 +48,8 @@ class RunSummary:
     feed_errors: int
     not_recorded: int = 0
     undelivered: int = 0
+    stale: int = 0
+    backfilled: int = 0
 
     @property
     def incomplete(self) -> bool:
@@ -58,7 +60,8 @@ class RunSummary:
         return (
             f"quantcore: stopped after {self.seconds:.1f}s: bars recorded={self.bars_recorded} "
             f"bars published={self.bars} frames={self.frames} malformed={self.malformed} "
-            f"duplicates={self.duplicates} reconnects={self.reconnects} "
+            f"duplicates={self.duplicates} stale={self.stale} backfilled={self.backfilled} "
+            f"reconnects={self.reconnects} "
             f"subscriber errors={self.subscriber_errors} feed errors={self.feed_errors} "
             f"not recorded={self.not_recorded} undelivered={self.undelivered}"
         )
@@ -262,6 +265,8 @@ class App:
             feed_errors=stats.errors,
             not_recorded=sum(c.unrecorded() for c in self.components),
             undelivered=self.bus.lost(BAR),
+            stale=stats.stale,
+            backfilled=stats.backfilled,
         )
 
 
