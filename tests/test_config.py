@@ -91,9 +91,7 @@ def test_bad_params_fail_at_build(tmp_path: Path) -> None:
         "streams: [{symbol: BTCUSDT}]\nconsumers: [{class: history, params: {max_rows: 0}}]\n",
     )
     spec = load_config(path).consumers[0]
-    with pytest.raises(
-        ConfigError, match=r"consumers\[0\].params \{'max_rows': 0\}: max_rows must"
-    ):
+    with pytest.raises(ConfigError, match=r"consumers\[0\].params: max_rows must be"):
         spec.build()
 
 
