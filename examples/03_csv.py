@@ -1,8 +1,8 @@
 """Step 3: append one line per closed BTC-USDT 1m bar to a CSV file, so it grows every minute.
 
-    python examples/03_csv.py                   # live, from Binance: BTCUSDT_1m.csv
-    python examples/03_csv.py --local --bars 3  # offline: BTCUSDT_1m_local.csv
-    tail -f BTCUSDT_1m.csv                      # in another terminal, watch it grow
+    python examples/03_csv.py                   # live, from Binance: data/examples/BTCUSDT_1m.csv
+    python examples/03_csv.py --local --bars 3  # offline: data/examples/BTCUSDT_1m_local.csv
+    tail -f data/examples/BTCUSDT_1m.csv        # in another terminal, watch it grow
 
 Run it again and it appends to the same file: the header is written only once.
 """
@@ -40,6 +40,7 @@ def open_csv(path: Path) -> TextIO:
     small local file operations like these are fine inside asyncio code; slow or
     networked I/O would block every other task and belongs in an ``await``.)
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
     is_new = not path.exists() or path.stat().st_size == 0
     file = path.open("a", encoding="ascii", newline="")
     if is_new:
@@ -95,7 +96,8 @@ async def main() -> None:
     if args.bars is not None and args.bars < 1:
         parser.error("--bars must be at least 1")
     # Never mix generated and real bars in one file: the default name says which it is.
-    out: Path = args.out or Path(f"{SYMBOL}_{INTERVAL}{'_local' if args.local else ''}.csv")
+    name = f"{SYMBOL}_{INTERVAL}{'_local' if args.local else ''}.csv"
+    out: Path = args.out or Path("data") / "examples" / name
     if args.local:
         from quantcore.sim import LocalExchange
 

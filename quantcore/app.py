@@ -49,6 +49,8 @@ class RunSummary:
     feed_errors: int
     not_recorded: int = 0
     undelivered: int = 0
+    stale: int = 0
+    backfilled: int = 0
 
     @property
     def incomplete(self) -> bool:
@@ -59,7 +61,8 @@ class RunSummary:
         return (
             f"quantcore: stopped after {self.seconds:.1f}s: bars recorded={self.bars_recorded} "
             f"bars published={self.bars} frames={self.frames} malformed={self.malformed} "
-            f"duplicates={self.duplicates} reconnects={self.reconnects} "
+            f"duplicates={self.duplicates} stale={self.stale} backfilled={self.backfilled} "
+            f"reconnects={self.reconnects} "
             f"subscriber errors={self.subscriber_errors} feed errors={self.feed_errors} "
             f"not recorded={self.not_recorded} undelivered={self.undelivered}"
         )
@@ -85,7 +88,10 @@ class App:
             raise ValueError(f"stop_timeout must be positive seconds, got {stop_timeout!r}")
         self.config = config
         self.bus = EventBus(queue_size=runtime.queue_size, max_backlog=runtime.max_backlog)
-        self.components: list[Component] = [spec.build() for spec in config.consumers]
+        try:
+            self.components: list[Component] = [spec.build() for spec in config.consumers]
+        except ConfigError as exc:
+            raise ConfigError(f"{config.source}: {exc}") from None
         self.components.extend(extra_components)
         self.context = Context(self.bus, config.streams, self.components)
         self.feed: DataFeed | None = None
@@ -267,6 +273,8 @@ class App:
             feed_errors=stats.errors,
             not_recorded=sum(c.unrecorded() for c in self.components),
             undelivered=self.bus.lost(BAR),
+            stale=stats.stale,
+            backfilled=stats.backfilled,
         )
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m quantcore run CONFIG`` and ``python -m quantcore simulate``.
+"""quantcore: record Binance klines in real time; replay, chart and export them.
 
 Exit codes: 0 after a graceful stop (Ctrl-C, SIGTERM, --duration, --max-bars) with
 everything recorded; 2 for bad input or a refused start (config, data file, arguments,
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import math
 import sys
 from collections.abc import Sequence
 
-from quantcore.config import ConfigError, load_config
+from quantcore.config import AppConfig, ConfigError, load_config
 from quantcore.logs import configure_logging
 
 EXIT_OK = 0
@@ -24,42 +25,132 @@ EXIT_INCOMPLETE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quantcore", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the feed and consumers from a YAML config")
+    """One subparser per command, each with a one-line help and ``set_defaults(handler=)``;
+    a new command is one more block here."""
+    summary, _, details = (__doc__ or "").partition("\n\n")
+    parser = argparse.ArgumentParser(
+        prog="quantcore",
+        description=summary,
+        epilog=details,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="record: run the feed and consumers from a YAML config")
     run.add_argument("config", help="YAML config, e.g. config/btc.yaml or config/demo.yaml")
     run.add_argument("--duration", type=_positive, help="stop after this many seconds")
     run.add_argument("--max-bars", type=int, help="stop after this many closed bars")
-    from quantcore import plot
-    from quantcore.sim.cli import configure_parser
+    run.set_defaults(handler=_run)
 
-    configure_parser(
-        commands.add_parser("simulate", help="serve the Binance-compatible local exchange")
+    from quantcore.sim.cli import configure_parser as simulate_options
+
+    simulate = commands.add_parser("simulate", help="serve the Binance-compatible local exchange")
+    simulate_options(simulate)
+    simulate.set_defaults(handler=_simulate)
+
+    from quantcore import plot
+
+    chart = commands.add_parser("plot", help="draw a candlestick PNG of a recorded CSV")
+    plot.configure_parser(chart)
+    chart.set_defaults(handler=plot.main)
+
+    from quantcore.sinks import export as export_module
+
+    export = commands.add_parser("export", help="write one stream of a SQLite database as CSV")
+    export_module.configure_parser(export)
+    export.set_defaults(handler=export_module.run)
+
+    validate = commands.add_parser(
+        "validate", help="check a config, print the resolved settings; connects to nothing"
     )
-    plot.configure_parser(commands.add_parser("plot", help="candlestick PNG of a recorded CSV"))
+    validate.add_argument("config", help="YAML config to check")
+    validate.set_defaults(handler=_validate)
+
     from quantcore import quality
 
-    quality.configure_parser(
-        commands.add_parser("check", help="data-quality report of recorded CSV/SQLite files")
-    )
+    check = commands.add_parser("check", help="data-quality report of recorded CSV/SQLite files")
+    quality.configure_parser(check)
+    check.set_defaults(handler=quality.main)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "plot":
-        from quantcore.plot import main as plot
+    code: int = args.handler(args)
+    return code
 
-        return plot(args)
-    if args.command == "check":
-        from quantcore.quality import main as check
 
-        return check(args)
-    if args.command == "simulate":
-        from quantcore.sim.cli import run as simulate
-
-        return asyncio.run(simulate(args))
+def _run(args: argparse.Namespace) -> int:
     return run_command(args.config, args.duration, args.max_bars)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from quantcore.sim.cli import run as simulate
+
+    return asyncio.run(simulate(args))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """Load and check the config, build its components (their parameters are checked,
+    nothing is opened or connected), print the resolved settings; exit 2 if bad."""
+    try:
+        config = load_config(args.config)
+        for spec in config.consumers:
+            spec.build()
+    except ConfigError as exc:
+        message = str(exc)
+        if not message.startswith(f"{args.config}:"):
+            message = f"{args.config}: {message}"
+        print(f"quantcore: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("\n".join(describe_config(config)))
+    return EXIT_OK
+
+
+def describe_config(config: AppConfig) -> list[str]:
+    """The settings a run would use, defaults filled in, one topic per line."""
+    lines = [f"{config.source}: valid"]
+    if config.local is not None:
+        local = config.local
+        speed = "max" if local.speed is None else f"{local.speed:g}x"
+        data = ", ".join(local.data) or f"seeded random walk (seed {local.seed})"
+        lines.append(f"exchange: local on 127.0.0.1 port {local.port or 'any'}, speed {speed}")
+        lines.append(f"  data: {data}; history_bars={local.history_bars}")
+    elif config.redis is not None:
+        redis = config.redis
+        lines.append(
+            f"exchange: Redis Streams {redis.url} prefix={redis.prefix} "
+            f"group={redis.group} consumer={redis.consumer} partials={redis.partials}"
+        )
+    else:
+        lines.append(f"exchange: ws={config.feed.ws_url} rest={config.feed.rest_url}")
+    lines.append(f"streams ({len(config.streams)}):")
+    lines.extend(f"  {symbol} {interval}" for symbol, interval in config.streams)
+    feed = config.feed
+    shown = [
+        f"{f.name}={getattr(feed, f.name)}"
+        for f in dataclasses.fields(feed)
+        if f.name not in {"ws_url", "rest_url", "reconnect", "connect_limits", "rest_limits"}
+    ]
+    backoff = feed.reconnect.backoff
+    attempts = feed.reconnect.max_attempts
+    lines.append(f"feed: {' '.join(shown)}")
+    lines.append(
+        f"  reconnect: initial_delay={backoff.initial:g} max_delay={backoff.maximum:g} "
+        f"max_attempts={'unlimited' if attempts is None else attempts}"
+    )
+    lines.append(f"consumers ({len(config.consumers)}):")
+    for spec in config.consumers:
+        target = f"{spec.cls.__module__}:{spec.cls.__qualname__}"
+        params = f" {dict(spec.params)}" if spec.params else ""
+        lines.append(f"  {target}{params}")
+    runtime = config.runtime
+    lines.append(
+        f"runtime: queue_size={runtime.queue_size} max_backlog={runtime.max_backlog} "
+        f"stop_timeout={runtime.stop_timeout:g}"
+    )
+    lines.append(f"logging: level={config.log_level}")
+    return lines
 
 
 def run_command(config_path: str, duration: float | None, max_bars: int | None) -> int:

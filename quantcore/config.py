@@ -8,6 +8,7 @@ process that half-starts on a typo is worse than one that refuses to start.
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,6 +75,16 @@ class ConsumerSpec:
     where: str
 
     def build(self) -> Component:
+        """Instantiate; a bad parameter is a ConfigError naming the field (and the value
+        for unknown names; the component's own errors name the values they refuse)."""
+        accepted = inspect.signature(self.cls).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+            for key, value in self.params.items():
+                if key not in accepted:
+                    raise ConfigError(
+                        f"{self.where}.params.{key}: {value!r}: {self.cls.__name__} has no "
+                        f"parameter {key!r} (it takes {', '.join(accepted) or 'none'})"
+                    )
         try:
             return self.cls(**self.params)
         except (TypeError, ValueError) as exc:

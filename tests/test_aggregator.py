@@ -218,7 +218,7 @@ def test_bad_params_are_one_line_config_errors(params: dict[str, object], messag
         ],
     }
     config = parse_config(raw)
-    with pytest.raises(ConfigError, match=r"^consumers\[1\]\.params: " + message):
+    with pytest.raises(ConfigError, match=r"^<config>: consumers\[1\]\.params: " + message):
         App(config)
 
 

@@ -108,7 +108,7 @@ def read_csv(path: Path) -> list[list[str]]:
 
 def test_03_appends_one_line_per_bar_and_writes_the_header_once(tmp_path: Path) -> None:
     result = run_example("03_csv.py", tmp_path, "--bars", "3")
-    path = tmp_path / "BTCUSDT_1m_local.csv"
+    path = tmp_path / "data" / "examples" / "BTCUSDT_1m_local.csv"
     lines = read_csv(path)
     assert lines[0] == COLUMNS
     rows = lines[1:]

@@ -26,8 +26,18 @@ def describe(bar: BarEvent) -> str:
     )
 
 
+def is_backfilled(bar: BarEvent) -> bool:
+    """A bar from the REST backfill: REST rows carry no event time, so the codec sets it
+    to the close time; a live ``x:true`` frame is always sent after the close."""
+    return bar.event_time == bar.close_time
+
+
 class ConsoleLogger(Component):
-    """Logs closed bars; ``partial=True`` also logs in-progress updates (chatty)."""
+    """Logs closed bars; ``partial=True`` also logs in-progress updates (chatty).
+
+    Backfilled bars are logged only at DEBUG: a startup backfill can be thousands of
+    bars, and the feed logs one ``backfilled N bars`` line per catch-up instead.
+    """
 
     def __init__(
         self, *, partial: bool = False, signals: bool = True, name: str | None = None
@@ -42,6 +52,10 @@ class ConsoleLogger(Component):
         )
 
     def on_bar(self, bar: BarEvent) -> None:
+        if is_backfilled(bar):
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("bar     %s (backfilled)", describe(bar))
+            return
         log.info("bar     %s", describe(bar))
 
     def on_bar_partial(self, bar: BarEvent) -> None:

@@ -311,7 +311,10 @@ class CsvRecorder(Component):
                 f"path template {path!r} may only use {{symbol}} and {{interval}} ({exc})"
             ) from None
         if max_pending < 1 or not retry_interval > 0:
-            raise ValueError("max_pending must be >= 1 and retry_interval > 0 seconds")
+            raise ValueError(
+                "max_pending must be >= 1 and retry_interval > 0 seconds, "
+                f"got max_pending={max_pending!r} retry_interval={retry_interval!r}"
+            )
         self.template = path
         self.fsync = fsync
         self.max_pending = max_pending

@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import re
 import signal
 import sys
+import time
 from pathlib import Path
+
+from quantcore.logs import configure_logging
 
 from .klines import interval_ms
 from .realism import Realism
 from .server import LocalExchange
-from .sources import DataFileError, sources_from_specs
+from .sources import DataFileError, RandomWalkSource, ReplaySource, sources_from_specs
+
+log = logging.getLogger(__name__)
 
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 _SHOWN_STREAMS = 20
@@ -59,6 +65,31 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="serve this real exchangeInfo JSON (played symbols TRADING) instead of a minimal one",
     )
+
+
+def playing(exchange: LocalExchange) -> list[str]:
+    """What the exchange plays, one line per symbol, then its speed and market clock."""
+    lines = []
+    for symbol, source in exchange.market.sources.items():
+        if isinstance(source, ReplaySource):
+            last = (source.end_ms - source.interval_ms) // 1000
+            what = (
+                f"replaying {len(source)} {source.interval} bars, "
+                f"{_utc(source.first_open_ms // 1000)} .. {_utc(last)}"
+            )
+        elif isinstance(source, RandomWalkSource):
+            what = f"seeded random walk (seed {source.seed}), {source.interval} base"
+        else:
+            what = type(source).__name__
+        lines.append(f"playing {symbol}: {what}")
+    speed = exchange.market.speed
+    pace = "as fast as clients read" if speed is None else f"speed {speed:g}x"
+    lines.append(f"{pace}, market clock at {_utc(exchange.now_ms // 1000)}")
+    return lines
+
+
+def _utc(seconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
 
 
 def _speed(text: str) -> float | None:
@@ -113,6 +144,8 @@ async def run(args: argparse.Namespace) -> int:
 
     Bad input prints one line naming the problem and returns 2.
     """
+    if not logging.getLogger().handlers:
+        configure_logging("INFO")
     try:
         exchange = _exchange(args)
         await exchange.start()
@@ -134,6 +167,8 @@ async def run(args: argparse.Namespace) -> int:
             f"local exchange: ws={exchange.ws_url} rest={exchange.rest_url} streams={shown}",
             flush=True,
         )
+        for line in playing(exchange):
+            log.info("%s", line)
         waits = [asyncio.create_task(stop.wait(), name="quantcore.sim.cli.stop")]
         if args.exit_when_done:
             waits.append(

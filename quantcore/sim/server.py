@@ -721,6 +721,10 @@ class LocalExchange:
         self._hub.add(client)
         for name in names:
             self._hub.subscribe(client, name)
+        peer = request.remote or "?"
+        shown = ",".join(names[:3]) + (f",... ({len(names)} streams)" if len(names) > 3 else "")
+        _log.info("client %d connected from %s: %s", client.serial, peer, shown or "no streams")
+        opened = time.monotonic()
         lifetime = self.realism.connection_lifetime
         if lifetime is not None:
             self._spawn(self._expire(client, lifetime), "quantcore.sim.lifetime")
@@ -741,6 +745,9 @@ class LocalExchange:
                         await ws.pong(msg.data)
         finally:
             self._hub.remove(client)
+            _log.info(
+                "client %d disconnected after %.1fs", client.serial, time.monotonic() - opened
+            )
         return ws
 
     def _admit(self, request: web.Request) -> web.Response | None:

@@ -37,7 +37,10 @@ class BufferedSink(Component, ABC):
     ) -> None:
         super().__init__(name=name)
         if retry_max <= 0 or stop_timeout < 0:
-            raise ValueError("retry_max must be > 0 and stop_timeout >= 0 seconds")
+            raise ValueError(
+                "retry_max must be > 0 and stop_timeout >= 0 seconds, "
+                f"got retry_max={retry_max!r} stop_timeout={stop_timeout!r}"
+            )
         self.buffer: RetryBuffer[BarEvent] = RetryBuffer(
             self.name,
             self.write_batch,

@@ -94,7 +94,10 @@ class RedisStreamPublisher(BufferedSink):
             name=name,
         )
         if maxlen < 1 or partial_maxlen < 1:
-            raise ValueError("maxlen and partial_maxlen must be >= 1")
+            raise ValueError(
+                "maxlen and partial_maxlen must be >= 1, "
+                f"got maxlen={maxlen!r} partial_maxlen={partial_maxlen!r}"
+            )
         self.url = url
         self.prefix = prefix
         self.maxlen = maxlen

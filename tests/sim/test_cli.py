@@ -55,6 +55,11 @@ async def test_simulate_prints_urls_serves_python_binance_and_exits_on_sigterm()
             assert len(rows) == 3
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 5) == 0
+        log = (await proc.stdout.read()).decode()
+        assert "INFO    playing BTCUSDT: seeded random walk (seed 0), 1m base" in log
+        assert "INFO    as fast as clients read, market clock at " in log
+        assert "client 1 connected from 127.0.0.1: ethusdt@kline_1m" in log
+        assert re.search(r"client 1 disconnected after \d+\.\ds", log), log
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -66,6 +71,7 @@ async def test_replay_exits_when_done() -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 0, err
     assert b"streams=dotusdt@kline_1m" in out
+    assert re.search(rb"playing DOTUSDT: replaying \d+ 1m bars, 2021-04-04 \d\d:\d\d UTC", out)
 
 
 @pytest.mark.parametrize(

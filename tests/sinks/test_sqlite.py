@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from quantcore.bus import EventBus
+from quantcore.cli import main as quantcore_main
 from quantcore.config import ConsumerSpec, import_component
 from quantcore.consumers.csv_recorder import CsvRecorder
 from quantcore.feeds.binance.codec import KlineCodec
@@ -83,6 +84,9 @@ async def test_export_equals_csv_recorder_byte_for_byte(tmp_path: Path) -> None:
     expected = (tmp_path / "BTCUSDT_1m.csv").read_bytes()
     assert len(expected.splitlines()) == len(bars) + 1
     assert out.read_bytes() == expected
+    via_cli = tmp_path / "via_cli.csv"
+    assert quantcore_main(["export", *argv[:-1], str(via_cli)]) == 0
+    assert via_cli.read_bytes() == expected
 
 
 def test_export_cli_errors(tmp_path: Path) -> None:

@@ -57,11 +57,14 @@ from quantcore.feeds.binance.limits import (
     rest_budget,
 )
 from quantcore.intervals import bar_open_ms, interval_ms
+from quantcore.progress import progress
 
 log = logging.getLogger(__name__)
 
 REST_PAGE = 1000
 """Binance's maximum ``limit`` for /api/v3/klines."""
+PROGRESS_MIN_PAGES = 3
+"""A catch-up of more REST pages than this shows a progress bar with an ETA."""
 MAX_STREAMS_PER_CONNECTION = 1024
 """Binance rejects combined-stream connections with more streams than this."""
 KLINES_WEIGHT = 2
@@ -675,34 +678,55 @@ class BinanceKlineFeed(DataFeed):
         if state.held:
             end = min(end, epoch_ms(state.held[0].open_time))
         if start + step <= end:
-            await self._fetch_closed(symbol, interval, start, end)
+            began = time.monotonic()
+            count = await self._fetch_closed(symbol, interval, start, end)
+            if count:
+                log.info(
+                    "%s: %s %s: backfilled %d bars (%s .. %s) in %.1fs",
+                    self.name, symbol, interval, count, from_epoch_ms(start),
+                    self.sequencers[state.key].last, time.monotonic() - began,
+                )  # fmt: skip
         held = state.held
         if held and epoch_ms(held[0].open_time) <= settled_end:
             # The hole before it is settled and fetched: what REST lacks, the exchange lacks.
             self.publish_closed(held.pop(0), backfilled=False)
         self._release(state)
 
-    async def _fetch_closed(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> None:
+    async def _fetch_closed(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> int:
         """Publish bars with open time >= start_ms whose close time is before end_ms.
 
         ``end_ms`` is never later than server time minus ``settle``, so every row
-        published here is final. Pages 1000 rows at a time.
+        published here is final. Pages 1000 rows at a time; more than
+        ``PROGRESS_MIN_PAGES`` pages draw a progress bar (on a terminal). Returns the
+        number of bars published.
         """
         step_ms = interval_ms(interval)
-        while start_ms < end_ms:
-            rows = await self._rest_klines(symbol, interval, start_ms, end_ms - 1, REST_PAGE)
-            received = time.time_ns()
-            for row in rows:
-                try:
-                    bar = self._codec.parse_rest_row(symbol, interval, row, received)
-                except KlineParseError as exc:
-                    self.stats.malformed += 1
-                    raise BackfillError(f"{symbol} {interval}: bad REST row: {exc}") from exc
-                if row[6] < end_ms:
-                    self.publish_closed(bar, backfilled=True)
-            if len(rows) < REST_PAGE:
-                return
-            start_ms = rows[-1][0] + step_ms
+        expected = -(-(end_ms - start_ms) // step_ms)
+        published = 0
+        shown = None
+        if expected > PROGRESS_MIN_PAGES * REST_PAGE:
+            shown = progress(expected, f"backfill {symbol} {interval}")
+        try:
+            while start_ms < end_ms:
+                rows = await self._rest_klines(symbol, interval, start_ms, end_ms - 1, REST_PAGE)
+                received = time.time_ns()
+                for row in rows:
+                    try:
+                        bar = self._codec.parse_rest_row(symbol, interval, row, received)
+                    except KlineParseError as exc:
+                        self.stats.malformed += 1
+                        raise BackfillError(f"{symbol} {interval}: bad REST row: {exc}") from exc
+                    if row[6] < end_ms:
+                        published += self.publish_closed(bar, backfilled=True)
+                if shown is not None:
+                    shown.update(len(rows))
+                if len(rows) < REST_PAGE:
+                    break
+                start_ms = rows[-1][0] + step_ms
+        finally:
+            if shown is not None:
+                shown.close()
+        return published
 
     # -- REST ----------------------------------------------------------------------------
 
