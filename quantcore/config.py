@@ -21,6 +21,7 @@ from quantcore.backoff import Backoff
 from quantcore.component import Component
 from quantcore.feeds.binance.feed import BinanceFeedSettings, ReconnectPolicy
 from quantcore.feeds.binance.limits import ConnectLimits, RestLimits
+from quantcore.feeds.binance.transport import TRANSPORTS
 from quantcore.intervals import interval_ms
 
 BUILTIN_CONSUMERS = {
@@ -245,6 +246,7 @@ def _feed(raw: Mapping[str, Any], ws_url: str, rest_url: str) -> BinanceFeedSett
         "healthy_after",
         "max_url_chars",
         "limits",
+        "transport",
     }
     _only(raw, "feed", allowed)
     reconnect_raw = _mapping(raw.get("reconnect", {}), "feed.reconnect")
@@ -274,7 +276,11 @@ def _feed(raw: Mapping[str, Any], ws_url: str, rest_url: str) -> BinanceFeedSett
     rest_limits = RestLimits(
         int(_number(limits_raw, "rest_weight", rest.weight_per_minute, where, True, 10))
     )
+    transport = raw.get("transport", base.transport)
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"feed.transport: {transport!r} is not one of {', '.join(TRANSPORTS)}")
     return BinanceFeedSettings(
+        transport=transport,
         ws_url=ws_url,
         rest_url=rest_url,
         stall_timeout=_seconds(raw, "stall_timeout", base.stall_timeout, "feed"),

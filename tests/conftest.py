@@ -14,3 +14,10 @@ def btc_frames() -> list[dict[str, Any]]:
     if not WS_BTC.exists():
         pytest.fail(f"recorded data missing: {WS_BTC} (CI provides ../shared/data)")
     return read_frames(WS_BTC)
+
+
+@pytest.fixture(params=["websockets", "python-binance"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Both ways of reading the stream (``feed.transport``) must pass the same tests."""
+    value: str = request.param
+    return value

@@ -28,12 +28,13 @@ def replay_exchange(**kwargs: object) -> LocalExchange:
 
 
 async def test_records_ground_truth_then_resumes(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, transport: str
 ) -> None:
     template = str(tmp_path / "{symbol}_{interval}.csv")
     path = tmp_path / "BTCUSDT_1m.csv"
+    feed = {"stall_timeout": 2, "transport": transport}
     async with replay_exchange() as exchange:
-        app = App(app_config(exchange, template))
+        app = App(app_config(exchange, template, feed=feed))
         with caplog.at_level(logging.INFO, logger="quantcore.console"):
             summary = await app.run(max_bars=40)
         rows = csv_rows(path)
@@ -47,7 +48,7 @@ async def test_records_ground_truth_then_resumes(
         assert len(printed) == 40
         assert printed[0].startswith("bar     BTCUSDT 1m 2024-09-04 02:27 UTC  O 56714.00")
 
-        again = App(app_config(exchange, template))
+        again = App(app_config(exchange, template, feed=feed))
         await again.run(max_bars=25)
         rows = csv_rows(path)
         assert len(rows) == 65

@@ -155,7 +155,7 @@ def caught_up(exchange: LocalExchange, folder: Path, symbol: str, settle_ms: int
 
 @pytest.mark.timeout(150)
 async def test_fault_schedule_on_the_realistic_exchange_records_the_final_bars(
-    tmp_path: Path,
+    tmp_path: Path, transport: str
 ) -> None:
     """Restarts land just after a close, inside the REST lag, where a REST row is still
     partial; drops, stalls, server restarts, shutdown notices and bad frames come at
@@ -166,7 +166,9 @@ async def test_fault_schedule_on_the_realistic_exchange_records_the_final_bars(
         speed=600, lag_ms=lag_ms, connection_lifetime=2.0, shutdown_lead=0.3
     ) as exchange:
         config = parse_config(
-            raw_config(exchange, tmp_path, feed_settings(40, max_connection_age=1.5))
+            raw_config(
+                exchange, tmp_path, feed_settings(40, max_connection_age=1.5, transport=transport)
+            )
         )
         apps: list[App] = []
         faults: list[str] = []
@@ -249,11 +251,11 @@ async def test_quiet_symbol_for_ten_minutes_causes_no_reconnect(tmp_path: Path) 
 
 
 @pytest.mark.timeout(60)
-async def test_silent_but_connected_server_is_detected(tmp_path: Path) -> None:
+async def test_silent_but_connected_server_is_detected(tmp_path: Path, transport: str) -> None:
     """The server keeps the connection and answers pings but stops pushing while BTCUSDT
     trades on: REST shows the market moved, so the feed reconnects, and nothing is lost."""
     async with realistic_exchange(speed=600, lag_ms=3_000) as exchange:
-        raw = raw_config(exchange, tmp_path, feed_settings(10))
+        raw = raw_config(exchange, tmp_path, feed_settings(10, transport=transport))
         raw["streams"] = [{"symbol": "BTCUSDT", "interval": "1m"}]
         app = App(parse_config(raw))
         run = asyncio.create_task(app.run())

@@ -40,14 +40,18 @@ def recorded_exchange(speed: float) -> LocalExchange:
 
 
 @pytest.mark.timeout(120)
-async def test_fault_schedule_records_exact_ground_truth(tmp_path: Path) -> None:
+async def test_fault_schedule_records_exact_ground_truth(tmp_path: Path, transport: str) -> None:
     rng = random.Random(20240904)
     path = tmp_path / "BTCUSDT_1m.csv"
     async with recorded_exchange(speed=1200) as exchange:
         config = app_config(
             exchange,
             str(tmp_path / "{symbol}_{interval}.csv"),
-            feed={"stall_timeout": 0.5, "reconnect": {"initial_delay": 0.05, "max_delay": 0.3}},
+            feed={
+                "stall_timeout": 0.5,
+                "reconnect": {"initial_delay": 0.05, "max_delay": 0.3},
+                "transport": transport,
+            },
         )
         app = App(config)
         run = asyncio.create_task(app.run())

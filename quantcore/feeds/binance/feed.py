@@ -38,9 +38,8 @@ from typing import Any
 
 import aiohttp
 import orjson
-from binance import AsyncClient, BinanceSocketManager
-from binance.exceptions import BinanceAPIException, ReadLoopClosed
-from binance.ws.constants import WSListenerState
+from binance import AsyncClient
+from binance.exceptions import BinanceAPIException
 
 from quantcore.backoff import Backoff, describe
 from quantcore.bus import EventBus
@@ -55,6 +54,12 @@ from quantcore.feeds.binance.limits import (
     RestLimits,
     connection_budget,
     rest_budget,
+)
+from quantcore.feeds.binance.transport import (
+    SocketClosed,
+    StreamSocket,
+    Transport,
+    open_socket,
 )
 from quantcore.intervals import bar_open_ms, interval_ms
 from quantcore.progress import progress
@@ -106,6 +111,9 @@ class BinanceFeedSettings:
 
     ws_url: str = "wss://stream.binance.com:9443/"
     rest_url: str = "https://api.binance.com/api"
+    transport: Transport = "websockets"
+    """How frames are read: websockets directly (default: a fifth of the CPU per frame, see
+    README Performance) or python-binance's socket."""
     max_queue_size: int = 100_000
     stall_timeout: float = 10.0
     """Seconds without any frame before REST is asked whether the market moved."""
@@ -148,7 +156,7 @@ class _Stream:
 class _Link:
     """One open socket and the task pumping it."""
 
-    socket: Any
+    socket: StreamSocket
     pump: asyncio.Task[None] | None = None
     closing: bool = False
     frames: int = 0
@@ -353,23 +361,13 @@ class BinanceKlineFeed(DataFeed):
             self.connect_budget.ban(wait)
             log.warning("%s: handshake refused (HTTP %s): waiting %.0fs", self.name, status, wait)
 
-    async def _open(self, names: Sequence[str]) -> Any:
-        """Connect one combined-stream socket with the library's own reconnects disabled."""
+    async def _open(self, names: Sequence[str]) -> StreamSocket:
+        """Connect one combined-stream socket with the configured transport."""
         assert self._client is not None
-        manager = BinanceSocketManager(self._client, max_queue_size=self.settings.max_queue_size)
-        manager.STREAM_URL = self.settings.ws_url
-        socket = manager.multiplex_socket(list(names))
-        socket.MAX_RECONNECTS = 0
-        socket.TIMEOUT = 1.0
-        # Keep frames as text: the codec decodes and validates them in one C pass, and
-        # the library's per-message debug f-string then copies a string, not a dict repr.
-        socket.json_loads = _keep_text
-        try:
-            await socket.__aenter__()
-        except BaseException:
-            await _close_socket(socket)
-            raise
-        return socket
+        settings = self.settings
+        return await open_socket(
+            settings.transport, self._client, settings.ws_url, names, settings.max_queue_size
+        )
 
     async def _watch(self, conn: _Connection) -> None:
         """Supervise the live link until it is lost; a planned close hands over instead."""
@@ -435,8 +433,8 @@ class BinanceKlineFeed(DataFeed):
         while not link.closing:
             try:
                 message = await socket.recv()
-            except ReadLoopClosed as exc:
-                raise StreamLost("read loop closed") from exc
+            except SocketClosed as exc:
+                raise StreamLost(str(exc)) from None
             now = conn.last_frame = conn.last_data = loop.time()
             link.frames += 1
             stats.frames += 1
@@ -807,10 +805,6 @@ def _ms_text(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
 
 
-def _keep_text(frame: str | bytes) -> str | bytes:
-    return frame
-
-
 def _is_server_shutdown(message: Any) -> bool:
     """Binance's notice that this server is about to restart (combined or raw form)."""
     if isinstance(message, bytes):
@@ -850,20 +844,4 @@ async def _close_link(link: _Link) -> None:
         await asyncio.wait({pump}, timeout=0.1)
     if pump is not None and not pump.cancelled() and pump.exception() is not None:
         log.debug("pump ended with %s", describe(pump.exception()))  # type: ignore[arg-type]
-    await _close_socket(link.socket)
-
-
-async def _close_socket(socket: Any) -> None:
-    """Tear a python-binance socket down quickly, even when the server went silent.
-
-    Its read loop only notices EXITING between receives, so the websocket is closed
-    first to wake it; the whole teardown is bounded so a wedged socket cannot hang us.
-    """
-    socket.ws_state = WSListenerState.EXITING
-    try:
-        async with asyncio.timeout(5):
-            if socket.ws is not None:
-                await socket.ws.close()
-            await socket.__aexit__(None, None, None)
-    except Exception as exc:
-        log.debug("socket teardown: %s", describe(exc))
+    await link.socket.close()
