@@ -280,6 +280,27 @@ async def exchange_process(
                 await proc.wait()
 
 
+@contextlib.asynccontextmanager
+async def blast_process(bars: int, updates: int) -> AsyncIterator[ExchangeProcess]:
+    """Run ``bench/blast_server.py`` (pre-rendered real frames, sent back to back)."""
+    server = Path(__file__).with_name("blast_server.py")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(server), "--bars", str(bars), "--updates", str(updates),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
+        match = re.search(r"ws=(\S+) rest=(\S+)", line)
+        if match is None:
+            raise RuntimeError(f"blast server did not print its URLs: {line!r}")
+        yield ExchangeProcess(match.group(1), match.group(2), proc.pid)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+
 # -- process measurements --------------------------------------------------------------------
 
 _TICK = os.sysconf("SC_CLK_TCK")
