@@ -92,9 +92,16 @@ class Reporter:
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with the ``--results`` option every script shares."""
+    """An argument parser with the ``--results`` and ``--transport`` options every script
+    shares (``--transport`` only matters where an App reads a stream)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--results", help="also write the figures as JSON to this file (run_all)")
+    p.add_argument(
+        "--transport",
+        choices=("websockets", "python-binance"),
+        default="websockets",
+        help="feed.transport of the App",
+    )
     return p
 
 
@@ -207,14 +214,19 @@ def recorded_frames() -> list[bytes]:
 
 
 def app_config(
-    ws_url: str, rest_url: str, names: Sequence[str], csv_dir: str, stall_timeout: float = 10.0
+    ws_url: str,
+    rest_url: str,
+    names: Sequence[str],
+    csv_dir: str,
+    stall_timeout: float = 10.0,
+    transport: str = "websockets",
 ) -> AppConfig:
     """HistoryStore + CsvRecorder (no console) on 1m streams of ``names``."""
     return parse_config(
         {
             "exchange": {"ws_url": ws_url, "rest_url": rest_url},
             "streams": [{"symbol": name, "interval": "1m"} for name in names],
-            "feed": {"stall_timeout": stall_timeout},
+            "feed": {"stall_timeout": stall_timeout, "transport": transport},
             "consumers": [
                 {"class": "history"},
                 {"class": "csv", "params": {"path": f"{csv_dir}/{{symbol}}_{{interval}}.csv"}},

@@ -121,12 +121,18 @@ async def main_async() -> None:
         async with exchange_process(
             names, speed=f"{speed:.6g}", updates_per_bar=args.updates_per_bar
         ) as exchange:
-            app = App(app_config(exchange.ws_url, exchange.rest_url, names, tmp), [probe, keeper])
+            app = App(
+                app_config(
+                    exchange.ws_url, exchange.rest_url, names, tmp, transport=args.transport
+                ),
+                [probe, keeper],
+            )
             summary = await app.run(duration=args.seconds + args.warmup + 1.0)
         bare = bare_write_latency(keeper.bars, tmp)
     window = (probe.last_ns - probe.start_ns) / 1e9
     rate = probe.frames / window if window > 0 else 0.0
     out.note(
+        f"transport {args.transport}; "
         f"{args.symbols} symbols x {per_bar} updates per 1m bar at speed {speed:.4g}: "
         f"{rate:,.0f} msg/s over {window:.1f} s, in bursts of {args.symbols} frames every "
         f"{1e3 * args.symbols / args.rate:.0f} ms; {len(probe.closed):,} closed bars measured; "

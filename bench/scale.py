@@ -237,7 +237,12 @@ async def main_async() -> None:
             offset = await clock_offset_ms(exchange.rest_url)
             probe = _Probe(offset)
             bare_rate, bare_cpu = await bare_baseline(exchange, names, args.baseline_seconds)
-            app = App(app_config(exchange.ws_url, exchange.rest_url, names, tmp), [probe])
+            app = App(
+                app_config(
+                    exchange.ws_url, exchange.rest_url, names, tmp, transport=args.transport
+                ),
+                [probe],
+            )
             task = asyncio.create_task(sampler(exchange.pid, samples))
             try:
                 summary = await app.run(duration=args.seconds)
@@ -263,6 +268,7 @@ async def main_async() -> None:
     exchange_share = _share(window, "exchange_cpu")
     frames_rate = probe.frames / (args.seconds)
     out.note(
+        f"transport {args.transport}; "
         f"{'kind' if args.kind else 'realistic (Binance limits on)'} exchange: "
         f"{args.symbols:,} symbols x 1m, {args.updates_per_bar} updates/bar at speed 1 "
         f"(expected ~{expected:,.0f} msg/s); App ran {args.seconds:.0f} s, measured after "
