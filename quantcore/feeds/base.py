@@ -119,7 +119,7 @@ class DataFeed(ABC):
         caller fills the hole, then publishes ``bar`` with :meth:`publish_closed`.
         """
         sequencer = self.sequencers.get((bar.symbol, bar.interval))
-        if sequencer is None or self.limit_reached:
+        if sequencer is None or (self.bar_limit is not None and self.limit_reached):
             self.stats.stale += 1
             return None
         last = sequencer.last

@@ -13,13 +13,13 @@ else, so the feed can count and skip bad frames without ever crashing.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from quantcore.decimals import NOT_PLAIN, decode_floats
-from quantcore.events import BarDecimals, BarEvent, new_bar_event
+from quantcore.events import BarDecimals, BarEvent
 from quantcore.intervals import INTERVAL_MS
 
 
@@ -73,16 +73,18 @@ _decode_frame = msgspec.json.Decoder(_Frame, strict=False).decode
 
 
 _MAX_CACHED_TIMES = 65_536
+_MILLIS = tuple(timedelta(milliseconds=ms) for ms in range(1000))
 
 
 class KlineCodec:
     """Stateful only for speed: bar open/close datetimes repeat across the ~30 updates
     of one bar, so they are cached by their millisecond value."""
 
-    __slots__ = ("_times",)
+    __slots__ = ("_seconds", "_times")
 
     def __init__(self) -> None:
         self._times: dict[int, datetime] = {}
+        self._seconds: dict[int, datetime] = {}
 
     def _time(self, ms: int) -> datetime:
         moment = self._times.get(ms)
@@ -92,10 +94,23 @@ class KlineCodec:
             moment = self._times[ms] = _utc(ms)
         return moment
 
-    def parse_text(self, text: str | bytes, received_ns: int = 0) -> BarEvent:
-        """A WebSocket kline frame as received (raw or combined JSON) → BarEvent."""
+    def _event_time(self, ms: int) -> datetime:
+        """Event times differ per frame: the whole second is cached and the milliseconds
+        added, half the cost of ``fromtimestamp`` and the same exact result."""
+        second = self._seconds.get(ms // 1000)
+        if second is None:
+            if len(self._seconds) >= _MAX_CACHED_TIMES:
+                self._seconds.clear()
+            second = self._seconds[ms // 1000] = _utc(ms - ms % 1000)
+        return second + _MILLIS[ms % 1000]
+
+    def parse(self, message: Any, received_ns: int = 0) -> BarEvent:
+        """A WebSocket kline frame as received (raw or combined JSON text or bytes) →
+        BarEvent; an already-decoded dict goes to :meth:`parse_frame`."""
+        if not isinstance(message, (str, bytes)):  # a tuple: no union object built per call
+            return self.parse_frame(message, received_ns)
         try:
-            frame = _decode_frame(text)
+            frame = _decode_frame(message)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise KlineParseError(f"not a kline frame ({exc})") from None
         event = frame.data
@@ -108,13 +123,13 @@ class KlineCodec:
             raise KlineParseError("not a kline frame (no kline event in it)")
         if kind != "kline":
             raise KlineParseError(f"not a kline event: e={kind!r}")
-        return self._checked(k, _utc(event_ms), received_ns)
+        second = self._seconds.get(event_ms // 1000)  # _event_time's hit, inlined
+        if second is None:
+            return self._checked(k, self._event_time(event_ms), received_ns)
+        return self._checked(k, second + _MILLIS[event_ms % 1000], received_ns)
 
-    def parse(self, message: Any, received_ns: int = 0) -> BarEvent:
-        """Text or bytes (``parse_text``) or an already-decoded dict (``parse_frame``)."""
-        if isinstance(message, str | bytes):
-            return self.parse_text(message, received_ns)
-        return self.parse_frame(message, received_ns)
+    parse_text = parse
+    """The text path of :meth:`parse` (one method: a call less per frame)."""
 
     def parse_frame(self, message: Any, received_ns: int = 0) -> BarEvent:
         """A decoded WebSocket kline message (raw or combined) → BarEvent."""
@@ -135,7 +150,7 @@ class KlineCodec:
                 raise KlineParseError("t, T, E and n must be integers and x a boolean")
             return self._build(
                 k["s"], k["i"], t, close_ms, k["o"], k["h"], k["l"], k["c"], k["v"], k["q"],
-                n, k["V"], k["Q"], closed, _utc(event_ms), received_ns,
+                n, k["V"], k["Q"], closed, self._event_time(event_ms), received_ns,
             )  # fmt: skip
         except KlineParseError:
             raise
@@ -233,7 +248,7 @@ class KlineCodec:
         times = self._times
         open_time = times.get(t) or self._time(t)
         close_time = times.get(close_ms) or self._time(close_ms)
-        return new_bar_event(
+        return BarEvent(
             symbol, interval, open_time, close_time, fo, fh, fl, fc, fv, fq, n, ftv, ftq,
             k.x, event_time, received_ns, BarDecimals(o, h, lo, c, v, q, tv, tq),
         )  # fmt: skip
