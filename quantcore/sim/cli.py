@@ -10,10 +10,11 @@ import signal
 import sys
 from pathlib import Path
 
+from .formats import DataFileError
 from .klines import interval_ms
 from .realism import Realism
 from .server import LocalExchange
-from .sources import DataFileError, sources_from_specs
+from .sources import sources_from_specs
 
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 _SHOWN_STREAMS = 20
