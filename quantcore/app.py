@@ -103,7 +103,7 @@ class App:
         if duration is not None and duration <= 0:
             raise ValueError(f"duration must be positive seconds or None, got {duration!r}")
         if not logging.getLogger().handlers:
-            configure_logging(self.config.log_level)
+            configure_logging(self.config.log_level, self.config.log_file)
         started = time.monotonic()
         for component in self.components:
             component.attach(self.context)

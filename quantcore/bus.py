@@ -231,3 +231,4 @@ class EventBus:
     def _handler_failed(self, topic: str, name: str, exc: Exception) -> None:
         self.handler_errors[name] += 1
         log.error("subscriber %s failed on %s: %s: %s", name, topic, type(exc).__name__, exc)
+        log.debug("subscriber %s traceback", name, exc_info=exc)

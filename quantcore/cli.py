@@ -60,7 +60,7 @@ def run_command(config_path: str, duration: float | None, max_bars: int | None) 
         config = load_config(config_path)
         if max_bars is not None and max_bars < 1:
             raise ConfigError(f"--max-bars: {max_bars} is not a positive integer")
-        configure_logging(config.log_level)
+        configure_logging(config.log_level, config.log_file)
         app = App(config)
         summary = asyncio.run(app.run(duration=duration, max_bars=max_bars))
     except ConfigError as exc:

@@ -90,6 +90,15 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LogFile:
+    """``logging.file``: also log to this file, rotated at ``max_bytes``, keeping ``backups``."""
+
+    path: str
+    max_bytes: int = 10_000_000
+    backups: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class AppConfig:
     source: str
     streams: tuple[tuple[str, str], ...]
@@ -99,6 +108,7 @@ class AppConfig:
     log_level: str = "INFO"
     redis: RedisSourceConfig | None = None
     runtime: RuntimeConfig = RuntimeConfig()
+    log_file: LogFile | None = None
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -138,13 +148,19 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     feed = _feed(_mapping(top.get("feed", {}), "feed"), ws_url, rest_url)
     consumers = _consumers(top.get("consumers"))
     logging_cfg = _mapping(top.get("logging", {}), "logging")
-    _only(logging_cfg, "logging", {"level"})
+    _only(logging_cfg, "logging", {"level", "file", "max_bytes", "backups"})
     level = str(logging_cfg.get("level", "INFO")).upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"logging.level: {level!r} is not DEBUG, INFO, WARNING or ERROR")
-    return AppConfig(
-        source, streams, feed, consumers, local, level, redis, _runtime(top.get("runtime", {}))
-    )
+    path = logging_cfg.get("file")
+    if path is not None and (not isinstance(path, str) or not path):
+        raise ConfigError(f"logging.file: expected a file path, got {path!r}")
+    log_file = None
+    if path is not None:
+        size = int(_number(logging_cfg, "max_bytes", 10_000_000, "logging", True, 1024))
+        log_file = LogFile(path, size, int(_number(logging_cfg, "backups", 5, "logging", True)))
+    runtime = _runtime(top.get("runtime", {}))
+    return AppConfig(source, streams, feed, consumers, local, level, redis, runtime, log_file)
 
 
 def _runtime(raw: Any) -> RuntimeConfig:
