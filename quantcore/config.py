@@ -18,7 +18,8 @@ import yaml
 
 from quantcore.backoff import Backoff
 from quantcore.component import Component
-from quantcore.feeds.binance.feed import BinanceFeedSettings, ReconnectPolicy
+from quantcore.feeds.base import ReconnectPolicy
+from quantcore.feeds.binance.feed import BinanceFeedSettings
 from quantcore.feeds.binance.limits import ConnectLimits, RestLimits
 from quantcore.intervals import interval_ms
 
