@@ -253,27 +253,21 @@ def _given(section: Struct) -> dict[str, Any]:
 def _feed(raw: _Feed, ws_url: str, rest_url: str) -> BinanceFeedSettings:
     given = _given(raw)
     reconnect, limits = given.pop("reconnect"), _given(given.pop("limits"))
-    rest = (
-        {"weight_per_minute": limits.pop("weight_per_minute")}
-        if "weight_per_minute" in limits
-        else {}
-    )
+    rest = {key: limits.pop(key) for key in ("weight_per_minute",) if key in limits}
     backoff = _given(reconnect)
-    max_attempts = backoff.pop("max_attempts")
+    attempts = backoff.pop("max_attempts")
     return BinanceFeedSettings(
         ws_url=ws_url,
         rest_url=rest_url,
-        reconnect=ReconnectPolicy(Backoff(**backoff), max_attempts),
+        reconnect=ReconnectPolicy(Backoff(**backoff), attempts),
         connect_limits=ConnectLimits(**limits),
         rest_limits=RestLimits(**rest),
         **given,
     )
 
 
-def normalize_symbol(value: Any, where: str) -> str:
+def normalize_symbol(value: str, where: str) -> str:
     """``BTC-USDT``, ``btc/usdt`` and ``BTCUSDT`` all mean Binance's ``BTCUSDT``."""
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a symbol like BTCUSDT, got {value!r}")
     symbol = re.sub(r"[-/_ ]", "", value).upper()
     if not _SYMBOL.match(symbol):
         raise ConfigError(f"{where}: {value!r} is not a Binance symbol (letters and digits)")
@@ -367,15 +361,12 @@ def _schema_error(message: str, raw: Any) -> ConfigError:
     for key, index in _PATH.findall(path):
         value = value[int(index)] if index else value.get(key)
     expected = problem.removeprefix("Expected ").partition(", got")[0]
-    if expected == problem or "missing required field" in problem:
+    if expected == problem:
         return ConfigError(f"{where}: {value!r}: {problem}")
-    words = re.sub(r"`([^`]*)`", lambda m: _kinds(m[1]), expected)
+    words = re.sub(
+        r"`([a-z]+)`", lambda m: _KINDS.get(m[1], m[1]), expected.replace(" | ", "` or `")
+    )
     return ConfigError(f"{where}: {value!r} is not {words}")
-
-
-def _kinds(types: str) -> str:
-    """``int | null`` → ``an integer or empty``."""
-    return " or ".join(_KINDS.get(name, name) for name in types.split(" | "))
 
 
 def _keys(path: str) -> list[str]:
