@@ -1,11 +1,12 @@
 """EventBus: topic publish/subscribe on pyee, with subscriber isolation and in-order delivery.
 
-pyee alone lets one raising handler abort ``emit`` (skipping the handlers after it)
-and runs coroutine handlers as interleaving tasks. The bus wraps every handler so a
-failure is logged and counted instead, and gives each coroutine handler its own bounded
-queue and worker so it still sees events one at a time, in publish order, without ever
-blocking the publisher: ``bar.partial`` keeps the newest ``queue_size`` updates (oldest
-dropped), every other topic keeps up to ``max_backlog`` events, then drops and logs.
+pyee keeps the listeners; pyee's ``emit`` would let one raising handler abort the
+handlers after it and run coroutine handlers as interleaving tasks. The bus delivers
+itself, each call isolated (a failure is logged and counted), and gives each coroutine
+handler its own bounded queue and worker so it still sees events one at a time, in
+publish order, without ever blocking the publisher: ``bar.partial`` keeps the newest
+``queue_size`` updates (oldest dropped), every other topic keeps up to ``max_backlog``
+events, then drops and logs.
 """
 
 from __future__ import annotations
