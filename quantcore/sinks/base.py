@@ -86,15 +86,8 @@ class BufferedSink(Component, ABC):
         return self.buffer.dropped + len(self.buffer)
 
     def resume_point(self, symbol: str, interval: str) -> int | None:
-        points = [
-            p
-            for p in (
-                self.stored_resume_point(symbol, interval),
-                self._queued.get((symbol, interval)),
-            )
-            if p is not None
-        ]
-        return max(points) if points else None
+        points = (self.stored_resume_point(symbol, interval), self._queued.get((symbol, interval)))
+        return max((point for point in points if point is not None), default=None)
 
     def stored_resume_point(self, symbol: str, interval: str) -> int | None:
         """Open time (ms) of the newest bar already in storage, if known."""

@@ -68,8 +68,7 @@ class _Frame(msgspec.Struct, gc=False):
     k: _Kline | None = None
 
 
-_fields = msgspec.structs.astuple
-"""A ``_Kline``'s fields in declaration order, in one C call (vs 14 attribute reads)."""
+_fields = msgspec.structs.astuple  # a _Kline's fields in order: one C call, not 14 reads
 
 # Lax mode: an integer or boolean sent as a string is read for its value rather than refused.
 _decode_frame = msgspec.json.Decoder(_Frame, strict=False).decode
