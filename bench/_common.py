@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from quantcore.config import AppConfig, parse_config
+from quantcore.sim.generator import RandomWalkSource
 from quantcore.sim.market import Market
-from quantcore.sim.sources import RandomWalkSource
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

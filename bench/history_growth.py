@@ -17,17 +17,17 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from _common import Reporter, load_average, parser
+from msgspec.structs import replace
 
 from quantcore.consumers.csv_recorder import CsvRecorder
 from quantcore.consumers.history import COLUMNS, HistoryStore
-from quantcore.events import BarDecimals, BarEvent, new_bar_event
+from quantcore.events import BarDecimals, BarEvent
 
 SYMBOL, INTERVAL = "BTCUSDT", "1m"
 T0 = datetime(2017, 1, 1, tzinfo=UTC)
@@ -43,7 +43,7 @@ def make_bars(start: int, count: int) -> Iterator[BarEvent]:
         values = (base, base + 12.5, base - 7.25, base + 3.01, 11.02444 + i % 97, 624_782.95 + i,
                   2.24261, 127_055.798)  # fmt: skip
         o, h, lo, c, v, q, tv, tq = (f"{x:.8f}" for x in values)
-        yield new_bar_event(
+        yield BarEvent(
             SYMBOL, INTERVAL, open_time, open_time + MINUTE - timedelta(milliseconds=1),
             *map(float, (o, h, lo, c, v, q)), 1425, float(tv), float(tq), True,
             open_time + MINUTE, 0, BarDecimals(o, h, lo, c, v, q, tv, tq),

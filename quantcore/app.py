@@ -112,7 +112,7 @@ class App:
         if duration is not None and duration <= 0:
             raise ValueError(f"duration must be positive seconds or None, got {duration!r}")
         if not logging.getLogger().handlers:
-            configure_logging(self.config.log_level)
+            configure_logging(self.config.log_level, self.config.log_file)
         started = time.monotonic()
         for component in self.components:
             component.attach(self.context)
@@ -294,7 +294,7 @@ def start_local_exchange(
     from quantcore.sim import DataFileError, LocalExchange, sources_from_specs
 
     try:
-        sources = sources_from_specs(list(local.data))
+        sources = sources_from_specs(list(local.data or ()))
         start_ms = None
         if not sources and resume:
             now_ms = int(time.time() * 1000)
@@ -305,7 +305,7 @@ def start_local_exchange(
             symbols=sorted({symbol for symbol, _ in streams}),
             intervals=sorted({interval for _, interval in streams}),
             seed=local.seed,
-            speed=local.speed,
+            speed=local.rate,
             history_bars=local.history_bars,
             updates_per_bar=local.updates_per_bar,
             port=local.port,

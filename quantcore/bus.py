@@ -1,11 +1,12 @@
 """EventBus: topic publish/subscribe on pyee, with subscriber isolation and in-order delivery.
 
-pyee alone lets one raising handler abort ``emit`` (skipping the handlers after it)
-and runs coroutine handlers as interleaving tasks. The bus wraps every handler so a
-failure is logged and counted instead, and gives each coroutine handler its own bounded
-queue and worker so it still sees events one at a time, in publish order, without ever
-blocking the publisher: ``bar.partial`` keeps the newest ``queue_size`` updates (oldest
-dropped), every other topic keeps up to ``max_backlog`` events, then drops and logs.
+pyee keeps the listeners; pyee's ``emit`` would let one raising handler abort the
+handlers after it and run coroutine handlers as interleaving tasks. The bus delivers
+itself, each call isolated (a failure is logged and counted), and gives each coroutine
+handler its own bounded queue and worker so it still sees events one at a time, in
+publish order, without ever blocking the publisher: ``bar.partial`` keeps the newest
+``queue_size`` updates (oldest dropped), every other topic keeps up to ``max_backlog``
+events, then drops and logs.
 """
 
 from __future__ import annotations
@@ -23,32 +24,6 @@ from pyee import EventEmitter
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], None] | Callable[[Any], Awaitable[None]]
-
-
-class _IsolatingEmitter(EventEmitter):
-    """pyee's synchronous emitter, delivering with each handler call isolated.
-
-    ``_call_handlers`` is the step of pyee's ``emit`` that runs the listeners (its
-    asyncio and Twisted emitters override the same hooks). This one skips the lock
-    (quantcore publishes from one event loop, never from threads), copies the listeners
-    so a handler may (un)subscribe mid-delivery, and reports a failing handler instead
-    of letting it abort the others.
-    """
-
-    def __init__(self, on_error: Callable[[Callable[..., Any], Exception], None]) -> None:
-        super().__init__()
-        self._on_error = on_error
-
-    def _call_handlers(self, event: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        listeners = self._events.get(event)
-        if not listeners:
-            return False
-        for handler in tuple(listeners.values()):
-            try:
-                handler(*args)
-            except Exception as exc:
-                self._on_error(handler, exc)
-        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +137,12 @@ class EventBus:
         self.queue_size = queue_size
         self.max_backlog = max_backlog
         self.lossy_topics = lossy_topics
-        self._emitter = _IsolatingEmitter(self._delivery_failed)
+        self._emitter = EventEmitter()
+        self._handlers: dict[str, tuple[Callable[[Any], None], ...]] = {}
+        """Per topic, a snapshot of pyee's listeners, refreshed on (un)subscribe: the hot
+        path iterates it without pyee's lock and copies, and a handler may (un)subscribe
+        mid-delivery."""
         self._names: dict[Callable[..., Any], str] = {}
-        self._topic = ""
         self._workers: list[_AsyncWorker] = []
         self.published: Counter[str] = Counter()
         self.handler_errors: Counter[str] = Counter()
@@ -189,22 +167,27 @@ class EventBus:
             wrapper = handler  # type: ignore[assignment]
         self._names[wrapper] = label
         self._emitter.add_listener(topic, wrapper)
+        self._handlers[topic] = tuple(self._emitter.listeners(topic))
         return Subscription(topic, label, wrapper)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._emitter.remove_listener(subscription.topic, subscription.wrapper)
+        self._handlers[subscription.topic] = tuple(self._emitter.listeners(subscription.topic))
         self._names.pop(subscription.wrapper, None)
 
     def publish(self, topic: str, event: Any) -> None:
-        """Deliver ``event`` to the topic's handlers now, in order."""
+        """Deliver ``event`` to the topic's handlers now, in order; a failing one is
+        reported and the others still run."""
         self.published[topic] += 1
-        outer, self._topic = self._topic, topic
-        self._emitter.emit(topic, event)
-        self._topic = outer
+        for handler in self._handlers.get(topic, ()):
+            try:
+                handler(event)
+            except Exception as exc:
+                self._handler_failed(topic, self._names.get(handler, repr(handler)), exc)
 
     def has_subscribers(self, topic: str) -> bool:
         """Lets publishers skip building events nobody listens to."""
-        return bool(self._emitter.listeners(topic))
+        return bool(self._handlers.get(topic))
 
     def backlog(self) -> dict[str, int]:
         """Events waiting (or being handled) per coroutine subscriber."""
@@ -246,9 +229,7 @@ class EventBus:
                 self.abandoned[worker.name] += abandoned
         return stuck
 
-    def _delivery_failed(self, handler: Callable[..., Any], exc: Exception) -> None:
-        self._handler_failed(self._topic, self._names.get(handler, repr(handler)), exc)
-
     def _handler_failed(self, topic: str, name: str, exc: Exception) -> None:
         self.handler_errors[name] += 1
         log.error("subscriber %s failed on %s: %s: %s", name, topic, type(exc).__name__, exc)
+        log.debug("subscriber %s traceback", name, exc_info=exc)

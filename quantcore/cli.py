@@ -112,8 +112,9 @@ def describe_config(config: AppConfig) -> list[str]:
     lines = [f"{config.source}: valid"]
     if config.local is not None:
         local = config.local
-        speed = "max" if local.speed is None else f"{local.speed:g}x"
-        data = ", ".join(local.data) or f"seeded random walk (seed {local.seed})"
+        speed = "max" if local.rate is None else f"{local.rate:g}x"
+        specs = local.data if isinstance(local.data, tuple) else ()
+        data = ", ".join(specs) or f"seeded random walk (seed {local.seed})"
         lines.append(f"exchange: local on 127.0.0.1 port {local.port or 'any'}, speed {speed}")
         lines.append(f"  data: {data}; history_bars={local.history_bars}")
     elif config.redis is not None:
@@ -160,7 +161,7 @@ def run_command(config_path: str, duration: float | None, max_bars: int | None) 
         config = load_config(config_path)
         if max_bars is not None and max_bars < 1:
             raise ConfigError(f"--max-bars: {max_bars} is not a positive integer")
-        configure_logging(config.log_level)
+        configure_logging(config.log_level, config.log_file)
         app = App(config)
         summary = asyncio.run(app.run(duration=duration, max_bars=max_bars))
     except ConfigError as exc:

@@ -1,8 +1,10 @@
 """YAML config → frozen, validated settings, checked completely before anything connects.
 
-Every problem is reported as one line naming the file, the field path and the bad
-value (``config/x.yaml: streams[0].interval: '7m' is not ...``), because a trading
-process that half-starts on a typo is worse than one that refuses to start.
+The file's shape, types and bounds are declared as msgspec schemas and checked by
+msgspec; what remains here is what a schema cannot say (symbol spelling, intervals,
+URL forms, importing consumer classes). Every problem is one line naming the file, the
+field path and the bad value (``config/x.yaml: streams[0].interval: '7m' is not ...``),
+because a trading process that half-starts on a typo is worse than one that refuses.
 """
 
 from __future__ import annotations
@@ -12,16 +14,21 @@ import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
+import msgspec.inspect
 import yaml
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from quantcore.backoff import Backoff
 from quantcore.component import Component
-from quantcore.feeds.binance.feed import BinanceFeedSettings, ReconnectPolicy
+from quantcore.feeds.base import ReconnectPolicy
+from quantcore.feeds.binance.feed import BinanceFeedSettings
 from quantcore.feeds.binance.limits import ConnectLimits, RestLimits
-from quantcore.feeds.binance.transport import TRANSPORTS
+from quantcore.feeds.binance.transport import Transport
 from quantcore.intervals import interval_ms
 
 BUILTIN_CONSUMERS = {
@@ -35,36 +42,145 @@ BUILTIN_CONSUMERS = {
 }
 """Short names usable as ``class:`` in the YAML for the built-in consumers."""
 
-_LIMIT_KEYS = {"connect_attempts", "connect_window", "connect_spacing", "rest_weight"}
+_DEFAULT_FEED = BinanceFeedSettings()
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
 _URL = re.compile(r"^(wss?|https?)://[^\s/]+(/\S*)?$")
+
+Seconds = Annotated[float, Meta(ge=0.01)]
+NonNegative = Annotated[float, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=1)]
+Index = Annotated[int, Meta(ge=0)]
+Text = Annotated[str, Meta(min_length=1)]
 
 
 class ConfigError(ValueError):
     """A config problem; ``str()`` is the single line shown to the user."""
 
 
-@dataclass(frozen=True, slots=True)
-class LocalExchangeConfig:
+class _Section(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A YAML mapping: unknown keys are errors, not silently ignored typos."""
+
+
+class LocalExchangeConfig(_Section, frozen=True):
     """Start the embedded local exchange and point the feed at it (offline runs)."""
 
-    speed: float | None = 60.0
-    seed: int = 7
-    data: tuple[str, ...] = ()
-    port: int = 0
-    history_bars: int = 0
-    updates_per_bar: int | None = None
+    speed: Annotated[float, Meta(gt=0)] | Literal["max"] = 60.0
+    seed: Index = 7
+    data: str | tuple[str, ...] | None = ()
+    """``[SYMBOL=]FILE`` replay specs; one string is a list of one, none an empty list."""
+    port: Index = 0
+    history_bars: Index = 0
+    updates_per_bar: Index | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, tuple):
+            msgspec.structs.force_setattr(self, "data", (self.data,) if self.data else ())
+
+    @property
+    def rate(self) -> float | None:
+        """Market time per wall time; None for ``max`` (as fast as the client reads)."""
+        return self.speed if isinstance(self.speed, float) else None
 
 
-@dataclass(frozen=True, slots=True)
-class RedisSourceConfig:
+class RedisSourceConfig(_Section, frozen=True):
     """Read bars another quantcore process publishes to Redis Streams (fan-out)."""
 
-    url: str = "redis://127.0.0.1:6379/0"
-    group: str = "quantcore"
-    consumer: str = "main"
-    prefix: str = "quantcore:bars"
+    url: Annotated[str, Meta(pattern=r"^(redis|rediss|unix)://")] = "redis://127.0.0.1:6379/0"
+    group: Text = "quantcore"
+    consumer: Text = "main"
+    prefix: Text = "quantcore:bars"
     partials: bool = False
+
+
+class RuntimeConfig(_Section, frozen=True):
+    """``runtime:``: per-subscriber queue bounds of the bus and the per-component stop timeout."""
+
+    queue_size: Count = 1_000
+    max_backlog: Count = 1_000_000
+    stop_timeout: Seconds = 5.0
+
+
+class MetricsConfig(_Section, frozen=True):
+    """``metrics:``: serve /metrics (Prometheus) and /health; loopback unless told otherwise."""
+
+    port: Annotated[int, Meta(ge=0, le=65535)]
+    host: Text = "127.0.0.1"
+
+
+class LogFile(_Section, frozen=True):
+    """``logging.file``: also log to this file, rotated at ``max_bytes``, keeping ``backups``."""
+
+    path: str
+    max_bytes: int = 10_000_000
+    backups: int = 5
+
+
+class _Reconnect(_Section, frozen=True):
+    initial: Seconds | UnsetType = field(default=UNSET, name="initial_delay")
+    maximum: Seconds | UnsetType = field(default=UNSET, name="max_delay")
+    max_attempts: Count | None = None
+
+
+class _Limits(_Section, frozen=True):
+    attempts: Count | UnsetType = field(default=UNSET, name="connect_attempts")
+    window: Seconds | UnsetType = field(default=UNSET, name="connect_window")
+    spacing: NonNegative | UnsetType = field(default=UNSET, name="connect_spacing")
+    weight_per_minute: Annotated[int, Meta(ge=10)] | UnsetType = field(
+        default=UNSET, name="rest_weight"
+    )
+
+
+class _Feed(_Section, frozen=True):
+    """``feed:``; anything not given keeps :class:`BinanceFeedSettings`' default."""
+
+    stall_timeout: Seconds | UnsetType = UNSET
+    max_queue_size: Count | UnsetType = UNSET
+    backfill_limit: Index | UnsetType = UNSET
+    warmup_bars: Index | UnsetType = UNSET
+    streams_per_connection: Count | UnsetType = UNSET
+    settle: NonNegative | UnsetType = UNSET
+    poll: Seconds | UnsetType = UNSET
+    probe_streams: Count | UnsetType = UNSET
+    max_connection_age: Seconds | UnsetType = UNSET
+    healthy_after: NonNegative | UnsetType = UNSET
+    max_url_chars: Annotated[int, Meta(ge=200)] | UnsetType = UNSET
+    transport: Transport | UnsetType = UNSET
+    reconnect: _Reconnect = _Reconnect()
+    limits: _Limits = _Limits()
+
+
+class _Exchange(_Section, frozen=True):
+    ws_url: str = _DEFAULT_FEED.ws_url
+    rest_url: str = _DEFAULT_FEED.rest_url
+    local: LocalExchangeConfig | bool | None = None
+    redis: RedisSourceConfig | None = None
+
+
+class _Stream(_Section, frozen=True):
+    symbol: str
+    interval: str = "1m"
+
+
+class _Consumer(_Section, frozen=True):
+    target: str = field(name="class")
+    params: dict[str, Any] | None = None
+
+
+class _Logging(_Section, frozen=True):
+    level: str = "INFO"
+    file: Text | None = None
+    max_bytes: Annotated[int, Meta(ge=1024)] = 10_000_000
+    backups: Count = 5
+
+
+class _Document(_Section, frozen=True):
+    exchange: _Exchange = _Exchange()
+    streams: list[_Stream] | None = None
+    feed: _Feed = _Feed()
+    consumers: list[str | _Consumer] | None = None
+    logging: _Logging = _Logging()
+    runtime: RuntimeConfig = RuntimeConfig()
+    metrics: MetricsConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,23 +209,6 @@ class ConsumerSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class RuntimeConfig:
-    """``runtime:``: per-subscriber queue bounds of the bus and the per-component stop timeout."""
-
-    queue_size: int = 1_000
-    max_backlog: int = 1_000_000
-    stop_timeout: float = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    """``metrics:``: serve /metrics (Prometheus) and /health; loopback unless told otherwise."""
-
-    port: int
-    host: str = "127.0.0.1"
-
-
-@dataclass(frozen=True, slots=True)
 class AppConfig:
     source: str
     streams: tuple[tuple[str, str], ...]
@@ -118,7 +217,8 @@ class AppConfig:
     local: LocalExchangeConfig | None = None
     log_level: str = "INFO"
     redis: RedisSourceConfig | None = None
-    runtime: RuntimeConfig = RuntimeConfig()
+    runtime: RuntimeConfig = dataclass_field(default_factory=RuntimeConfig)
+    log_file: LogFile | None = None
     metrics: MetricsConfig | None = None
 
 
@@ -144,233 +244,87 @@ def load_config(path: str | Path) -> AppConfig:
 
 def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     """Validate an already-loaded mapping (the YAML document)."""
-    top = _mapping(raw, "config")
-    _only(
-        top, "config", {"exchange", "streams", "feed", "consumers", "logging", "runtime", "metrics"}
-    )
-    exchange = _mapping(top.get("exchange", {}), "exchange")
-    _only(exchange, "exchange", {"ws_url", "rest_url", "local", "redis"})
-    defaults = BinanceFeedSettings()
-    ws_url = _url(exchange.get("ws_url", defaults.ws_url), "exchange.ws_url", "ws")
-    rest_url = _url(exchange.get("rest_url", defaults.rest_url), "exchange.rest_url")
-    local = _local(exchange.get("local"))
-    redis = _redis(exchange.get("redis"))
-    if local is not None and redis is not None:
+    try:
+        doc = msgspec.convert(raw, _Document)
+    except msgspec.ValidationError as exc:
+        raise _schema_error(str(exc), raw) from None
+    exchange = doc.exchange
+    local = LocalExchangeConfig() if exchange.local is True else exchange.local or None
+    if local is not None and exchange.redis is not None:
         raise ConfigError("exchange: 'local' and 'redis' are alternatives; choose one")
-    streams = _streams(top.get("streams"))
-    feed = _feed(_mapping(top.get("feed", {}), "feed"), ws_url, rest_url)
-    consumers = _consumers(top.get("consumers"))
-    logging_cfg = _mapping(top.get("logging", {}), "logging")
-    _only(logging_cfg, "logging", {"level"})
-    level = str(logging_cfg.get("level", "INFO")).upper()
+    streams = _streams(doc.streams)
+    logs = doc.logging
+    level = logs.level.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"logging.level: {level!r} is not DEBUG, INFO, WARNING or ERROR")
-    runtime = _runtime(top.get("runtime", {}))
-    metrics = _metrics(top.get("metrics"))
-    return AppConfig(source, streams, feed, consumers, local, level, redis, runtime, metrics)
+    log_file = None if logs.file is None else LogFile(logs.file, logs.max_bytes, logs.backups)
+    ws_url = _url(exchange.ws_url, "exchange.ws_url", "ws")
+    feed = _feed(doc.feed, ws_url, _url(exchange.rest_url, "exchange.rest_url"))
+    consumers = _consumers(doc.consumers)
+    return AppConfig(
+        source, streams, feed, consumers, local, level, exchange.redis, doc.runtime, log_file,
+        doc.metrics,
+    )  # fmt: skip
 
 
-def _metrics(raw: Any) -> MetricsConfig | None:
-    """Absent or null: no HTTP endpoint at all."""
-    if raw is None:
-        return None
-    section = _mapping(raw, "metrics")
-    _only(section, "metrics", {"port", "host"})
-    if "port" not in section:
-        raise ConfigError("metrics.port: missing; give a TCP port (0: any free port)")
-    host = section.get("host", "127.0.0.1")
-    if not isinstance(host, str) or not host:
-        raise ConfigError(f"metrics.host: expected an address like 127.0.0.1, got {host!r}")
-    port = int(_number(section, "port", 0, "metrics", True, 0))
-    if port > 65535:
-        raise ConfigError(f"metrics.port: {port} is not a TCP port (0-65535)")
-    return MetricsConfig(port, host)
+def _given(section: Struct) -> dict[str, Any]:
+    """The fields of a schema section that the YAML gave (not UNSET)."""
+    fields = ((name, getattr(section, name)) for name in section.__struct_fields__)
+    return {name: value for name, value in fields if value is not UNSET}
 
 
-def _runtime(raw: Any) -> RuntimeConfig:
-    section = _mapping(raw, "runtime")
-    _only(section, "runtime", {"queue_size", "max_backlog", "stop_timeout"})
-    base = RuntimeConfig()
-    return RuntimeConfig(
-        queue_size=int(_number(section, "queue_size", base.queue_size, "runtime", True)),
-        max_backlog=int(_number(section, "max_backlog", base.max_backlog, "runtime", True)),
-        stop_timeout=_seconds(section, "stop_timeout", base.stop_timeout, "runtime"),
+def _feed(raw: _Feed, ws_url: str, rest_url: str) -> BinanceFeedSettings:
+    given = _given(raw)
+    reconnect, limits = given.pop("reconnect"), _given(given.pop("limits"))
+    rest = {key: limits.pop(key) for key in ("weight_per_minute",) if key in limits}
+    backoff = _given(reconnect)
+    attempts = backoff.pop("max_attempts")
+    return BinanceFeedSettings(
+        ws_url=ws_url,
+        rest_url=rest_url,
+        reconnect=ReconnectPolicy(Backoff(**backoff), attempts),
+        connect_limits=ConnectLimits(**limits),
+        rest_limits=RestLimits(**rest),
+        **given,
     )
 
 
-def normalize_symbol(value: Any, where: str) -> str:
+def normalize_symbol(value: str, where: str) -> str:
     """``BTC-USDT``, ``btc/usdt`` and ``BTCUSDT`` all mean Binance's ``BTCUSDT``."""
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a symbol like BTCUSDT, got {value!r}")
     symbol = re.sub(r"[-/_ ]", "", value).upper()
     if not _SYMBOL.match(symbol):
         raise ConfigError(f"{where}: {value!r} is not a Binance symbol (letters and digits)")
     return symbol
 
 
-def _streams(raw: Any) -> tuple[tuple[str, str], ...]:
+def _streams(raw: list[_Stream] | None) -> tuple[tuple[str, str], ...]:
     if raw is None:
         raise ConfigError("streams: missing; list at least one {symbol: BTCUSDT, interval: 1m}")
-    if not isinstance(raw, list) or not raw:
+    if not raw:
         raise ConfigError("streams: expected a non-empty list of {symbol, interval}")
     out: list[tuple[str, str]] = []
-    for i, item in enumerate(raw):
+    for i, entry in enumerate(raw):
         where = f"streams[{i}]"
-        entry = _mapping(item, where)
-        _only(entry, where, {"symbol", "interval"})
-        symbol = normalize_symbol(entry.get("symbol"), f"{where}.symbol")
-        interval = entry.get("interval", "1m")
+        symbol = normalize_symbol(entry.symbol, f"{where}.symbol")
         try:
-            interval_ms(str(interval))
+            interval_ms(entry.interval)
         except ValueError as exc:
             raise ConfigError(f"{where}.interval: {exc}") from None
-        key = (symbol, str(interval))
+        key = (symbol, entry.interval)
         if key in out:
-            raise ConfigError(f"{where}: {symbol} {interval} is listed twice")
+            raise ConfigError(f"{where}: {symbol} {entry.interval} is listed twice")
         out.append(key)
     return tuple(out)
 
 
-def _feed(raw: Mapping[str, Any], ws_url: str, rest_url: str) -> BinanceFeedSettings:
-    allowed = {
-        "stall_timeout",
-        "max_queue_size",
-        "backfill_limit",
-        "warmup_bars",
-        "streams_per_connection",
-        "reconnect",
-        "settle",
-        "poll",
-        "probe_streams",
-        "max_connection_age",
-        "healthy_after",
-        "max_url_chars",
-        "limits",
-        "transport",
-    }
-    _only(raw, "feed", allowed)
-    reconnect_raw = _mapping(raw.get("reconnect", {}), "feed.reconnect")
-    _only(reconnect_raw, "feed.reconnect", {"initial_delay", "max_delay", "max_attempts"})
-    defaults = Backoff()
-    max_attempts = reconnect_raw.get("max_attempts")
-    where = "feed.reconnect"
-    reconnect = ReconnectPolicy(
-        backoff=Backoff(
-            initial=_seconds(reconnect_raw, "initial_delay", defaults.initial, where),
-            maximum=_seconds(reconnect_raw, "max_delay", defaults.maximum, where),
-        ),
-        max_attempts=None
-        if max_attempts is None
-        else int(_number(reconnect_raw, "max_attempts", 0, where, integer=True)),
-    )
-    base = BinanceFeedSettings()
-    limits_raw = _mapping(raw.get("limits", {}), "feed.limits")
-    where = "feed.limits"
-    _only(limits_raw, where, _LIMIT_KEYS)
-    connect, rest = ConnectLimits(), RestLimits()
-    connect_limits = ConnectLimits(
-        attempts=int(_number(limits_raw, "connect_attempts", connect.attempts, where, True)),
-        window=_seconds(limits_raw, "connect_window", connect.window, where),
-        spacing=_number(limits_raw, "connect_spacing", connect.spacing, where, minimum=0),
-    )
-    rest_limits = RestLimits(
-        int(_number(limits_raw, "rest_weight", rest.weight_per_minute, where, True, 10))
-    )
-    transport = raw.get("transport", base.transport)
-    if transport not in TRANSPORTS:
-        raise ConfigError(f"feed.transport: {transport!r} is not one of {', '.join(TRANSPORTS)}")
-    return BinanceFeedSettings(
-        transport=transport,
-        ws_url=ws_url,
-        rest_url=rest_url,
-        stall_timeout=_seconds(raw, "stall_timeout", base.stall_timeout, "feed"),
-        max_queue_size=int(_number(raw, "max_queue_size", base.max_queue_size, "feed", True)),
-        backfill_limit=int(_number(raw, "backfill_limit", base.backfill_limit, "feed", True, 0)),
-        warmup_bars=int(_number(raw, "warmup_bars", base.warmup_bars, "feed", True, 0)),
-        streams_per_connection=int(
-            _number(raw, "streams_per_connection", base.streams_per_connection, "feed", True)
-        ),
-        reconnect=reconnect,
-        settle=_number(raw, "settle", base.settle, "feed", minimum=0),
-        poll=_seconds(raw, "poll", base.poll, "feed"),
-        probe_streams=int(_number(raw, "probe_streams", base.probe_streams, "feed", True)),
-        max_connection_age=_seconds(raw, "max_connection_age", base.max_connection_age, "feed"),
-        healthy_after=_number(raw, "healthy_after", base.healthy_after, "feed", minimum=0),
-        max_url_chars=int(_number(raw, "max_url_chars", base.max_url_chars, "feed", True, 200)),
-        connect_limits=connect_limits,
-        rest_limits=rest_limits,
-    )
-
-
-def _local(raw: Any) -> LocalExchangeConfig | None:
-    if raw is None or raw is False:
-        return None
-    entry = _mapping({} if raw is True else raw, "exchange.local")
-    where = "exchange.local"
-    _only(entry, where, {"speed", "seed", "data", "port", "history_bars", "updates_per_bar"})
-    speed_raw = entry.get("speed", 60)
-    speed: float | None
-    if speed_raw == "max":
-        speed = None
-    elif isinstance(speed_raw, int | float) and not isinstance(speed_raw, bool) and speed_raw > 0:
-        speed = float(speed_raw)
-    else:
-        raise ConfigError(f"{where}.speed: {speed_raw!r} is not a positive number or 'max'")
-    data_raw = entry.get("data") or ()
-    data = (data_raw,) if isinstance(data_raw, str) else data_raw
-    if not isinstance(data, list | tuple) or not all(isinstance(d, str) for d in data):
-        raise ConfigError(f"{where}.data: expected a file path or a list of them")
-    updates = entry.get("updates_per_bar")
-    return LocalExchangeConfig(
-        speed=speed,
-        seed=int(_number(entry, "seed", 7, where, True, 0)),
-        data=tuple(data),
-        port=int(_number(entry, "port", 0, where, True, 0)),
-        history_bars=int(_number(entry, "history_bars", 0, where, True, 0)),
-        updates_per_bar=None
-        if updates is None
-        else int(_number(entry, "updates_per_bar", 0, where, True, 0)),
-    )
-
-
-def _redis(raw: Any) -> RedisSourceConfig | None:
-    if raw is None:
-        return None
-    where = "exchange.redis"
-    entry = _mapping(raw, where)
-    _only(entry, where, {"url", "group", "consumer", "prefix", "partials"})
-    defaults = RedisSourceConfig()
-    values: dict[str, Any] = {}
-    for key in ("url", "group", "consumer", "prefix"):
-        value = entry.get(key, getattr(defaults, key))
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}.{key}: expected a non-empty string, got {value!r}")
-        values[key] = value
-    if not values["url"].startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{where}.url: {values['url']!r} is not a redis:// URL")
-    partials = entry.get("partials", False)
-    if not isinstance(partials, bool):
-        raise ConfigError(f"{where}.partials: expected true or false, got {partials!r}")
-    return RedisSourceConfig(partials=partials, **values)
-
-
-def _consumers(raw: Any) -> tuple[ConsumerSpec, ...]:
-    if raw is None:
-        raw = [{"class": "history"}, {"class": "csv"}, {"class": "console"}]
-    if not isinstance(raw, list):
-        raise ConfigError("consumers: expected a list of {class: ..., params: {...}}")
+def _consumers(raw: list[str | _Consumer] | None) -> tuple[ConsumerSpec, ...]:
+    entries = raw if raw is not None else ["history", "csv", "console"]
     specs: list[ConsumerSpec] = []
-    for i, item in enumerate(raw):
+    for i, entry in enumerate(entries):
         where = f"consumers[{i}]"
-        entry = _mapping({"class": item} if isinstance(item, str) else item, where)
-        _only(entry, where, {"class", "params"})
-        target = entry.get("class")
-        if not isinstance(target, str):
-            raise ConfigError(
-                f"{where}.class: expected 'module:Class' or one of {sorted(BUILTIN_CONSUMERS)}"
-            )
-        params = _mapping(entry.get("params") or {}, f"{where}.params")
-        specs.append(ConsumerSpec(import_component(target, f"{where}.class"), dict(params), where))
+        spec = entry if isinstance(entry, _Consumer) else _Consumer(target=entry)
+        cls = import_component(spec.target, f"{where}.class")
+        specs.append(ConsumerSpec(cls, dict(spec.params or {}), where))
     return tuple(specs)
 
 
@@ -390,24 +344,10 @@ def import_component(target: str, where: str) -> type[Component]:
     return cls
 
 
-def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__} {raw!r}")
-    return raw
-
-
-def _only(raw: Mapping[str, Any], where: str, allowed: set[str]) -> None:
-    for key in raw:
-        if key not in allowed:
-            raise ConfigError(
-                f"{where}.{key}: unknown setting (allowed: {', '.join(sorted(allowed))})"
-            )
-
-
-def _url(raw: Any, where: str, scheme: str = "http") -> str:
+def _url(raw: str, where: str, scheme: str = "http") -> str:
     """Check a base URL; the forms Binance documents are normalized to what the feed
     appends to: ``wss://host/ws`` or ``/stream`` → ``wss://host/``, ``.../api/v3`` → ``.../api``."""
-    if not isinstance(raw, str) or not _URL.match(raw) or not raw.startswith(scheme):
+    if not _URL.match(raw) or not raw.startswith(scheme):
         raise ConfigError(f"{where}: {raw!r} is not a {scheme}:// or {scheme}s:// URL")
     if "?" in raw or "#" in raw:
         raise ConfigError(f"{where}: {raw!r}: give the base URL, without a query")
@@ -422,21 +362,50 @@ def _url(raw: Any, where: str, scheme: str = "http") -> str:
     return base
 
 
-def _number(
-    raw: Mapping[str, Any],
-    key: str,
-    default: float,
-    where: str,
-    integer: bool = False,
-    minimum: float = 1,
-) -> float:
-    value: Any = raw.get(key, default)
-    ok_type = isinstance(value, int) or (not integer and isinstance(value, float))
-    if isinstance(value, bool) or not ok_type or value < minimum:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{where}.{key}: {value!r} is not {kind} >= {minimum:g}")
-    return float(value)
+_KINDS = {"float": "a number", "int": "an integer", "str": "a string", "bool": "true or false",
+          "object": "a mapping", "array": "a list", "null": "empty"}  # fmt: skip
+_PATH = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
-def _seconds(raw: Mapping[str, Any], key: str, default: float, where: str) -> float:
-    return _number(raw, key, default, where, minimum=0.01)
+def _schema_error(message: str, raw: Any) -> ConfigError:
+    """msgspec's ``Expected `int` >= 1, got ... - at `$.feed.x``` → ``feed.x: 0 is not an
+    integer >= 1``: the field path, the value as written, what was expected."""
+    problem, _, at = message.partition(" - at `$")
+    path = at.rstrip("`")
+    where = path.lstrip(".") or "config"
+    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", problem)
+    if unknown:
+        allowed = ", ".join(sorted(_keys(path)))
+        return ConfigError(f"{where}.{unknown[1]}: unknown setting (allowed: {allowed})")
+    missing = re.fullmatch(r"Object missing required field `(.*)`", problem)
+    if missing:
+        return ConfigError(f"{where}.{missing[1]}: missing")
+    value: Any = raw
+    for key, index in _PATH.findall(path):
+        value = value[int(index)] if index else value.get(key)
+    expected = problem.removeprefix("Expected ").partition(", got")[0]
+    if expected == problem:
+        return ConfigError(f"{where}: {value!r}: {problem}")
+    words = re.sub(
+        r"`([a-z]+)`", lambda m: _KINDS.get(m[1], m[1]), expected.replace(" | ", "` or `")
+    )
+    return ConfigError(f"{where}: {value!r} is not {words}")
+
+
+def _keys(path: str) -> list[str]:
+    """The settings the schema allows in the mapping at ``path`` (for the error message)."""
+    options = _structs(msgspec.inspect.type_info(_Document))
+    for key, _ in _PATH.findall(path):
+        if key:
+            fields = (f for option in options for f in option.fields if f.encode_name == key)
+            options = [struct for f in fields for struct in _structs(f.type)]
+    return [f.encode_name for option in options for f in option.fields]
+
+
+def _structs(info: msgspec.inspect.Type) -> list[msgspec.inspect.StructType]:
+    """The mapping schemas a type admits, through unions and lists."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        return [struct for option in info.types for struct in _structs(option)]
+    if isinstance(info, msgspec.inspect.ListType):
+        return _structs(info.item_type)
+    return [info] if isinstance(info, msgspec.inspect.StructType) else []

@@ -1,14 +1,13 @@
 """Typed, immutable events carried by the bus, and the topic names they travel on.
 
-Events are frozen so one instance can be handed to every subscriber without copies
-or defensive checks; slotted so the hot path (one BarEvent per WebSocket frame)
-allocates as little as possible.
+Events are frozen ``msgspec.Struct`` schemas: one instance can be handed to every
+subscriber without copies or defensive checks, and building one (once per WebSocket
+frame) costs ~0.15 µs against ~1.2 µs for a frozen dataclass. Copy with
+``msgspec.structs.replace``; ``gc=False`` where no field can form a cycle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -45,8 +44,7 @@ class BarDecimals(msgspec.Struct, frozen=True, gc=False):
     taker_buy_quote_volume: str
 
 
-@dataclass(frozen=True, slots=True)
-class BarEvent:
+class BarEvent(msgspec.Struct, frozen=True, gc=False):
     """One kline update from the exchange; ``closed`` marks the final version of the bar.
 
     Times are timezone-aware UTC datetimes taken from the exchange (authoritative);
@@ -111,25 +109,6 @@ class BarEvent:
         return datetime.fromtimestamp(self.received_ns / 1e9, UTC)
 
 
-def _fast_constructor(cls: type) -> Callable[..., object]:
-    """Positional constructor for a frozen slotted dataclass that skips its ``__init__``.
-
-    A frozen dataclass sets each field through ``object.__setattr__``, which makes
-    construction ~2x slower; on the hot path (one BarEvent per frame) this writes the
-    slots directly. Same fields, same order, same resulting object.
-    """
-    names = [f.name for f in fields(cls)]
-    scope: dict[str, object] = {"_new": object.__new__, "_cls": cls}
-    scope.update({f"_set_{name}": getattr(cls, name).__set__ for name in names})
-    body = "".join(f"    _set_{name}(self, {name})\n" for name in names)
-    exec(f"def make({', '.join(names)}):\n    self = _new(_cls)\n{body}    return self\n", scope)
-    return scope["make"]  # type: ignore[return-value]
-
-
-new_bar_event: Callable[..., BarEvent] = _fast_constructor(BarEvent)  # type: ignore[assignment]
-"""``BarEvent(...)`` for the hot path: positional arguments only, no checks, ~2x faster."""
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -151,8 +130,7 @@ class Side(StrEnum):
     SELL = "sell"
 
 
-@dataclass(frozen=True, slots=True)
-class SignalEvent:
+class SignalEvent(msgspec.Struct, frozen=True, gc=False):
     """A strategy's decision, published on :data:`SIGNAL` for loggers or executors."""
 
     source: str
@@ -179,11 +157,10 @@ class FeedState(StrEnum):
     STOPPED = "stopped"
 
 
-@dataclass(frozen=True, slots=True)
-class FeedStatus:
+class FeedStatus(msgspec.Struct, frozen=True, gc=False):
     """Something happened to a feed that subscribers (and operators) may care about."""
 
     feed: str
     state: FeedState
     detail: str = ""
-    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    time: datetime = msgspec.field(default_factory=lambda: datetime.now(UTC))

@@ -1,22 +1,36 @@
-"""Logging setup for quantcore as an application: UTC timestamps, one line per event."""
+"""Logging setup for quantcore as an application: UTC timestamps, one line per event.
+
+Unexpected errors carry their traceback (at DEBUG where one could repeat per bar);
+python-binance's own warnings stay visible, and ``logging.file`` adds a rotating file.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from logging.handlers import RotatingFileHandler
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from quantcore.config import LogFile
 
 
-def configure_logging(level: str) -> None:
-    """UTC timestamps on every line; python-binance's socket chatter is left to our feed,
-    which reports each connection problem once with what it will do next."""
-    handler = logging.StreamHandler(sys.stdout)
+def configure_logging(level: str, file: LogFile | None = None) -> None:
+    """UTC timestamps on every line, to stdout and, if ``file`` is given, to a file
+    rotated by the standard library's :class:`RotatingFileHandler`."""
     formatter = logging.Formatter("%(asctime)sZ %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S")
     formatter.converter = time.gmtime
-    handler.setFormatter(formatter)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if file is not None:
+        handlers.append(
+            RotatingFileHandler(file.path, maxBytes=file.max_bytes, backupCount=file.backups)
+        )
+    for handler in handlers:
+        handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(level)
-    logging.getLogger("binance").setLevel(logging.CRITICAL)
+    logging.getLogger("binance").setLevel(logging.WARNING)
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -7,13 +7,16 @@ concrete feed (which can backfill it) before any later bar is published.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 
+from quantcore.backoff import Backoff
 from quantcore.bus import EventBus
 from quantcore.events import (
     BAR,
@@ -52,6 +55,14 @@ class FeedStats:
 
     def summary(self) -> str:
         return " ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """How long to wait between connection attempts; forever unless max_attempts is set."""
+
+    backoff: Backoff = field(default_factory=Backoff)
+    max_attempts: int | None = None
 
 
 class StreamSequencer:
@@ -108,10 +119,48 @@ class DataFeed(ABC):
         """Declare bars up to ``open_time_ms`` already delivered (e.g. found in the CSV)."""
         self.sequencers[key].last = from_epoch_ms(open_time_ms)
 
-    def report(self, state: FeedState, detail: str = "", level: int = logging.INFO) -> None:
-        """Log a status line and publish it on FEED_STATUS."""
-        log.log(level, "%s: %s%s", self.name, state.value, f": {detail}" if detail else "")
+    def report(
+        self,
+        state: FeedState,
+        detail: str = "",
+        level: int = logging.INFO,
+        exc: BaseException | None = None,
+    ) -> None:
+        """Log a status line (with ``exc``'s traceback: an unexpected error) and publish it
+        on FEED_STATUS."""
+        line = f": {detail}" if detail else ""
+        log.log(level, "%s: %s%s", self.name, state.value, line, exc_info=exc)
         self.bus.publish(FEED_STATUS, FeedStatus(self.name, state, detail))
+
+    async def supervise(
+        self,
+        session: Callable[[], Awaitable[bool]],
+        policy: ReconnectPolicy,
+        stopping: asyncio.Event,
+    ) -> None:
+        """Run ``session`` again and again until ``stopping``: the reconnect loop of every feed.
+
+        ``session`` connects, serves and handles its own errors; it returns True when the
+        connection was healthy (the backoff starts over). Between sessions: backoff with
+        jitter, counted in ``stats.reconnects``, cut short by stop; give up (and stop) after
+        ``policy.max_attempts``.
+        """
+        attempt = 0
+        while not stopping.is_set():
+            if await session():
+                attempt = 0
+            if stopping.is_set():
+                return
+            if policy.max_attempts is not None and attempt >= policy.max_attempts:
+                self.report(FeedState.STOPPED, f"giving up after {attempt} attempts", logging.ERROR)
+                self.stop()
+                return
+            delay = policy.backoff.delay(attempt)
+            attempt += 1
+            self.stats.reconnects += 1
+            log.info("%s: reconnecting in %.1fs (attempt %d)", self.name, delay, attempt)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
 
     def offer(self, bar: BarEvent) -> datetime | None:
         """Publish ``bar`` if it is next in its stream; otherwise count it and say why.
@@ -121,7 +170,7 @@ class DataFeed(ABC):
         caller fills the hole, then publishes ``bar`` with :meth:`publish_closed`.
         """
         sequencer = self.sequencers.get((bar.symbol, bar.interval))
-        if sequencer is None or self.limit_reached:
+        if sequencer is None or (self.bar_limit is not None and self.limit_reached):
             self.stats.stale += 1
             return None
         last = sequencer.last

@@ -24,7 +24,7 @@ from redis.typing import KeyT, StreamIdT
 from quantcore.backoff import Backoff, describe
 from quantcore.bus import EventBus
 from quantcore.events import BAR_PARTIAL, BarEvent, FeedState, epoch_ms
-from quantcore.feeds.base import DataFeed, StreamKey
+from quantcore.feeds.base import DataFeed, ReconnectPolicy, StreamKey
 from quantcore.sinks.redis_streams import (
     DEFAULT_PREFIX,
     DEFAULT_URL,
@@ -95,7 +95,12 @@ class RedisStreamFeed(DataFeed):
 
     async def run(self) -> None:
         """Read until :meth:`stop`; the read in progress is finished (≤ ``block`` s), not cut."""
-        tasks = [asyncio.create_task(self._supervise(), name=f"{self.name}:closed")]
+        tasks = [
+            asyncio.create_task(
+                self.supervise(self._session, ReconnectPolicy(self.backoff), self._stopping),
+                name=f"{self.name}:closed",
+            )
+        ]
         if self.partials:
             tasks.append(asyncio.create_task(self._follow_partials(), name=f"{self.name}:partial"))
         try:
@@ -108,37 +113,30 @@ class RedisStreamFeed(DataFeed):
             await self._redis.aclose()
             self.report(FeedState.STOPPED, self.stats.summary())
 
-    async def _supervise(self) -> None:
-        attempt = 0
-        while not self._stopping.is_set():
-            try:
-                detail = f"group {self.group} on {len(self._keys)} streams"
-                self.report(FeedState.CONNECTING, detail)
-                await self._ensure_groups()
-                self.report(FeedState.CONNECTED, f"group {self.group}, consumer {self.consumer}")
-                await self._read(pending=True)
-                if self._stopping.is_set():
-                    return
-                self.report(FeedState.LIVE, f"group {self.group}")
-                attempt = 0
-                await self._read(pending=False)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                self.stats.errors += 1
-                self.report(FeedState.DISCONNECTED, describe(exc), logging.WARNING)
-            except ResponseError as exc:
-                self.stats.errors += 1
-                self.report(FeedState.ERROR, describe(exc), logging.WARNING)
-            except Exception as exc:
-                self.stats.errors += 1
-                self.report(FeedState.ERROR, describe(exc), logging.ERROR)
+    async def _session(self) -> bool:
+        """Join the group and read until the connection fails; True once it went live."""
+        live = False
+        try:
+            detail = f"group {self.group} on {len(self._keys)} streams"
+            self.report(FeedState.CONNECTING, detail)
+            await self._ensure_groups()
+            self.report(FeedState.CONNECTED, f"group {self.group}, consumer {self.consumer}")
+            await self._read(pending=True)
             if self._stopping.is_set():
-                return
-            delay = self.backoff.delay(attempt)
-            attempt += 1
-            self.stats.reconnects += 1
-            log.info("%s: reconnecting in %.1fs (attempt %d)", self.name, delay, attempt)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                return live
+            self.report(FeedState.LIVE, f"group {self.group}")
+            live = True
+            await self._read(pending=False)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self.stats.errors += 1
+            self.report(FeedState.DISCONNECTED, describe(exc), logging.WARNING)
+        except ResponseError as exc:
+            self.stats.errors += 1
+            self.report(FeedState.ERROR, describe(exc), logging.WARNING)
+        except Exception as exc:
+            self.stats.errors += 1
+            self.report(FeedState.ERROR, describe(exc), logging.ERROR, exc)
+        return live
 
     async def _ensure_groups(self) -> None:
         """Create the group where missing, from the stream's start (also after a Redis wipe)."""

@@ -4,6 +4,8 @@ Independent of the rest of quantcore: it serves the exchange side that python-bi
 talks to, for tests, demos and benchmarks without the internet.
 """
 
+from .formats import DataFileError, detect_symbol, load_klines, load_klines_by_symbol
+from .generator import RandomWalkSource
 from .klines import (
     INTERVALS,
     Kline,
@@ -17,17 +19,7 @@ from .limits import Limits
 from .market import Market, stream_name
 from .realism import Realism
 from .server import ERROR_PAYLOAD, LocalExchange
-from .sources import (
-    DataFileError,
-    KlineSource,
-    RandomWalkSource,
-    ReplaySource,
-    detect_symbol,
-    load_klines,
-    load_klines_by_symbol,
-    sources_from_specs,
-    sparse,
-)
+from .sources import KlineSource, ReplaySource, sources_from_specs, sparse
 
 __all__ = [
     "ERROR_PAYLOAD",

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from quantcore.logs import configure_logging
 
+from .formats import DataFileError
+from .generator import RandomWalkSource
 from .klines import interval_ms
 from .realism import Realism
 from .server import LocalExchange
-from .sources import DataFileError, RandomWalkSource, ReplaySource, sources_from_specs
+from .sources import ReplaySource, sources_from_specs
 
 log = logging.getLogger(__name__)
 

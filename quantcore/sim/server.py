@@ -21,11 +21,13 @@ from typing import Any, Literal
 import orjson
 from aiohttp import WSMsgType, web
 
+from .formats import QUOTES
+from .generator import RandomWalkSource
 from .klines import Bar, Kline, bucket_start, interval_ms
 from .limits import Limits, RateWindow, Verdict
 from .market import Market, stream_name
 from .realism import Realism
-from .sources import KlineSource, RandomWalkSource
+from .sources import KlineSource
 
 _log = logging.getLogger(__name__)
 
@@ -42,7 +44,6 @@ ERROR_PAYLOAD = (
 _STREAM_RE = re.compile(r"^(?:[a-z0-9]+|![A-Za-z]+)@[A-Za-z0-9_@.\-]+$")
 _MAX_URL = 1 << 17
 _INT_RE = re.compile(r"^-?[0-9]{1,20}$")
-_QUOTES = ("USDT", "FDUSD", "USDC", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "DAI")
 _METHODS = "`SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`"
 
 MalformedKind = Literal["not_json", "missing_fields", "wrong_types"]
@@ -179,7 +180,7 @@ def _error(code: int, msg: str, status: int = 400) -> web.Response:
 
 
 def _split_symbol(symbol: str) -> tuple[str, str]:
-    for quote in _QUOTES:
+    for quote in QUOTES:
         if symbol.endswith(quote) and len(symbol) > len(quote):
             return symbol[: -len(quote)], quote
     return symbol[:-4] or symbol, symbol[-4:]

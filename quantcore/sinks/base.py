@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Annotated, ClassVar
+
+import msgspec
 
 from quantcore.backoff import Backoff
 from quantcore.component import Component
@@ -18,40 +22,41 @@ from quantcore.sinks.retry import RetryBuffer
 log = logging.getLogger(__name__)
 
 
-class BufferedSink(Component, ABC):
-    """Subclasses implement :meth:`open`, :meth:`write_batch` (idempotent) and :meth:`close`.
+class SinkSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What every buffered sink takes, flat beside its own parameters (YAML ``params``).
 
     ``max_buffer`` bounds memory while storage is down (oldest bars dropped beyond it,
-    reported as DROPPED); ``stop_timeout`` bounds how long :meth:`stop` keeps retrying.
+    reported as DROPPED); ``stop_timeout`` bounds how long :meth:`BufferedSink.stop`
+    keeps retrying; ``retry_max`` caps the backoff between retries.
     """
 
-    def __init__(
-        self,
-        *,
-        batch_size: int,
-        max_delay: float,
-        max_buffer: int,
-        retry_max: float,
-        stop_timeout: float,
-        name: str | None,
-    ) -> None:
+    batch_size: Annotated[int, msgspec.Meta(ge=1)] = 500
+    max_delay: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    max_buffer: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
+    retry_max: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    stop_timeout: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+
+
+class BufferedSink(Component, ABC):
+    """Subclasses implement :meth:`open`, :meth:`write_batch` (idempotent) and :meth:`close`,
+    and take ``**settings`` (:class:`SinkSettings`, over their own :attr:`defaults`)."""
+
+    defaults: ClassVar[Mapping[str, float]] = {}
+    """This sink's own defaults for :class:`SinkSettings` fields."""
+
+    def __init__(self, name: str | None, settings: Mapping[str, float]) -> None:
         super().__init__(name=name)
-        if retry_max <= 0 or stop_timeout < 0:
-            raise ValueError(
-                "retry_max must be > 0 and stop_timeout >= 0 seconds, "
-                f"got retry_max={retry_max!r} stop_timeout={stop_timeout!r}"
-            )
+        self.settings = msgspec.convert({**self.defaults, **settings}, SinkSettings)
         self.buffer: RetryBuffer[BarEvent] = RetryBuffer(
             self.name,
             self.write_batch,
             self.report,
-            batch_size=batch_size,
-            max_delay=max_delay,
-            capacity=max_buffer,
-            backoff=Backoff(initial=0.2, maximum=retry_max),
+            batch_size=self.settings.batch_size,
+            max_delay=self.settings.max_delay,
+            capacity=self.settings.max_buffer,
+            backoff=Backoff(initial=0.2, maximum=self.settings.retry_max),
         )
-        self.stop_timeout = stop_timeout
-        self.stop_grace = stop_timeout
+        self.stop_timeout = self.stop_grace = self.settings.stop_timeout
         self._queued: dict[tuple[str, str], int] = {}
 
     def report(self, state: FeedState, detail: str = "", level: int = logging.INFO) -> None:
@@ -81,15 +86,8 @@ class BufferedSink(Component, ABC):
         return self.buffer.dropped + len(self.buffer)
 
     def resume_point(self, symbol: str, interval: str) -> int | None:
-        points = [
-            p
-            for p in (
-                self.stored_resume_point(symbol, interval),
-                self._queued.get((symbol, interval)),
-            )
-            if p is not None
-        ]
-        return max(points) if points else None
+        points = (self.stored_resume_point(symbol, interval), self._queued.get((symbol, interval)))
+        return max((point for point in points if point is not None), default=None)
 
     def stored_resume_point(self, symbol: str, interval: str) -> int | None:
         """Open time (ms) of the newest bar already in storage, if known."""

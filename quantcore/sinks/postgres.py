@@ -29,27 +29,18 @@ class PostgresRecorder(BufferedSink):
     resumes from the other components) and bars are buffered until it comes up.
     """
 
+    defaults = {"stop_timeout": 10.0}
+
     def __init__(
         self,
         *,
         dsn: str,
         table: str = "bars",
-        batch_size: int = 500,
-        max_delay: float = 1.0,
-        max_buffer: int = 1_000_000,
-        retry_max: float = 5.0,
-        stop_timeout: float = 10.0,
         connect_timeout: float = 5.0,
         name: str | None = None,
+        **settings: float,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            max_delay=max_delay,
-            max_buffer=max_buffer,
-            retry_max=retry_max,
-            stop_timeout=stop_timeout,
-            name=name,
-        )
+        super().__init__(name, settings)
         if connect_timeout <= 0:
             raise ValueError(f"connect_timeout must be > 0 seconds, got {connect_timeout!r}")
         self.dsn = dsn

@@ -70,6 +70,8 @@ class RedisStreamPublisher(BufferedSink):
     Redis is healthy and nothing is backed up; stale ones are never buffered.
     """
 
+    defaults = {"max_delay": 0.0}
+
     def __init__(
         self,
         *,
@@ -78,21 +80,10 @@ class RedisStreamPublisher(BufferedSink):
         maxlen: int = 100_000,
         partials: bool = False,
         partial_maxlen: int = 1_000,
-        batch_size: int = 500,
-        max_delay: float = 0.0,
-        max_buffer: int = 1_000_000,
-        retry_max: float = 5.0,
-        stop_timeout: float = 5.0,
         name: str | None = None,
+        **settings: float,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            max_delay=max_delay,
-            max_buffer=max_buffer,
-            retry_max=retry_max,
-            stop_timeout=stop_timeout,
-            name=name,
-        )
+        super().__init__(name, settings)
         if maxlen < 1 or partial_maxlen < 1:
             raise ValueError(
                 "maxlen and partial_maxlen must be >= 1, "

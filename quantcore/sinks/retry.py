@@ -32,6 +32,7 @@ class RetryBuffer(Generic[T]):
     A batch is written once ``batch_size`` items wait or the oldest has waited
     ``max_delay`` seconds (0: write as soon as the task runs). While writes fail it keeps
     at most ``capacity`` items plus the batch in flight, dropping the oldest beyond that.
+    The sinks' :class:`~quantcore.sinks.base.SinkSettings` bounds batch_size and max_delay.
     """
 
     def __init__(
@@ -46,10 +47,6 @@ class RetryBuffer(Generic[T]):
         backoff: Backoff | None = None,
         write_timeout: float = 30.0,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        if max_delay < 0:
-            raise ValueError(f"max_delay must be >= 0 seconds, got {max_delay!r}")
         if capacity < batch_size:
             raise ValueError(f"max_buffer ({capacity!r}) must be >= batch_size ({batch_size!r})")
         if write_timeout <= 0:

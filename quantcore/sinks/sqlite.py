@@ -68,21 +68,10 @@ class SqliteRecorder(BufferedSink):
         *,
         path: str = "data/bars.sqlite",
         table: str = "bars",
-        batch_size: int = 500,
-        max_delay: float = 1.0,
-        max_buffer: int = 1_000_000,
-        retry_max: float = 5.0,
-        stop_timeout: float = 5.0,
         name: str | None = None,
+        **settings: float,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            max_delay=max_delay,
-            max_buffer=max_buffer,
-            retry_max=retry_max,
-            stop_timeout=stop_timeout,
-            name=name,
-        )
+        super().__init__(name, settings)
         self.path = Path(path)
         self.table = schema.table_name(table)
         self._insert = schema.insert(self.table, "?")

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quantcore.sim import RandomWalkSource, aggregate, interval_ms
+from quantcore.sim.generator import ORIGIN_MS
 from quantcore.sim.klines import DAY_MS, Bar
-from quantcore.sim.sources import ORIGIN_MS
 
 T0 = 1_725_000_000_000 // DAY_MS * DAY_MS  # 2024-08-30 00:00 UTC
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import psycopg
 import pytest
+from msgspec.structs import replace
 
 from quantcore.bus import EventBus
 from quantcore.events import FeedState

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from quantcore.feeds.binance.codec import KlineCodec
 from quantcore.sinks.rows import ROW_COLUMNS, from_fields, from_row, to_fields, to_row

@@ -34,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -41,10 +42,10 @@ import orjson
 from binance import AsyncClient
 from binance.exceptions import BinanceAPIException
 
-from quantcore.backoff import Backoff, describe
+from quantcore.backoff import describe
 from quantcore.bus import EventBus
 from quantcore.events import BarEvent, FeedState, epoch_ms, from_epoch_ms
-from quantcore.feeds.base import DataFeed, StreamKey
+from quantcore.feeds.base import DataFeed, ReconnectPolicy, StreamKey
 from quantcore.feeds.binance.clock import ExchangeClock
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError, is_error_payload, stream_name
 from quantcore.feeds.binance.limits import (
@@ -95,14 +96,6 @@ class StreamLost(RuntimeError):
     def __init__(self, detail: str, state: FeedState = FeedState.DISCONNECTED) -> None:
         super().__init__(detail)
         self.state = state
-
-
-@dataclass(frozen=True, slots=True)
-class ReconnectPolicy:
-    """How long to wait between connection attempts; forever unless max_attempts is set."""
-
-    backoff: Backoff = field(default_factory=Backoff)
-    max_attempts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +223,12 @@ class BinanceKlineFeed(DataFeed):
         self._client = client
         connections = self.connections = self.plan_connections()
         tasks = [
-            asyncio.create_task(self._supervise(conn), name=f"{self.name}:conn{n}")
+            asyncio.create_task(
+                self.supervise(
+                    partial(self._session, conn), self.settings.reconnect, self._stopping
+                ),
+                name=f"{self.name}:conn{n}",
+            )
             for n, conn in enumerate(connections)
         ]
         tasks.append(asyncio.create_task(self._settle_loop(), name=f"{self.name}:settler"))
@@ -268,72 +266,61 @@ class BinanceKlineFeed(DataFeed):
 
     # -- connections ---------------------------------------------------------------------
 
-    async def _supervise(self, conn: _Connection) -> None:
-        attempt = 0
+    async def _session(self, conn: _Connection) -> bool:
+        """One connection of ``conn``, from connect to its end; True if it stayed up
+        ``healthy_after`` seconds (the backoff starts over)."""
         loop = asyncio.get_running_loop()
-        while not self._stopping.is_set():
-            up_since = loop.time()
-            conn.state = FeedState.CONNECTING
-            try:
-                conn.link = await self._connect(conn, pump=False)
-                await self._check_symbols()
-                await self._settle([s for s in self._due() if not s.caught_up], conn)
-                if self.fatal is not None:
-                    self.report(FeedState.ERROR, self.fatal, logging.ERROR)
-                    self.stop()
-                    return
-                self._start_pump(conn.link, conn)
-                self.report(FeedState.LIVE, conn.label)
-                conn.state = FeedState.LIVE
-                self._wake.set()
-                await self._watch(conn)
-            except UnknownSymbolError as exc:
-                self.fatal = str(exc)
+        up_since = loop.time()
+        conn.state = FeedState.CONNECTING
+        try:
+            conn.link = await self._connect(conn, pump=False)
+            await self._check_symbols()
+            await self._settle([s for s in self._due() if not s.caught_up], conn)
+            if self.fatal is not None:
                 self.report(FeedState.ERROR, self.fatal, logging.ERROR)
                 self.stop()
-                return
-            except StreamLost as exc:
-                conn.state = exc.state
-                if exc.state is FeedState.STALLED:
-                    conn.stalls += 1
-                    conn.stalled_at = loop.time()
-                self.report(exc.state, str(exc), logging.WARNING)
-            except BackfillError as exc:
-                self.stats.errors += 1
-                self.report(FeedState.ERROR, str(exc), logging.WARNING)
-            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                self.stats.errors += 1
-                target = self.settings.ws_url
-                self.report(
-                    FeedState.ERROR, f"cannot connect to {target}: {describe(exc)}", logging.WARNING
-                )
-            except Exception as exc:
-                self.stats.errors += 1
-                self._refused(exc)
-                self.report(FeedState.ERROR, describe(exc), logging.ERROR)
-            finally:
-                if conn.link is not None:
-                    if loop.time() - up_since >= self.settings.healthy_after:
-                        attempt = 0
-                    await _close_link(conn.link)
-                    conn.link = None
+                return False
+            self._start_pump(conn.link, conn)
+            self.report(FeedState.LIVE, conn.label)
+            conn.state = FeedState.LIVE
+            self._wake.set()
+            await self._watch(conn)
+        except UnknownSymbolError as exc:
+            self.fatal = str(exc)
+            self.report(FeedState.ERROR, self.fatal, logging.ERROR)
+            self.stop()
+        except StreamLost as exc:
+            conn.state = exc.state
+            if exc.state is FeedState.STALLED:
+                conn.stalls += 1
+                conn.stalled_at = loop.time()
+            self.report(exc.state, str(exc), logging.WARNING)
+        except BackfillError as exc:
+            self.stats.errors += 1
+            self.report(FeedState.ERROR, str(exc), logging.WARNING)
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            self.stats.errors += 1
+            target = self.settings.ws_url
+            self.report(
+                FeedState.ERROR, f"cannot connect to {target}: {describe(exc)}", logging.WARNING
+            )
+        except Exception as exc:
+            self.stats.errors += 1
+            self._refused(exc)
+            self.report(FeedState.ERROR, describe(exc), logging.ERROR, exc)
+        finally:
+            healthy = False
+            if conn.link is not None:
+                healthy = loop.time() - up_since >= self.settings.healthy_after
+                await _close_link(conn.link)
+                conn.link = None
             if conn.state in (FeedState.CONNECTING, FeedState.LIVE):
                 conn.state = FeedState.ERROR
             if self._stopping.is_set():
                 conn.state = FeedState.STOPPED
-                return
-            policy = self.settings.reconnect
-            if policy.max_attempts is not None and attempt >= policy.max_attempts:
-                self.report(FeedState.STOPPED, f"giving up after {attempt} attempts", logging.ERROR)
-                self.stop()
-                return
-            delay = policy.backoff.delay(attempt)
-            attempt += 1
-            self.stats.reconnects += 1
-            conn.reconnects += 1
-            log.info("%s: reconnecting in %.1fs (attempt %d)", self.name, delay, attempt)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+            else:
+                conn.reconnects += 1
+        return healthy
 
     async def _connect(self, conn: _Connection, pump: bool = True) -> _Link:
         """Open one socket for ``conn`` within the attempt budget (frames queue in the
