@@ -20,7 +20,7 @@ from quantcore import app as app_module
 from quantcore.app import App
 from quantcore.config import parse_config
 from quantcore.events import SIGNAL, BarEvent, SignalEvent
-from quantcore.sim.sources import RandomWalkSource
+from quantcore.sim.generator import RandomWalkSource
 from strategies.sma_cross import SmaCross
 from tests.harness import csv_rows
 from tests.paths import REPO

@@ -198,9 +198,9 @@ async def wait_for_status(
     ("section", "message"),
     [
         ({}, "metrics.port: missing"),
-        ({"port": 70000}, "metrics.port: 70000 is not a TCP port"),
+        ({"port": 70000}, "metrics.port: 70000 is not an integer <= 65535"),
         ({"port": -1}, "metrics.port: -1 is not an integer >= 0"),
-        ({"port": 0, "host": ""}, "metrics.host: expected an address"),
+        ({"port": 0, "host": ""}, "metrics.host: '' is not a string of length >= 1"),
         ({"port": 0, "path": "/m"}, "metrics.path: unknown setting"),
     ],
 )
