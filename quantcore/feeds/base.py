@@ -173,16 +173,10 @@ class DataFeed(ABC):
         if sequencer is None or (self.bar_limit is not None and self.limit_reached):
             self.stats.stale += 1
             return None
-        last = sequencer.last
         if not bar.closed:
-            if last is None:
-                sequencer.anchor(bar.open_time)
-            elif bar.open_time <= last:
-                self.stats.stale += 1
-                return None
-            self.stats.partials += 1
-            self.bus.publish(BAR_PARTIAL, bar)
+            self.offer_partial(sequencer, bar)
             return None
+        last = sequencer.last
         if last is not None:
             if bar.open_time <= last:
                 self.stats.duplicates += 1
@@ -192,6 +186,18 @@ class DataFeed(ABC):
                 return due
         self._emit(sequencer, bar)
         return None
+
+    def offer_partial(self, sequencer: StreamSequencer, bar: BarEvent) -> None:
+        """Publish an in-progress update unless its bar already closed (counted as stale);
+        the first update of a stream anchors its sequence."""
+        last = sequencer.last
+        if last is None:
+            sequencer.anchor(bar.open_time)
+        elif bar.open_time <= last:
+            self.stats.stale += 1
+            return
+        self.stats.partials += 1
+        self.bus.publish(BAR_PARTIAL, bar)
 
     def publish_closed(self, bar: BarEvent, *, backfilled: bool) -> bool:
         """Publish a closed bar if it is newer than the last one; True if it went out.

@@ -45,7 +45,7 @@ from binance.exceptions import BinanceAPIException
 from quantcore.backoff import describe
 from quantcore.bus import EventBus
 from quantcore.events import BarEvent, FeedState, epoch_ms, from_epoch_ms
-from quantcore.feeds.base import DataFeed, ReconnectPolicy, StreamKey
+from quantcore.feeds.base import DataFeed, ReconnectPolicy, StreamKey, StreamSequencer
 from quantcore.feeds.binance.clock import ExchangeClock
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError, is_error_payload, stream_name
 from quantcore.feeds.binance.limits import (
@@ -135,6 +135,7 @@ class _Stream:
 
     key: StreamKey
     step_ms: int
+    sequencer: StreamSequencer
     seen_open: datetime | None = None
     """Open time of the newest bar seen in a frame or a probe."""
     seen_trades: int = -1
@@ -202,7 +203,8 @@ class BinanceKlineFeed(DataFeed):
         self.connections: list[_Connection] = []
         """The planned connections (set by :meth:`run`), read by the metrics exporter."""
         self.states: dict[StreamKey, _Stream] = {
-            key: _Stream(key, interval_ms(key[1])) for key in self.sequencers
+            key: _Stream(key, interval_ms(key[1]), sequencer)
+            for key, sequencer in self.sequencers.items()
         }
         self.connect_budget: ConnectionBudget = connection_budget(
             self.settings.ws_url, self.settings.connect_limits
@@ -452,17 +454,21 @@ class BinanceKlineFeed(DataFeed):
         if state is None:
             self.offer(bar)
             return
+        open_time = bar.open_time
         seen = state.seen_open
-        if seen is None or bar.open_time > seen:
-            state.seen_open = bar.open_time
+        if seen is None or open_time > seen:
+            state.seen_open = open_time
             self.clock.observe(epoch_ms(bar.event_time), now)
-            due = self.sequencers[state.key].next_open()
-            if not bar.closed and due is not None and bar.open_time > due:
+            due = state.sequencer.next_open()
+            if not bar.closed and due is not None and open_time > due:
                 self._wake.set()  # the x:true of an earlier bar never came: settle it
-        if bar.trades > state.seen_trades or bar.open_time != seen:
+        if bar.trades > state.seen_trades or open_time != seen:
             state.seen_trades = bar.trades
         if not bar.closed:
-            self.offer(bar)
+            if self.bar_limit is not None and self.limit_reached:
+                self.stats.stale += 1
+            else:  # most frames: straight to the partial rule, no second stream lookup
+                self.offer_partial(state.sequencer, bar)
             return
         held = state.held
         if not held:
