@@ -32,5 +32,8 @@ def configure_logging(level: str, file: LogFile | None = None) -> None:
     root.handlers[:] = handlers
     root.setLevel(level)
     logging.getLogger("binance").setLevel(logging.WARNING)
+    # Its socket logs every close, even a graceful one, as ERROR; the feed's supervisor
+    # owns reconnects and reports each disconnect itself, once, with its cause.
+    logging.getLogger("binance.ws.reconnecting_websocket").setLevel(logging.CRITICAL)
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
