@@ -275,21 +275,8 @@ async def exchange_process(
         *options,
         stdout=asyncio.subprocess.PIPE,
     )
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-        match = re.search(r"ws=(\S+) rest=(\S+)", line)
-        if match is None:
-            raise RuntimeError(f"local exchange did not print its URLs: {line!r}")
-        yield ExchangeProcess(match.group(1), match.group(2), proc.pid)
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+    async with _serving(proc, "local exchange", 60) as served:
+        yield served
 
 
 @contextlib.asynccontextmanager
@@ -300,17 +287,30 @@ async def blast_process(bars: int, updates: int) -> AsyncIterator[ExchangeProces
         sys.executable, str(server), "--bars", str(bars), "--updates", str(updates),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    async with _serving(proc, "blast server", 120) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def _serving(
+    proc: asyncio.subprocess.Process, what: str, startup: float
+) -> AsyncIterator[ExchangeProcess]:
+    """The URLs a server process prints first; the process is ended afterwards."""
     try:
         assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
+        line = (await asyncio.wait_for(proc.stdout.readline(), startup)).decode()
         match = re.search(r"ws=(\S+) rest=(\S+)", line)
         if match is None:
-            raise RuntimeError(f"blast server did not print its URLs: {line!r}")
+            raise RuntimeError(f"{what} did not print its URLs: {line!r}")
         yield ExchangeProcess(match.group(1), match.group(2), proc.pid)
     finally:
         if proc.returncode is None:
             proc.terminate()
-            await proc.wait()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
 # -- process measurements --------------------------------------------------------------------

@@ -139,8 +139,7 @@ class RestBudget:
         return max(0.0, self._banned_until - time.monotonic())
 
 
-_connection_budgets: dict[str, ConnectionBudget] = {}
-_rest_budgets: dict[str, RestBudget] = {}
+_budgets: dict[tuple[str, str], ConnectionBudget | RestBudget] = {}
 
 
 def _host(url: str) -> str:
@@ -150,17 +149,13 @@ def _host(url: str) -> str:
 
 def connection_budget(ws_url: str, limits: ConnectLimits) -> ConnectionBudget:
     """The process-wide attempt budget for the WebSocket host of ``ws_url``."""
-    key = _host(ws_url)
-    budget = _connection_budgets.get(key)
-    if budget is None:
-        budget = _connection_budgets[key] = ConnectionBudget(limits)
+    budget = _budgets.setdefault(("ws", _host(ws_url)), ConnectionBudget(limits))
+    assert isinstance(budget, ConnectionBudget)
     return budget
 
 
 def rest_budget(rest_url: str, limits: RestLimits) -> RestBudget:
     """The process-wide weight budget for the REST host of ``rest_url``."""
-    key = _host(rest_url)
-    budget = _rest_budgets.get(key)
-    if budget is None:
-        budget = _rest_budgets[key] = RestBudget(limits)
+    budget = _budgets.setdefault(("rest", _host(rest_url)), RestBudget(limits))
+    assert isinstance(budget, RestBudget)
     return budget
