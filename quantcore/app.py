@@ -24,8 +24,10 @@ from quantcore.component import Component, Context
 from quantcore.config import AppConfig, ConfigError, LocalExchangeConfig
 from quantcore.consumers.csv_recorder import CsvPathError, CsvRecorder
 from quantcore.events import BAR
+from quantcore.feeds import registry
 from quantcore.feeds.base import DataFeed, FeedStats, StreamKey
-from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
+from quantcore.feeds.binance.feed import BinanceFeedSettings
+from quantcore.feeds.binance.venues import SPOT, Venue
 from quantcore.intervals import interval_ms
 from quantcore.logs import configure_logging
 from quantcore.metrics import MetricsServer
@@ -171,20 +173,9 @@ class App:
         await self.bus.close(0)
 
     def _make_feed(self, settings: BinanceFeedSettings) -> DataFeed:
-        """Binance (or the local exchange) by default; Redis Streams when configured."""
-        redis = self.config.redis
-        if redis is None:
-            return BinanceKlineFeed(self.bus, self.config.streams, settings)
-        from quantcore.feeds.redis_stream import RedisStreamFeed
-
-        return RedisStreamFeed(
-            self.bus,
-            self.config.streams,
-            group=redis.group,
-            consumer=redis.consumer,
-            url=redis.url,
-            prefix=redis.prefix,
-            partials=redis.partials,
+        """The configured venue's feed, built by the venue registry."""
+        return registry.create(
+            self.config.venue, self.bus, self.config.streams, settings, self.config
         )
 
     def _fatal_text(self, feed: DataFeed) -> str:
@@ -216,7 +207,7 @@ class App:
         if local is None:
             yield self.config.feed
             return
-        exchange = start_local_exchange(local, self.config.streams, resume)
+        exchange = start_local_exchange(local, self.config.streams, resume, self.config.feed.venue)
         async with contextlib.AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(exchange)
@@ -228,7 +219,9 @@ class App:
                 raise ConfigError(
                     f"exchange.local.port: cannot listen on {local.port}: {exc}"
                 ) from None
-            log.info("local exchange: ws=%s rest=%s", exchange.ws_url, exchange.rest_url)
+            venue = self.config.feed.venue
+            shown = "" if venue.name == SPOT.name else f" venue={venue.name}"
+            log.info("local exchange: ws=%s rest=%s%s", exchange.ws_url, exchange.rest_url, shown)
             yield replace(self.config.feed, ws_url=exchange.ws_url, rest_url=exchange.rest_url)
 
     @contextlib.contextmanager
@@ -282,6 +275,7 @@ def start_local_exchange(
     local: LocalExchangeConfig,
     streams: Sequence[StreamKey],
     resume: Mapping[StreamKey, int] | None = None,
+    venue: Venue = SPOT,
 ) -> Any:
     """Build (not yet start) the embedded local exchange serving these streams.
 
@@ -310,6 +304,7 @@ def start_local_exchange(
             updates_per_bar=local.updates_per_bar,
             port=local.port,
             start_ms=start_ms,
+            venue=venue,
         )
     except (DataFileError, ValueError, OSError) as exc:
         raise ConfigError(f"exchange.local: {exc}") from None

@@ -29,6 +29,7 @@ from quantcore.feeds.base import ReconnectPolicy
 from quantcore.feeds.binance.feed import BinanceFeedSettings
 from quantcore.feeds.binance.limits import ConnectLimits, RestLimits
 from quantcore.feeds.binance.transport import Transport
+from quantcore.feeds.binance.venues import SPOT, SPOT_NAME, Venue
 from quantcore.intervals import interval_ms
 
 BUILTIN_CONSUMERS = {
@@ -42,7 +43,6 @@ BUILTIN_CONSUMERS = {
 }
 """Short names usable as ``class:`` in the YAML for the built-in consumers."""
 
-_DEFAULT_FEED = BinanceFeedSettings()
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
 _URL = re.compile(r"^(wss?|https?)://[^\s/]+(/\S*)?$")
 
@@ -150,8 +150,10 @@ class _Feed(_Section, frozen=True):
 
 
 class _Exchange(_Section, frozen=True):
-    ws_url: str = _DEFAULT_FEED.ws_url
-    rest_url: str = _DEFAULT_FEED.rest_url
+    venue: Text = SPOT_NAME
+    preset: Text | None = None
+    ws_url: str | None = None
+    rest_url: str | None = None
     local: LocalExchangeConfig | bool | None = None
     redis: RedisSourceConfig | None = None
 
@@ -220,6 +222,8 @@ class AppConfig:
     runtime: RuntimeConfig = dataclass_field(default_factory=RuntimeConfig)
     log_file: LogFile | None = None
     metrics: MetricsConfig | None = None
+    venue: str = SPOT_NAME
+    """The registry name of the venue the streams come from (``exchange.venue``)."""
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -252,19 +256,48 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     local = LocalExchangeConfig() if exchange.local is True else exchange.local or None
     if local is not None and exchange.redis is not None:
         raise ConfigError("exchange: 'local' and 'redis' are alternatives; choose one")
-    streams = _streams(doc.streams)
+    venue_name, venue = _venue(exchange)
+    streams = _streams(doc.streams, venue)
     logs = doc.logging
     level = logs.level.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"logging.level: {level!r} is not DEBUG, INFO, WARNING or ERROR")
     log_file = None if logs.file is None else LogFile(logs.file, logs.max_bytes, logs.backups)
-    ws_url = _url(exchange.ws_url, "exchange.ws_url", "ws")
-    feed = _feed(doc.feed, ws_url, _url(exchange.rest_url, "exchange.rest_url"))
+    ws_url, rest_url = _urls(exchange, venue)
+    feed = _feed(doc.feed, venue, ws_url, rest_url)
     consumers = _consumers(doc.consumers)
     return AppConfig(
         source, streams, feed, consumers, local, level, exchange.redis, doc.runtime, log_file,
-        doc.metrics,
+        doc.metrics, venue_name,
     )  # fmt: skip
+
+
+def _venue(exchange: _Exchange) -> tuple[str, Venue]:
+    """The registered venue named by ``exchange.venue`` (``redis`` when that section is
+    given) and its Binance-shaped API data (spot's for venues without any)."""
+    from quantcore.feeds import registry
+
+    name = "redis" if exchange.redis is not None else exchange.venue
+    try:
+        entry = registry.entry(name)
+    except KeyError as exc:
+        raise ConfigError(f"exchange.venue: {exc.args[0]}") from None
+    return name, entry.venue or SPOT
+
+
+def _urls(exchange: _Exchange, venue: Venue) -> tuple[str, str]:
+    """The venue's URLs, a preset's (``testnet``), or the ones given."""
+    ws_url, rest_url = venue.ws_url, venue.rest_url
+    if exchange.preset is not None:
+        if exchange.preset not in venue.presets:
+            known = ", ".join(venue.presets) or "none"
+            raise ConfigError(
+                f"exchange.preset: {exchange.preset!r} is not a preset of {venue.name} "
+                f"(known: {known})"
+            )
+        ws_url, rest_url = venue.presets[exchange.preset]
+    ws_url = _url(exchange.ws_url or ws_url, "exchange.ws_url", "ws")
+    return ws_url, _url(exchange.rest_url or rest_url, "exchange.rest_url", root=venue.root)
 
 
 def _given(section: Struct) -> dict[str, Any]:
@@ -273,7 +306,7 @@ def _given(section: Struct) -> dict[str, Any]:
     return {name: value for name, value in fields if value is not UNSET}
 
 
-def _feed(raw: _Feed, ws_url: str, rest_url: str) -> BinanceFeedSettings:
+def _feed(raw: _Feed, venue: Venue, ws_url: str, rest_url: str) -> BinanceFeedSettings:
     given = _given(raw)
     reconnect, limits = given.pop("reconnect"), _given(given.pop("limits"))
     rest = {key: limits.pop(key) for key in ("weight_per_minute",) if key in limits}
@@ -282,22 +315,32 @@ def _feed(raw: _Feed, ws_url: str, rest_url: str) -> BinanceFeedSettings:
     return BinanceFeedSettings(
         ws_url=ws_url,
         rest_url=rest_url,
+        venue=venue,
         reconnect=ReconnectPolicy(Backoff(**backoff), attempts),
         connect_limits=ConnectLimits(**limits),
-        rest_limits=RestLimits(**rest),
+        rest_limits=RestLimits(**rest) if rest else None,
         **given,
     )
 
 
-def normalize_symbol(value: str, where: str) -> str:
-    """``BTC-USDT``, ``btc/usdt`` and ``BTCUSDT`` all mean Binance's ``BTCUSDT``."""
-    symbol = re.sub(r"[-/_ ]", "", value).upper()
-    if not _SYMBOL.match(symbol):
-        raise ConfigError(f"{where}: {value!r} is not a Binance symbol (letters and digits)")
+def normalize_symbol(value: str, where: str, venue: Venue = SPOT) -> str:
+    """``BTC-USDT``, ``btc/usdt`` and ``BTCUSDT`` all mean Binance's ``BTCUSDT``; a venue
+    whose symbols hold ``_`` (``BTCUSD_PERP``) keeps it."""
+    if venue.name == SPOT_NAME:
+        symbol = re.sub(r"[-/_ ]", "", value).upper()
+        if not _SYMBOL.match(symbol):
+            raise ConfigError(f"{where}: {value!r} is not a Binance symbol (letters and digits)")
+        return symbol
+    keep = "_" in venue.symbol_pattern
+    symbol = re.sub(r"[-/ ]" if keep else r"[-/_ ]", "", value).upper()
+    if not venue.check_symbol(symbol):
+        raise ConfigError(
+            f"{where}: {value!r} is not a {venue.name} symbol (pattern {venue.symbol_pattern})"
+        )
     return symbol
 
 
-def _streams(raw: list[_Stream] | None) -> tuple[tuple[str, str], ...]:
+def _streams(raw: list[_Stream] | None, venue: Venue = SPOT) -> tuple[tuple[str, str], ...]:
     if raw is None:
         raise ConfigError("streams: missing; list at least one {symbol: BTCUSDT, interval: 1m}")
     if not raw:
@@ -305,7 +348,7 @@ def _streams(raw: list[_Stream] | None) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for i, entry in enumerate(raw):
         where = f"streams[{i}]"
-        symbol = normalize_symbol(entry.symbol, f"{where}.symbol")
+        symbol = normalize_symbol(entry.symbol, f"{where}.symbol", venue)
         try:
             interval_ms(entry.interval)
         except ValueError as exc:
@@ -344,7 +387,7 @@ def import_component(target: str, where: str) -> type[Component]:
     return cls
 
 
-def _url(raw: str, where: str, scheme: str = "http") -> str:
+def _url(raw: str, where: str, scheme: str = "http", root: str = "api") -> str:
     """Check a base URL; the forms Binance documents are normalized to what the feed
     appends to: ``wss://host/ws`` or ``/stream`` → ``wss://host/``, ``.../api/v3`` → ``.../api``."""
     if not _URL.match(raw) or not raw.startswith(scheme):
@@ -357,8 +400,8 @@ def _url(raw: str, where: str, scheme: str = "http") -> str:
             raise ConfigError(f"{where}: {raw!r}: give the base URL, not a stream path")
         return base + "/"
     base = re.sub(r"/v[0-9]+/?$", "", raw.rstrip("/"))
-    if not base.endswith("/api"):
-        raise ConfigError(f"{where}: {raw!r}: expected the REST base ending in /api")
+    if not base.endswith(f"/{root}"):
+        raise ConfigError(f"{where}: {raw!r}: expected the REST base ending in /{root}")
     return base
 
 
