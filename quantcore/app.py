@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import signal
@@ -100,12 +101,42 @@ class App:
         self.metrics: MetricsServer | None = None
         """The /metrics and /health endpoint while running, if ``metrics:`` is configured."""
         self._stop_requested = False
+        self.parts = [App(part, stop_timeout=stop_timeout) for part in config.parts]
+        """With more than one venue: one App per venue, run side by side (own bus,
+        components and feed, so a symbol listed on two venues stays two series)."""
+        self._owns_signals = True
+        for part in self.parts:
+            part._owns_signals = False  # Ctrl-C reaches this App, which stops every part
 
     def stop(self) -> None:
         """Graceful stop (what Ctrl-C and SIGTERM do); safe to call at any time."""
         self._stop_requested = True
         if self.feed is not None:
             self.feed.stop()
+        for part in self.parts:
+            part.stop()
+
+    async def _run_parts(self, duration: float | None, max_bars: int | None) -> RunSummary:
+        """Every venue's App at once; the first failure stops the others."""
+        if not logging.getLogger().handlers:
+            configure_logging(self.config.log_level, self.config.log_file)
+        started = time.monotonic()
+        runs = [asyncio.create_task(part.run(max_bars=max_bars)) for part in self.parts]
+        with self._signals(), self._deadline(duration):
+            if self._stop_requested:
+                self.stop()
+            try:
+                summaries = await asyncio.gather(*runs)
+            except BaseException:
+                self.stop()
+                await asyncio.gather(*runs, return_exceptions=True)
+                raise
+        totals = {
+            f.name: sum(getattr(s, f.name) for s in summaries)
+            for f in dataclasses.fields(RunSummary)
+            if f.name != "seconds"
+        }
+        return RunSummary(seconds=time.monotonic() - started, **totals)
 
     async def run(self, duration: float | None = None, max_bars: int | None = None) -> RunSummary:
         """Run until stopped (signal, ``stop()``), ``duration`` seconds or ``max_bars`` bars."""
@@ -113,6 +144,8 @@ class App:
             raise ValueError(f"max_bars must be a positive integer or None, got {max_bars!r}")
         if duration is not None and duration <= 0:
             raise ValueError(f"duration must be positive seconds or None, got {duration!r}")
+        if self.parts:
+            return await self._run_parts(duration, max_bars)
         if not logging.getLogger().handlers:
             configure_logging(self.config.log_level, self.config.log_file)
         started = time.monotonic()
@@ -228,6 +261,9 @@ class App:
     def _signals(self) -> Any:
         loop = asyncio.get_running_loop()
         installed = []
+        if not self._owns_signals:
+            yield
+            return
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, self.stop)

@@ -9,6 +9,7 @@ because a trading process that half-starts on a typo is worse than one that refu
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import re
@@ -161,6 +162,8 @@ class _Exchange(_Section, frozen=True):
 class _Stream(_Section, frozen=True):
     symbol: str
     interval: str = "1m"
+    venue: Text | None = None
+    """Another registered venue than ``exchange.venue`` for this stream."""
 
 
 class _Consumer(_Section, frozen=True):
@@ -224,6 +227,10 @@ class AppConfig:
     metrics: MetricsConfig | None = None
     venue: str = SPOT_NAME
     """The registry name of the venue the streams come from (``exchange.venue``)."""
+    parts: tuple[AppConfig, ...] = ()
+    """With streams of more than one venue: one config per venue (its streams, URLs,
+    local exchange and consumers, CSV paths and sink keys holding the venue), run side
+    by side; this one then holds every stream and no consumers of its own."""
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -257,6 +264,12 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     if local is not None and exchange.redis is not None:
         raise ConfigError("exchange: 'local' and 'redis' are alternatives; choose one")
     venue_name, venue = _venue(exchange)
+    by_venue = _by_venue(doc.streams, venue_name)
+    if len(by_venue) > 1:
+        return _split(raw, doc, by_venue, source)
+    if by_venue:
+        venue_name = next(iter(by_venue))
+        venue = _venue(msgspec.structs.replace(exchange, venue=venue_name))[1]
     streams = _streams(doc.streams, venue)
     logs = doc.logging
     level = logs.level.upper()
@@ -265,11 +278,74 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     log_file = None if logs.file is None else LogFile(logs.file, logs.max_bytes, logs.backups)
     ws_url, rest_url = _urls(exchange, venue)
     feed = _feed(doc.feed, venue, ws_url, rest_url)
-    consumers = _consumers(doc.consumers)
+    consumers = _consumers(_venue_paths(doc.consumers, venue, alone=True))
     return AppConfig(
         source, streams, feed, consumers, local, level, exchange.redis, doc.runtime, log_file,
         doc.metrics, venue_name,
     )  # fmt: skip
+
+
+def _by_venue(raw: list[_Stream] | None, default: str) -> dict[str, list[_Stream]]:
+    groups: dict[str, list[_Stream]] = {}
+    for entry in raw or ():
+        groups.setdefault(entry.venue or default, []).append(entry)
+    return groups
+
+
+def _split(raw: Any, doc: _Document, by_venue: dict[str, list[_Stream]], source: str) -> AppConfig:
+    """One config per venue; URLs given in ``exchange`` belong to ``exchange.venue``."""
+    if doc.exchange.redis is not None:
+        raise ConfigError("streams: a per-stream venue cannot be combined with exchange.redis")
+    parts = []
+    for n, (name, entries) in enumerate(by_venue.items()):
+        exchange = dict(raw.get("exchange") or {})
+        if name != exchange.get("venue", SPOT_NAME):
+            exchange.pop("ws_url", None)
+            exchange.pop("rest_url", None)
+        exchange["venue"] = name
+        local = exchange.get("local")
+        if isinstance(local, dict) and local.get("port"):
+            exchange["local"] = {**local, "port": int(local["port"]) + n}
+        listed = [{"symbol": e.symbol, "interval": e.interval} for e in entries]
+        sub = parse_config({**raw, "exchange": exchange, "streams": listed}, source)
+        _, venue = _venue(msgspec.structs.replace(doc.exchange, venue=name))
+        consumers = _consumers(_venue_paths(doc.consumers, venue, alone=False))
+        parts.append(dataclasses.replace(sub, consumers=consumers, metrics=None))
+    first = parts[0]
+    streams = tuple(key for part in parts for key in part.streams)
+    return dataclasses.replace(first, streams=streams, consumers=(), parts=tuple(parts))
+
+
+def _venue_paths(
+    raw: list[str | _Consumer] | None, venue: Venue, alone: bool
+) -> list[str | _Consumer]:
+    """The venue in CSV paths and sink keys: ``{venue}`` in a CSV path is filled in; a
+    futures venue's default CSV path is ``data/{venue}/{symbol}_{interval}.csv``; with
+    more than one venue, a non-spot venue's CSV files go to a ``{venue}`` folder beside
+    the template's and its Redis keys get ``:{venue}`` after the prefix. Spot's paths and
+    keys never change, so existing recordings resume."""
+    entries = raw if raw is not None else ["history", "csv", "console"]
+    spot = venue.name == SPOT_NAME
+    out: list[str | _Consumer] = []
+    for entry in entries:
+        spec = entry if isinstance(entry, _Consumer) else _Consumer(target=entry)
+        params = dict(spec.params or {})
+        target = BUILTIN_CONSUMERS.get(spec.target, spec.target)
+        if target == BUILTIN_CONSUMERS["csv"]:
+            path = params.get("path")
+            if isinstance(path, str) and "{venue}" in path:
+                params["path"] = path.replace("{venue}", venue.name)
+            elif not spot and path is None:
+                params["path"] = f"data/{venue.name}/{{symbol}}_{{interval}}.csv"
+            elif not spot and isinstance(path, str) and not alone:
+                folder, _, name = path.rpartition("/")
+                params["path"] = (
+                    f"{folder}/{venue.name}/{name}" if folder else f"{venue.name}/{name}"
+                )
+        elif target == BUILTIN_CONSUMERS["redis"] and not spot and not alone:
+            params["prefix"] = f"{params.get('prefix', 'quantcore:bars')}:{venue.name}"
+        out.append(_Consumer(target=spec.target, params=params or None))
+    return out
 
 
 def _venue(exchange: _Exchange) -> tuple[str, Venue]:

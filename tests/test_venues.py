@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from quantcore.app import App
 from quantcore.config import ConfigError, load_config, parse_config
@@ -120,6 +121,10 @@ async def test_every_venue_resumes_after_a_restart(tmp_path: Path, name: str) ->
         rows = csv_rows(path)
         assert rows == truth_since(exchange, rows[0], len(rows), symbol)
     assert second.feed is not None and second.feed.stats.backfilled >= 1
+
+
+def csv_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.csv"))
 
 
 def csv_lines(path: Path) -> list[str]:
@@ -233,3 +238,39 @@ def test_venue_presets_and_errors() -> None:
         {"exchange": {"venue": "binance-coinm"}, "streams": [{"symbol": "btcusd_perp"}]}
     )
     assert coin.streams == (("BTCUSD_PERP", "1m"),)
+
+
+@pytest.mark.timeout(60)
+async def test_demo_records_three_venues_at_once(tmp_path: Path) -> None:
+    raw = yaml.safe_load((REPO / "config" / "demo_venues.yaml").read_text())
+    raw["exchange"]["local"]["speed"] = 600
+    raw["consumers"][1]["params"]["path"] = str(tmp_path / "{symbol}_{interval}.csv")
+    config = parse_config(raw, "demo_venues.yaml")
+    assert [part.venue for part in config.parts] == [SPOT.name, USDM.name, COINM.name]
+    app = App(config)
+    run = asyncio.create_task(app.run())
+    files = [
+        tmp_path / "BTCUSDT_1m.csv",
+        tmp_path / "binance-usdm" / "BTCUSDT_1m.csv",
+        tmp_path / "binance-coinm" / "BTCUSD_PERP_1m.csv",
+    ]
+    try:
+        await wait_until(lambda: all(len(csv_lines(f)) > 5 for f in files), 30, "three CSVs")
+    finally:
+        app.stop()
+        summary = await asyncio.wait_for(run, 15)
+    assert summary.bars_recorded == sum(len(csv_rows(f)) for f in files)
+    assert csv_files(tmp_path) == sorted(f.relative_to(tmp_path).as_posix() for f in files)
+    feeds = [part.feed for part in app.parts]
+    assert [f.name for f in feeds if f is not None] == ["binance", USDM.name, COINM.name]
+
+
+def test_futures_default_csv_path_holds_the_venue() -> None:
+    config = parse_config(
+        {"exchange": {"venue": "binance-usdm"}, "streams": [{"symbol": "BTCUSDT"}]}
+    )
+    csv = next(spec for spec in config.consumers if spec.cls.__name__ == "CsvRecorder")
+    assert csv.params["path"] == "data/binance-usdm/{symbol}_{interval}.csv"
+    spot = parse_config({"streams": [{"symbol": "BTCUSDT"}]})
+    csv = next(spec for spec in spot.consumers if spec.cls.__name__ == "CsvRecorder")
+    assert not csv.params  # spot keeps data/{symbol}_{interval}.csv
