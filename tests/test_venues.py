@@ -274,3 +274,59 @@ def test_futures_default_csv_path_holds_the_venue() -> None:
     spot = parse_config({"streams": [{"symbol": "BTCUSDT"}]})
     csv = next(spec for spec in spot.consumers if spec.cls.__name__ == "CsvRecorder")
     assert not csv.params  # spot keeps data/{symbol}_{interval}.csv
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("name", [USDM.name, COINM.name])
+async def test_futures_on_the_realistic_profile_record_the_final_bars(
+    tmp_path: Path, name: str
+) -> None:
+    """Spot's realistic profile (REST lag, late and withheld closes, short connection
+    lifetimes with serverShutdown, the venue's weight limit) plus faults and a restart
+    inside the REST lag: the CSV equals the venue's final bars, exactly."""
+    from quantcore.sim import Realism
+    from tests.test_realistic import assert_final_bars, assert_within_limits, just_after_close
+    from tests.test_realistic import caught_up as settled_in
+
+    venue = VENUES[name]
+    symbol, data = CASES[name]
+    lag_ms = 20_000
+    profile = Realism.binance(
+        seed=20241101,
+        rest_lag_ms=lag_ms,
+        close_delay_ms=(70, lag_ms // 2),
+        missing_close=0.08,
+        weight_limit=venue.weight_per_minute,
+        connection_lifetime=2.0,
+        shutdown_lead=0.3,
+    )
+    source = ReplaySource.from_file(data, symbol)
+    rng = random.Random(1101)
+    async with LocalExchange(
+        [source], speed=600, updates_per_bar=4, history_bars=3, realism=profile, venue=venue
+    ) as exchange:
+        config = venue_config(
+            exchange, tmp_path, settle=40, poll=0.05, healthy_after=1.0, max_connection_age=1.5
+        )
+        for _ in range(2):
+            app = App(config)
+            run = asyncio.create_task(app.run())
+            before = len(exchange.closed_klines(symbol, "1m"))
+            await inject_faults(
+                exchange,
+                rng,
+                lambda b=before: len(exchange.closed_klines(symbol, "1m")) >= b + 40,
+                symbol,
+                extra=("shutdown",),
+            )
+            await just_after_close(exchange, lag_ms // 2)
+            app.stop()
+            await asyncio.wait_for(run, 15)
+        final = App(config)
+        run = asyncio.create_task(final.run())
+        await wait_until(lambda: settled_in(exchange, tmp_path, symbol, 60_000), 30, "catch up")
+        final.stop()
+        await asyncio.wait_for(run, 15)
+        rows = assert_final_bars(exchange, tmp_path, symbol)
+        assert_within_limits(exchange)
+    assert len(rows) >= 70
