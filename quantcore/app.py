@@ -240,7 +240,9 @@ class App:
         if local is None:
             yield self.config.feed
             return
-        exchange = start_local_exchange(local, self.config.streams, resume, self.config.feed.venue)
+        venue = self.config.feed.venue
+        extra = {} if venue.name == SPOT.name else {"venue": venue}
+        exchange = start_local_exchange(local, self.config.streams, resume, **extra)
         async with contextlib.AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(exchange)
@@ -252,8 +254,7 @@ class App:
                 raise ConfigError(
                     f"exchange.local.port: cannot listen on {local.port}: {exc}"
                 ) from None
-            venue = self.config.feed.venue
-            shown = "" if venue.name == SPOT.name else f" venue={venue.name}"
+            shown = f" venue={venue.name}" if extra else ""
             log.info("local exchange: ws=%s rest=%s%s", exchange.ws_url, exchange.rest_url, shown)
             yield replace(self.config.feed, ws_url=exchange.ws_url, rest_url=exchange.rest_url)
 

@@ -756,6 +756,8 @@ class BinanceKlineFeed(DataFeed):
         client = self._client
         assert client is not None
         uri = self.venue.endpoint(self.settings.rest_url, endpoint)
+        if not params:  # as python-binance's own calls: no body, no form
+            return await client._request("get", uri, False)
         return await client._request("get", uri, False, data=params)
 
     async def _rest(self, what: str, weight: int, call: Callable[[], Awaitable[Any]]) -> Any:
