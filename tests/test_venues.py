@@ -35,7 +35,7 @@ from tests.harness import (
 )
 from tests.paths import CSV_BTC, CSV_COINM, CSV_USDM, REPO
 
-BARS = 80
+BARS = 60
 CASES = {
     SPOT.name: ("BTCUSDT", CSV_BTC),
     USDM.name: ("BTCUSDT", CSV_USDM),
@@ -104,7 +104,7 @@ async def test_every_venue_resumes_after_a_restart(tmp_path: Path, name: str) ->
     venue = VENUES[name]
     symbol, _ = CASES[name]
     path = tmp_path / f"{symbol}_1m.csv"
-    async with venue_exchange(venue, speed=600) as exchange:
+    async with venue_exchange(venue, speed=1200) as exchange:
         first = App(venue_config(exchange, tmp_path))
         run = asyncio.create_task(first.run())
         await wait_until(lambda: len(csv_lines(path)) > 10, 15, "10 rows")
@@ -308,14 +308,14 @@ async def test_futures_on_the_realistic_profile_record_the_final_bars(
         config = venue_config(
             exchange, tmp_path, settle=40, poll=0.05, healthy_after=1.0, max_connection_age=1.5
         )
-        for _ in range(2):
+        for _ in range(1):
             app = App(config)
             run = asyncio.create_task(app.run())
             before = len(exchange.closed_klines(symbol, "1m"))
             await inject_faults(
                 exchange,
                 rng,
-                lambda b=before: len(exchange.closed_klines(symbol, "1m")) >= b + 40,
+                lambda b=before: len(exchange.closed_klines(symbol, "1m")) >= b + 30,
                 symbol,
                 extra=("shutdown",),
             )
@@ -329,4 +329,4 @@ async def test_futures_on_the_realistic_profile_record_the_final_bars(
         await asyncio.wait_for(run, 15)
         rows = assert_final_bars(exchange, tmp_path, symbol)
         assert_within_limits(exchange)
-    assert len(rows) >= 70
+    assert len(rows) >= 35
