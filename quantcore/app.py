@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import signal
@@ -24,8 +25,10 @@ from quantcore.component import Component, Context
 from quantcore.config import AppConfig, ConfigError, LocalExchangeConfig
 from quantcore.consumers.csv_recorder import CsvPathError, CsvRecorder
 from quantcore.events import BAR
+from quantcore.feeds import registry
 from quantcore.feeds.base import DataFeed, FeedStats, StreamKey
-from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
+from quantcore.feeds.binance.feed import BinanceFeedSettings
+from quantcore.feeds.binance.venues import SPOT, Venue
 from quantcore.intervals import interval_ms
 from quantcore.logs import configure_logging
 from quantcore.metrics import MetricsServer
@@ -98,12 +101,42 @@ class App:
         self.metrics: MetricsServer | None = None
         """The /metrics and /health endpoint while running, if ``metrics:`` is configured."""
         self._stop_requested = False
+        self.parts = [App(part, stop_timeout=stop_timeout) for part in config.parts]
+        """With more than one venue: one App per venue, run side by side (own bus,
+        components and feed, so a symbol listed on two venues stays two series)."""
+        self._owns_signals = True
+        for part in self.parts:
+            part._owns_signals = False  # Ctrl-C reaches this App, which stops every part
 
     def stop(self) -> None:
         """Graceful stop (what Ctrl-C and SIGTERM do); safe to call at any time."""
         self._stop_requested = True
         if self.feed is not None:
             self.feed.stop()
+        for part in self.parts:
+            part.stop()
+
+    async def _run_parts(self, duration: float | None, max_bars: int | None) -> RunSummary:
+        """Every venue's App at once; the first failure stops the others."""
+        if not logging.getLogger().handlers:
+            configure_logging(self.config.log_level, self.config.log_file)
+        started = time.monotonic()
+        runs = [asyncio.create_task(part.run(max_bars=max_bars)) for part in self.parts]
+        with self._signals(), self._deadline(duration):
+            if self._stop_requested:
+                self.stop()
+            try:
+                summaries = await asyncio.gather(*runs)
+            except BaseException:
+                self.stop()
+                await asyncio.gather(*runs, return_exceptions=True)
+                raise
+        totals = {
+            f.name: sum(getattr(s, f.name) for s in summaries)
+            for f in dataclasses.fields(RunSummary)
+            if f.name != "seconds"
+        }
+        return RunSummary(seconds=time.monotonic() - started, **totals)
 
     async def run(self, duration: float | None = None, max_bars: int | None = None) -> RunSummary:
         """Run until stopped (signal, ``stop()``), ``duration`` seconds or ``max_bars`` bars."""
@@ -111,6 +144,8 @@ class App:
             raise ValueError(f"max_bars must be a positive integer or None, got {max_bars!r}")
         if duration is not None and duration <= 0:
             raise ValueError(f"duration must be positive seconds or None, got {duration!r}")
+        if self.parts:
+            return await self._run_parts(duration, max_bars)
         if not logging.getLogger().handlers:
             configure_logging(self.config.log_level, self.config.log_file)
         started = time.monotonic()
@@ -171,20 +206,9 @@ class App:
         await self.bus.close(0)
 
     def _make_feed(self, settings: BinanceFeedSettings) -> DataFeed:
-        """Binance (or the local exchange) by default; Redis Streams when configured."""
-        redis = self.config.redis
-        if redis is None:
-            return BinanceKlineFeed(self.bus, self.config.streams, settings)
-        from quantcore.feeds.redis_stream import RedisStreamFeed
-
-        return RedisStreamFeed(
-            self.bus,
-            self.config.streams,
-            group=redis.group,
-            consumer=redis.consumer,
-            url=redis.url,
-            prefix=redis.prefix,
-            partials=redis.partials,
+        """The configured venue's feed, built by the venue registry."""
+        return registry.create(
+            self.config.venue, self.bus, self.config.streams, settings, self.config
         )
 
     def _fatal_text(self, feed: DataFeed) -> str:
@@ -216,7 +240,9 @@ class App:
         if local is None:
             yield self.config.feed
             return
-        exchange = start_local_exchange(local, self.config.streams, resume)
+        venue = self.config.feed.venue
+        extra = {} if venue.name == SPOT.name else {"venue": venue}
+        exchange = start_local_exchange(local, self.config.streams, resume, **extra)
         async with contextlib.AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(exchange)
@@ -228,13 +254,17 @@ class App:
                 raise ConfigError(
                     f"exchange.local.port: cannot listen on {local.port}: {exc}"
                 ) from None
-            log.info("local exchange: ws=%s rest=%s", exchange.ws_url, exchange.rest_url)
+            shown = f" venue={venue.name}" if extra else ""
+            log.info("local exchange: ws=%s rest=%s%s", exchange.ws_url, exchange.rest_url, shown)
             yield replace(self.config.feed, ws_url=exchange.ws_url, rest_url=exchange.rest_url)
 
     @contextlib.contextmanager
     def _signals(self) -> Any:
         loop = asyncio.get_running_loop()
         installed = []
+        if not self._owns_signals:
+            yield
+            return
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, self.stop)
@@ -282,6 +312,7 @@ def start_local_exchange(
     local: LocalExchangeConfig,
     streams: Sequence[StreamKey],
     resume: Mapping[StreamKey, int] | None = None,
+    venue: Venue = SPOT,
 ) -> Any:
     """Build (not yet start) the embedded local exchange serving these streams.
 
@@ -310,6 +341,7 @@ def start_local_exchange(
             updates_per_bar=local.updates_per_bar,
             port=local.port,
             start_ms=start_ms,
+            venue=venue,
         )
     except (DataFileError, ValueError, OSError) as exc:
         raise ConfigError(f"exchange.local: {exc}") from None

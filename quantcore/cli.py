@@ -125,13 +125,17 @@ def describe_config(config: AppConfig) -> list[str]:
         )
     else:
         lines.append(f"exchange: ws={config.feed.ws_url} rest={config.feed.rest_url}")
+    lines.append(f"venue: {config.venue}")
+    for part in config.parts:
+        lines.append(f"  {part.venue}: {', '.join(f'{s} {i}' for s, i in part.streams)}")
     lines.append(f"streams ({len(config.streams)}):")
     lines.extend(f"  {symbol} {interval}" for symbol, interval in config.streams)
     feed = config.feed
     shown = [
         f"{f.name}={getattr(feed, f.name)}"
         for f in dataclasses.fields(feed)
-        if f.name not in {"ws_url", "rest_url", "reconnect", "connect_limits", "rest_limits"}
+        if f.name
+        not in {"ws_url", "rest_url", "venue", "reconnect", "connect_limits", "rest_limits"}
     ]
     backoff = feed.reconnect.backoff
     attempts = feed.reconnect.max_attempts

@@ -9,6 +9,7 @@ because a trading process that half-starts on a typo is worse than one that refu
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import re
@@ -29,6 +30,7 @@ from quantcore.feeds.base import ReconnectPolicy
 from quantcore.feeds.binance.feed import BinanceFeedSettings
 from quantcore.feeds.binance.limits import ConnectLimits, RestLimits
 from quantcore.feeds.binance.transport import Transport
+from quantcore.feeds.binance.venues import SPOT, SPOT_NAME, Venue
 from quantcore.intervals import interval_ms
 
 BUILTIN_CONSUMERS = {
@@ -42,7 +44,6 @@ BUILTIN_CONSUMERS = {
 }
 """Short names usable as ``class:`` in the YAML for the built-in consumers."""
 
-_DEFAULT_FEED = BinanceFeedSettings()
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
 _URL = re.compile(r"^(wss?|https?)://[^\s/]+(/\S*)?$")
 
@@ -150,8 +151,10 @@ class _Feed(_Section, frozen=True):
 
 
 class _Exchange(_Section, frozen=True):
-    ws_url: str = _DEFAULT_FEED.ws_url
-    rest_url: str = _DEFAULT_FEED.rest_url
+    venue: Text = SPOT_NAME
+    preset: Text | None = None
+    ws_url: str | None = None
+    rest_url: str | None = None
     local: LocalExchangeConfig | bool | None = None
     redis: RedisSourceConfig | None = None
 
@@ -159,6 +162,8 @@ class _Exchange(_Section, frozen=True):
 class _Stream(_Section, frozen=True):
     symbol: str
     interval: str = "1m"
+    venue: Text | None = None
+    """Another registered venue than ``exchange.venue`` for this stream."""
 
 
 class _Consumer(_Section, frozen=True):
@@ -220,6 +225,12 @@ class AppConfig:
     runtime: RuntimeConfig = dataclass_field(default_factory=RuntimeConfig)
     log_file: LogFile | None = None
     metrics: MetricsConfig | None = None
+    venue: str = SPOT_NAME
+    """The registry name of the venue the streams come from (``exchange.venue``)."""
+    parts: tuple[AppConfig, ...] = ()
+    """With streams of more than one venue: one config per venue (its streams, URLs,
+    local exchange and consumers, CSV paths and sink keys holding the venue), run side
+    by side; this one then holds every stream and no consumers of its own."""
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -252,19 +263,117 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     local = LocalExchangeConfig() if exchange.local is True else exchange.local or None
     if local is not None and exchange.redis is not None:
         raise ConfigError("exchange: 'local' and 'redis' are alternatives; choose one")
-    streams = _streams(doc.streams)
+    venue_name, venue = _venue(exchange)
+    by_venue = _by_venue(doc.streams, venue_name)
+    if len(by_venue) > 1:
+        return _split(raw, doc, by_venue, source)
+    if by_venue:
+        venue_name = next(iter(by_venue))
+        venue = _venue(msgspec.structs.replace(exchange, venue=venue_name))[1]
+    streams = _streams(doc.streams, venue)
     logs = doc.logging
     level = logs.level.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"logging.level: {level!r} is not DEBUG, INFO, WARNING or ERROR")
     log_file = None if logs.file is None else LogFile(logs.file, logs.max_bytes, logs.backups)
-    ws_url = _url(exchange.ws_url, "exchange.ws_url", "ws")
-    feed = _feed(doc.feed, ws_url, _url(exchange.rest_url, "exchange.rest_url"))
-    consumers = _consumers(doc.consumers)
+    ws_url, rest_url = _urls(exchange, venue)
+    feed = _feed(doc.feed, venue, ws_url, rest_url)
+    consumers = _consumers(_venue_paths(doc.consumers, venue, alone=True))
     return AppConfig(
         source, streams, feed, consumers, local, level, exchange.redis, doc.runtime, log_file,
-        doc.metrics,
+        doc.metrics, venue_name,
     )  # fmt: skip
+
+
+def _by_venue(raw: list[_Stream] | None, default: str) -> dict[str, list[_Stream]]:
+    groups: dict[str, list[_Stream]] = {}
+    for entry in raw or ():
+        groups.setdefault(entry.venue or default, []).append(entry)
+    return groups
+
+
+def _split(raw: Any, doc: _Document, by_venue: dict[str, list[_Stream]], source: str) -> AppConfig:
+    """One config per venue; URLs given in ``exchange`` belong to ``exchange.venue``."""
+    if doc.exchange.redis is not None:
+        raise ConfigError("streams: a per-stream venue cannot be combined with exchange.redis")
+    parts = []
+    for n, (name, entries) in enumerate(by_venue.items()):
+        exchange = dict(raw.get("exchange") or {})
+        if name != exchange.get("venue", SPOT_NAME):
+            exchange.pop("ws_url", None)
+            exchange.pop("rest_url", None)
+        exchange["venue"] = name
+        local = exchange.get("local")
+        if isinstance(local, dict) and local.get("port"):
+            exchange["local"] = {**local, "port": int(local["port"]) + n}
+        listed = [{"symbol": e.symbol, "interval": e.interval} for e in entries]
+        sub = parse_config({**raw, "exchange": exchange, "streams": listed}, source)
+        _, venue = _venue(msgspec.structs.replace(doc.exchange, venue=name))
+        consumers = _consumers(_venue_paths(doc.consumers, venue, alone=False))
+        parts.append(dataclasses.replace(sub, consumers=consumers, metrics=None))
+    first = parts[0]
+    streams = tuple(key for part in parts for key in part.streams)
+    return dataclasses.replace(first, streams=streams, consumers=(), parts=tuple(parts))
+
+
+def _venue_paths(
+    raw: list[str | _Consumer] | None, venue: Venue, alone: bool
+) -> list[str | _Consumer]:
+    """The venue in CSV paths and sink keys: ``{venue}`` in a CSV path is filled in; a
+    futures venue's default CSV path is ``data/{venue}/{symbol}_{interval}.csv``; with
+    more than one venue, a non-spot venue's CSV files go to a ``{venue}`` folder beside
+    the template's and its Redis keys get ``:{venue}`` after the prefix. Spot's paths and
+    keys never change, so existing recordings resume."""
+    entries = raw if raw is not None else ["history", "csv", "console"]
+    spot = venue.name == SPOT_NAME
+    out: list[str | _Consumer] = []
+    for entry in entries:
+        spec = entry if isinstance(entry, _Consumer) else _Consumer(target=entry)
+        params = dict(spec.params or {})
+        target = BUILTIN_CONSUMERS.get(spec.target, spec.target)
+        if target == BUILTIN_CONSUMERS["csv"]:
+            path = params.get("path")
+            if isinstance(path, str) and "{venue}" in path:
+                params["path"] = path.replace("{venue}", venue.name)
+            elif not spot and path is None:
+                params["path"] = f"data/{venue.name}/{{symbol}}_{{interval}}.csv"
+            elif not spot and isinstance(path, str) and not alone:
+                folder, _, name = path.rpartition("/")
+                params["path"] = (
+                    f"{folder}/{venue.name}/{name}" if folder else f"{venue.name}/{name}"
+                )
+        elif target == BUILTIN_CONSUMERS["redis"] and not spot and not alone:
+            params["prefix"] = f"{params.get('prefix', 'quantcore:bars')}:{venue.name}"
+        out.append(_Consumer(target=spec.target, params=params or None))
+    return out
+
+
+def _venue(exchange: _Exchange) -> tuple[str, Venue]:
+    """The registered venue named by ``exchange.venue`` (``redis`` when that section is
+    given) and its Binance-shaped API data (spot's for venues without any)."""
+    from quantcore.feeds import registry
+
+    name = "redis" if exchange.redis is not None else exchange.venue
+    try:
+        entry = registry.entry(name)
+    except KeyError as exc:
+        raise ConfigError(f"exchange.venue: {exc.args[0]}") from None
+    return name, entry.venue or SPOT
+
+
+def _urls(exchange: _Exchange, venue: Venue) -> tuple[str, str]:
+    """The venue's URLs, a preset's (``testnet``), or the ones given."""
+    ws_url, rest_url = venue.ws_url, venue.rest_url
+    if exchange.preset is not None:
+        if exchange.preset not in venue.presets:
+            known = ", ".join(venue.presets) or "none"
+            raise ConfigError(
+                f"exchange.preset: {exchange.preset!r} is not a preset of {venue.name} "
+                f"(known: {known})"
+            )
+        ws_url, rest_url = venue.presets[exchange.preset]
+    ws_url = _url(exchange.ws_url or ws_url, "exchange.ws_url", "ws")
+    return ws_url, _url(exchange.rest_url or rest_url, "exchange.rest_url", root=venue.root)
 
 
 def _given(section: Struct) -> dict[str, Any]:
@@ -273,7 +382,7 @@ def _given(section: Struct) -> dict[str, Any]:
     return {name: value for name, value in fields if value is not UNSET}
 
 
-def _feed(raw: _Feed, ws_url: str, rest_url: str) -> BinanceFeedSettings:
+def _feed(raw: _Feed, venue: Venue, ws_url: str, rest_url: str) -> BinanceFeedSettings:
     given = _given(raw)
     reconnect, limits = given.pop("reconnect"), _given(given.pop("limits"))
     rest = {key: limits.pop(key) for key in ("weight_per_minute",) if key in limits}
@@ -282,22 +391,32 @@ def _feed(raw: _Feed, ws_url: str, rest_url: str) -> BinanceFeedSettings:
     return BinanceFeedSettings(
         ws_url=ws_url,
         rest_url=rest_url,
+        venue=venue,
         reconnect=ReconnectPolicy(Backoff(**backoff), attempts),
         connect_limits=ConnectLimits(**limits),
-        rest_limits=RestLimits(**rest),
+        rest_limits=RestLimits(**rest) if rest else None,
         **given,
     )
 
 
-def normalize_symbol(value: str, where: str) -> str:
-    """``BTC-USDT``, ``btc/usdt`` and ``BTCUSDT`` all mean Binance's ``BTCUSDT``."""
-    symbol = re.sub(r"[-/_ ]", "", value).upper()
-    if not _SYMBOL.match(symbol):
-        raise ConfigError(f"{where}: {value!r} is not a Binance symbol (letters and digits)")
+def normalize_symbol(value: str, where: str, venue: Venue = SPOT) -> str:
+    """``BTC-USDT``, ``btc/usdt`` and ``BTCUSDT`` all mean Binance's ``BTCUSDT``; a venue
+    whose symbols hold ``_`` (``BTCUSD_PERP``) keeps it."""
+    if venue.name == SPOT_NAME:
+        symbol = re.sub(r"[-/_ ]", "", value).upper()
+        if not _SYMBOL.match(symbol):
+            raise ConfigError(f"{where}: {value!r} is not a Binance symbol (letters and digits)")
+        return symbol
+    keep = "_" in venue.symbol_pattern
+    symbol = re.sub(r"[-/ ]" if keep else r"[-/_ ]", "", value).upper()
+    if not venue.check_symbol(symbol):
+        raise ConfigError(
+            f"{where}: {value!r} is not a {venue.name} symbol (pattern {venue.symbol_pattern})"
+        )
     return symbol
 
 
-def _streams(raw: list[_Stream] | None) -> tuple[tuple[str, str], ...]:
+def _streams(raw: list[_Stream] | None, venue: Venue = SPOT) -> tuple[tuple[str, str], ...]:
     if raw is None:
         raise ConfigError("streams: missing; list at least one {symbol: BTCUSDT, interval: 1m}")
     if not raw:
@@ -305,7 +424,7 @@ def _streams(raw: list[_Stream] | None) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for i, entry in enumerate(raw):
         where = f"streams[{i}]"
-        symbol = normalize_symbol(entry.symbol, f"{where}.symbol")
+        symbol = normalize_symbol(entry.symbol, f"{where}.symbol", venue)
         try:
             interval_ms(entry.interval)
         except ValueError as exc:
@@ -344,7 +463,7 @@ def import_component(target: str, where: str) -> type[Component]:
     return cls
 
 
-def _url(raw: str, where: str, scheme: str = "http") -> str:
+def _url(raw: str, where: str, scheme: str = "http", root: str = "api") -> str:
     """Check a base URL; the forms Binance documents are normalized to what the feed
     appends to: ``wss://host/ws`` or ``/stream`` → ``wss://host/``, ``.../api/v3`` → ``.../api``."""
     if not _URL.match(raw) or not raw.startswith(scheme):
@@ -357,8 +476,8 @@ def _url(raw: str, where: str, scheme: str = "http") -> str:
             raise ConfigError(f"{where}: {raw!r}: give the base URL, not a stream path")
         return base + "/"
     base = re.sub(r"/v[0-9]+/?$", "", raw.rstrip("/"))
-    if not base.endswith("/api"):
-        raise ConfigError(f"{where}: {raw!r}: expected the REST base ending in /api")
+    if not base.endswith(f"/{root}"):
+        raise ConfigError(f"{where}: {raw!r}: expected the REST base ending in /{root}")
     return base
 
 

@@ -20,7 +20,13 @@ INTERVAL_MS: dict[str, int] = {
     "1w": 604_800_000,
     "1M": 0,
 }
-"""Interval → length in ms; ``1M`` is 0 because calendar months have no fixed length."""
+"""Interval → length in ms; ``1M`` is 0 because calendar months have no fixed length.
+
+The one interval table of the package: feed, codec, aggregator, config and the local
+exchange (``quantcore.sim.klines.INTERVALS``) all read it."""
+
+FIXED_INTERVALS: dict[str, int] = {name: ms for name, ms in INTERVAL_MS.items() if ms}
+"""The intervals with a fixed length (all but ``1M``), in ascending order."""
 
 
 def interval_ms(interval: str) -> int:

@@ -21,3 +21,10 @@ EXCHANGE_INFO = SHARED_DATA / "binance_spot_rest_exchangeInfo_2023-09-08.json"
 
 def read_frames(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+CSV_USDM = SHARED_DATA / "binance_usdm_klines_BTCUSDT_1m_2023-03-11.csv"
+"""Binance USD-M futures BTCUSDT 1m (fapi klines: 1-2 decimal prices, 3-decimal volumes)."""
+CSV_COINM = SHARED_DATA / "binance_coinm_klines_BTCUSD_PERP_1m_2022-10-24.csv"
+"""Binance COIN-M futures BTCUSD_PERP 1m (dapi klines: volume in contracts)."""
+CSV_COINM_2 = SHARED_DATA / "binance_coinm_klines_BTCUSD_PERP_1m_2022-10-25.csv"

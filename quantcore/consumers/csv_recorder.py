@@ -343,8 +343,11 @@ class CsvRecorder(Component):
     def path_for(self, symbol: str, interval: str) -> Path:
         """The file for one stream; refuses names that would escape the template's folder."""
         for value in (symbol, interval):
-            if not value or not value.isalnum():
-                raise CsvPathError(f"refusing {value!r} in a file name: letters and digits only")
+            if not value or not value.replace("_", "").isalnum() or value.startswith("_"):
+                raise CsvPathError(
+                    f"refusing {value!r} in a file name: letters and digits only "
+                    "(and _ inside a futures symbol such as BTCUSD_PERP)"
+                )
         return Path(self.template.format(symbol=symbol, interval=interval))
 
     def open(self, symbol: str, interval: str) -> _CsvFile:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
+from quantcore.intervals import FIXED_INTERVALS
+
 SCALE = 100_000_000
 """Units per whole number: Binance prints every price and volume with 8 decimals."""
 
@@ -21,23 +23,7 @@ DAY_MS = 86_400_000
 WEEK_MS = 7 * DAY_MS
 _MONDAY_OFFSET_MS = 4 * DAY_MS  # 1970-01-01 was a Thursday; Binance weeks start on Monday.
 
-INTERVALS: dict[str, int] = {
-    "1s": 1_000,
-    "1m": MINUTE_MS,
-    "3m": 3 * MINUTE_MS,
-    "5m": 5 * MINUTE_MS,
-    "15m": 15 * MINUTE_MS,
-    "30m": 30 * MINUTE_MS,
-    "1h": HOUR_MS,
-    "2h": 2 * HOUR_MS,
-    "4h": 4 * HOUR_MS,
-    "6h": 6 * HOUR_MS,
-    "8h": 8 * HOUR_MS,
-    "12h": 12 * HOUR_MS,
-    "1d": DAY_MS,
-    "3d": 3 * DAY_MS,
-    "1w": WEEK_MS,
-}
+INTERVALS: dict[str, int] = FIXED_INTERVALS
 """Binance kline intervals with a fixed length; "1M" (calendar month) is not supported."""
 
 _NAMES = {ms: name for name, ms in INTERVALS.items()}

@@ -21,6 +21,8 @@ from typing import Any, Literal
 import orjson
 from aiohttp import WSMsgType, web
 
+from quantcore.feeds.binance.venues import SPOT, Venue
+
 from .formats import QUOTES
 from .generator import RandomWalkSource
 from .klines import Bar, Kline, bucket_start, interval_ms
@@ -54,7 +56,8 @@ REST_WEIGHTS = {
     "/api/v3/ping": 1,
     "/api/v3/exchangeInfo": 20,
 }
-"""Request weight per endpoint (rest-api.md); other paths under /api cost 1 (assumed)."""
+"""Spot's request weight per endpoint (rest-api.md); other paths under /api cost 1
+(assumed). Every venue weighs by its :class:`Venue` data: klines by limit on futures."""
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 BASE_BAN_S = 120.0
@@ -180,6 +183,7 @@ def _error(code: int, msg: str, status: int = 400) -> web.Response:
 
 
 def _split_symbol(symbol: str) -> tuple[str, str]:
+    symbol = symbol.split("_", 1)[0]
     for quote in QUOTES:
         if symbol.endswith(quote) and len(symbol) > len(quote):
             return symbol[: -len(quote)], quote
@@ -212,7 +216,11 @@ class LocalExchange:
         heartbeat: float | None = 20.0,
         pong_timeout: float = 60.0,
         realism: Realism | None = None,
+        venue: Venue = SPOT,
     ) -> None:
+        self.venue = venue
+        """Whose paths, klines limit, weights and exchangeInfo this exchange serves."""
+        self._prefix = f"/{venue.root}/{venue.rest_version}"
         self.realism = realism or Realism()
         self.limits = Limits()
         chosen = list(sources)
@@ -245,7 +253,11 @@ class LocalExchange:
             origin,
         )
         self._info = _ExchangeInfo(
-            list(self.market.sources), real.halted, real.exchange_info, self._rate_limits()
+            list(self.market.sources),
+            real.halted,
+            real.exchange_info,
+            self._rate_limits(),
+            venue.status_field,
         )
         self._serial = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -300,10 +312,11 @@ class LocalExchange:
 
     async def _start_web(self, port: int) -> None:
         app = web.Application(middlewares=[self._weigh])
-        app.router.add_get("/api/v3/ping", self._ping)
-        app.router.add_get("/api/v3/time", self._time)
-        app.router.add_get("/api/v3/klines", self._klines)
-        app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
+        api = self._prefix
+        app.router.add_get(f"{api}/ping", self._ping)
+        app.router.add_get(f"{api}/time", self._time)
+        app.router.add_get(f"{api}/klines", self._klines)
+        app.router.add_get(f"{api}/exchangeInfo", self._exchange_info)
         app.router.add_get("/ws", self._ws)
         app.router.add_get("/ws/{streams:.*}", self._ws)
         app.router.add_get("/stream", self._ws)
@@ -382,8 +395,9 @@ class LocalExchange:
 
     @property
     def rest_url(self) -> str:
-        """Value for `AsyncClient.API_URL` (python-binance appends /v3/...)."""
-        return f"http://{HOST}:{self.port}/api"
+        """The REST root (spot: `AsyncClient.API_URL`, python-binance appends /v3/...;
+        futures: `.../fapi` or `.../dapi`, as `FUTURES_URL`/`FUTURES_COIN_URL`)."""
+        return f"http://{HOST}:{self.port}/{self.venue.root}"
 
     @property
     def streams(self) -> list[str]:
@@ -605,7 +619,7 @@ class LocalExchange:
                 return value
             values[name] = value
         limit = 500 if values["limit"] is None else values["limit"]
-        if not 1 <= limit <= 1000:
+        if not 1 <= limit <= self.venue.klines_limit:
             return _error(-1130, "Data sent for parameter 'limit' is not valid.")
         start, end = values["startTime"], values["endTime"]
         if start is not None and end is not None and start > end:
@@ -654,10 +668,10 @@ class LocalExchange:
         """Charge REST weight per call, refuse over the limit (429, then 418 bans) and put
         `X-MBX-USED-WEIGHT-1M` on every /api answer (WebSocket paths pass through)."""
         path = request.path
-        if not path.startswith("/api/"):
+        if not path.startswith(f"/{self.venue.root}/"):
             return await handler(request)
         self.limits.rest_calls[path] += 1
-        cost = REST_WEIGHTS.get(path, 1)
+        cost = self._cost(request)
         verdict = self._weights.charge(time.monotonic(), cost)
         self.limits.max_weight_in_window = self._weights.max_used
         if verdict.status != 200:
@@ -676,6 +690,20 @@ class LocalExchange:
             raise
         answer.headers[WEIGHT_HEADER] = str(verdict.used)
         return answer
+
+    def _cost(self, request: web.Request) -> int:
+        """The request's weight: spot's table, or the venue's (klines by limit)."""
+        venue = self.venue
+        if venue is SPOT:
+            return REST_WEIGHTS.get(request.path, 1)
+        endpoint = request.path.removeprefix(self._prefix + "/")
+        if endpoint == "klines":
+            raw = request.query.get("limit", "")
+            limit = int(raw) if raw.isdigit() else 500
+            return venue.klines_weight(limit)
+        if endpoint == "exchangeInfo":
+            return venue.exchange_info_weight
+        return 1
 
     def _refusal(self, verdict: Verdict, limit: int) -> web.Response:
         """Binance's 429 (too many requests) or 418 (IP banned) answer with Retry-After."""
@@ -708,7 +736,7 @@ class LocalExchange:
         if refused is not None:
             return refused
         names = [n for n in raw.split("/") if n]
-        limit = self.realism.max_streams
+        limit = min(self.realism.max_streams, self.venue.max_streams)
         if len(names) > limit:
             return _error(-1, f"Too many streams: {len(names)} > {limit}.")
         ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 16)
@@ -858,6 +886,7 @@ class _ExchangeInfo:
         halted: frozenset[str],
         path: Path | None,
         rate_limits: list[dict[str, Any]],
+        status_field: str = "status",
     ) -> None:
         base: dict[str, Any] = {"rateLimits": rate_limits, "exchangeFilters": []}
         symbols: dict[str, dict[str, Any]] = {}
@@ -867,10 +896,11 @@ class _ExchangeInfo:
                 kept = [r for r in base.get("rateLimits", []) if _not_weight(r)]
                 base["rateLimits"] = [*rate_limits, *kept]
             symbols = {str(s["symbol"]): s for s in base.get("symbols", [])}
+        status = status_field
         for name in played:
-            symbols[name] = {**symbols.get(name, _symbol_info(name)), "status": "TRADING"}
+            symbols[name] = {**symbols.get(name, _symbol_info(name)), status: "TRADING"}
         for name in sorted(halted):
-            symbols[name] = {**symbols.get(name, _symbol_info(name)), "status": "BREAK"}
+            symbols[name] = {**symbols.get(name, _symbol_info(name)), status: "BREAK"}
         if path is None:
             symbols = {n: symbols[n] for n in [*played, *sorted(halted - set(played))]}
         self.symbols = symbols

@@ -62,21 +62,22 @@ from quantcore.feeds.binance.transport import (
     Transport,
     open_socket,
 )
+from quantcore.feeds.binance.venues import SPOT, Venue
 from quantcore.intervals import bar_open_ms, interval_ms
 from quantcore.progress import progress
 
 log = logging.getLogger(__name__)
 
-REST_PAGE = 1000
-"""Binance's maximum ``limit`` for /api/v3/klines."""
+REST_PAGE = SPOT.klines_limit
+"""Binance spot's maximum ``limit`` for /api/v3/klines (each venue has its own)."""
 PROGRESS_MIN_PAGES = 3
 """A catch-up of more REST pages than this shows a progress bar with an ETA."""
 MAX_STREAMS_PER_CONNECTION = 1024
 """Binance rejects combined-stream connections with more streams than this."""
-KLINES_WEIGHT = 2
-"""Request weight of /api/v3/klines (any limit up to 1000), per Binance's rest-api.md."""
-TIME_WEIGHT = 1
-EXCHANGE_INFO_WEIGHT = 20
+KLINES_WEIGHT = SPOT.klines_weight(REST_PAGE)
+"""Request weight of spot /api/v3/klines (any limit up to 1000), per Binance's rest-api.md."""
+TIME_WEIGHT = SPOT.time_weight
+EXCHANGE_INFO_WEIGHT = SPOT.exchange_info_weight
 EXCHANGE_INFO_SYMBOLS = 100
 """Up to this many symbols are asked for by name; more, and the full list is cheaper."""
 
@@ -100,10 +101,12 @@ class StreamLost(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class BinanceFeedSettings:
-    """Everything that differs between Binance and the local exchange is a URL here."""
+    """Everything that differs between Binance venues is ``venue`` (endpoints, limits,
+    symbols); between Binance and the local exchange, a URL here (empty: the venue's)."""
 
-    ws_url: str = "wss://stream.binance.com:9443/"
-    rest_url: str = "https://api.binance.com/api"
+    ws_url: str = ""
+    rest_url: str = ""
+    venue: Venue = SPOT
     transport: Transport = "websockets"
     """How frames are read: websockets directly (default: a fifth of the CPU per frame, see
     README Performance) or python-binance's socket."""
@@ -126,7 +129,17 @@ class BinanceFeedSettings:
     max_connection_age: float = 23.5 * 3600
     """Hand over to a fresh connection before Binance's 24 h limit closes this one."""
     connect_limits: ConnectLimits = field(default_factory=ConnectLimits)
-    rest_limits: RestLimits = field(default_factory=RestLimits)
+    rest_limits: RestLimits | None = None
+    """None: half the venue's documented weight per minute."""
+
+    def __post_init__(self) -> None:
+        if not self.ws_url:
+            object.__setattr__(self, "ws_url", self.venue.ws_url)
+        if not self.rest_url:
+            object.__setattr__(self, "rest_url", self.venue.rest_url)
+        if self.rest_limits is None:
+            weight = self.venue.weight_per_minute // 2
+            object.__setattr__(self, "rest_limits", RestLimits(weight))
 
 
 @dataclass(slots=True, eq=False)
@@ -209,8 +222,9 @@ class BinanceKlineFeed(DataFeed):
         self.connect_budget: ConnectionBudget = connection_budget(
             self.settings.ws_url, self.settings.connect_limits
         )
+        self.venue = self.settings.venue
         self.rest_budget: RestBudget = rest_budget(
-            self.settings.rest_url, self.settings.rest_limits
+            self.settings.rest_url, self.settings.rest_limits or RestLimits()
         )
 
     def stop(self) -> None:
@@ -248,7 +262,7 @@ class BinanceKlineFeed(DataFeed):
     def plan_connections(self) -> list[_Connection]:
         """Split the streams so each connection stays under Binance's stream and URL limits."""
         settings = self.settings
-        most = max(1, min(settings.streams_per_connection, MAX_STREAMS_PER_CONNECTION))
+        most = max(1, min(settings.streams_per_connection, self.venue.max_streams))
         base = len(settings.ws_url) + len("stream?streams=")
         groups: list[list[_Stream]] = [[]]
         length = base
@@ -544,16 +558,17 @@ class BinanceKlineFeed(DataFeed):
             assert client is not None
             configured = sorted({symbol for symbol, _ in self.sequencers})
             params = {}
-            if len(configured) <= EXCHANGE_INFO_SYMBOLS:
+            if self.venue.exchange_info_by_symbols and len(configured) <= EXCHANGE_INFO_SYMBOLS:
                 params = {"symbols": orjson.dumps(configured).decode()}
-            source = f"{self.settings.rest_url.rstrip('/')}/v3/exchangeInfo"
+            source = self.venue.endpoint(self.settings.rest_url, "exchangeInfo")
             try:
                 info = await self._exchange_info(params)
             except BackfillError as exc:
                 if "-1121" not in str(exc):
                     raise
                 info = await self._exchange_info({})  # -1121 names no symbol: see which
-            listed = {entry["symbol"]: entry.get("status") for entry in info.get("symbols", [])}
+            status = self.venue.status_field
+            listed = {entry["symbol"]: entry.get(status) for entry in info.get("symbols", [])}
             unknown = [symbol for symbol in configured if symbol not in listed]
             if unknown:
                 raise UnknownSymbolError(
@@ -568,11 +583,8 @@ class BinanceKlineFeed(DataFeed):
             self._symbols_checked = True
 
     async def _exchange_info(self, params: dict[str, str]) -> Any:
-        client = self._client
-        assert client is not None
-        return await self._rest(
-            "exchangeInfo", EXCHANGE_INFO_WEIGHT, lambda: client._get("exchangeInfo", data=params)
-        )
+        weight = self.venue.exchange_info_weight
+        return await self._rest("exchangeInfo", weight, partial(self._get, "exchangeInfo", params))
 
     # -- settling ------------------------------------------------------------------------
 
@@ -695,11 +707,12 @@ class BinanceKlineFeed(DataFeed):
         expected = -(-(end_ms - start_ms) // step_ms)
         published = 0
         shown = None
-        if expected > PROGRESS_MIN_PAGES * REST_PAGE:
+        page = self.venue.klines_limit
+        if expected > PROGRESS_MIN_PAGES * page:
             shown = progress(expected, f"backfill {symbol} {interval}")
         try:
             while start_ms < end_ms:
-                rows = await self._rest_klines(symbol, interval, start_ms, end_ms - 1, REST_PAGE)
+                rows = await self._rest_klines(symbol, interval, start_ms, end_ms - 1, page)
                 received = time.time_ns()
                 for row in rows:
                     try:
@@ -711,7 +724,7 @@ class BinanceKlineFeed(DataFeed):
                         published += self.publish_closed(bar, backfilled=True)
                 if shown is not None:
                     shown.update(len(rows))
-                if len(rows) < REST_PAGE:
+                if len(rows) < page:
                     break
                 start_ms = rows[-1][0] + step_ms
         finally:
@@ -724,25 +737,34 @@ class BinanceKlineFeed(DataFeed):
     async def _rest_klines(
         self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None, limit: int
     ) -> list[list[Any]]:
-        client = self._client
-        assert client is not None
         params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}
         if start_ms is not None:
             params["startTime"] = start_ms
         if end_ms is not None:
             params["endTime"] = end_ms
+        weight = self.venue.klines_weight(limit)
         rows: list[list[Any]] = await self._rest(
-            f"{symbol} {interval} klines", KLINES_WEIGHT, lambda: client.get_klines(**params)
+            f"{symbol} {interval} klines", weight, partial(self._get, "klines", params)
         )
         return rows
 
     async def _server_time(self) -> int:
         """The exchange's clock in epoch ms: authoritative for which bars have settled."""
-        assert self._client is not None
-        answer = await self._rest("server time", TIME_WEIGHT, self._client.get_server_time)
+        weight = self.venue.time_weight
+        answer = await self._rest("server time", weight, partial(self._get, "time", {}))
         server_ms = int(answer["serverTime"])
         self.clock.observe(server_ms)
         return server_ms
+
+    async def _get(self, endpoint: str, params: dict[str, Any]) -> Any:
+        """GET one of the venue's public endpoints through python-binance's session (its
+        error handling, its ``response`` for the weight header), whatever the venue."""
+        client = self._client
+        assert client is not None
+        uri = self.venue.endpoint(self.settings.rest_url, endpoint)
+        if not params:  # as python-binance's own calls: no body, no form
+            return await client._request("get", uri, False)
+        return await client._request("get", uri, False, data=params)
 
     async def _rest(self, what: str, weight: int, call: Callable[[], Awaitable[Any]]) -> Any:
         """One REST request inside the process-wide weight budget.
