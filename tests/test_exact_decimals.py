@@ -180,7 +180,7 @@ async def test_shib_recording_reaches_csv_sqlite_and_dataframe_exactly(tmp_path:
 @pytest.mark.timeout(120)
 async def test_shib_fault_schedule_records_the_exact_strings(tmp_path: Path) -> None:
     rng = random.Random(20240101)
-    bars = 200
+    bars = 120
     path = tmp_path / f"{SHIB}_1m.csv"
     source = ReplaySource.from_file(CSV_SHIB, SHIB)
     async with LocalExchange([source], speed=1200, updates_per_bar=4) as exchange:

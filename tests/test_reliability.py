@@ -32,7 +32,7 @@ from tests.harness import (
 )
 from tests.paths import CSV_BTC
 
-BARS = 300
+BARS = 250
 
 
 def recorded_exchange(speed: float) -> LocalExchange:
