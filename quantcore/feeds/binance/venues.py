@@ -10,7 +10,7 @@ REST docs for the weights.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 SPOT_NAME = "binance-spot"
 
@@ -108,23 +108,18 @@ USDM = Venue(
     },
 )
 
-COINM = Venue(
+COINM = replace(
+    USDM,
     name="binance-coinm",
     ws_url="wss://dstream.binance.com/",
     rest_url="https://dapi.binance.com/dapi",
-    rest_version="v1",
-    klines_limit=1500,
-    klines_weights=_FUTURES_WEIGHTS,
-    exchange_info_weight=1,
-    weight_per_minute=2400,
-    max_streams=200,
     symbol_pattern=r"[A-Z0-9]{2,20}_(PERP|[0-9]{6})",
-    exchange_info_by_symbols=False,
     status_field="contractStatus",
     presets={
         "testnet": ("wss://dstream.binancefuture.com/", "https://testnet.binancefuture.com/dapi"),
     },
 )
+"""COIN-M differs from USD-M only in its hosts, its symbols and where it puts the status."""
 
 VENUES: dict[str, Venue] = {v.name: v for v in (SPOT, USDM, COINM)}
 """Binance's venues by config name."""
