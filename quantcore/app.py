@@ -24,7 +24,7 @@ from quantcore.bus import EventBus
 from quantcore.component import Component, Context
 from quantcore.config import AppConfig, ConfigError, LocalExchangeConfig
 from quantcore.consumers.csv_recorder import CsvPathError, CsvRecorder
-from quantcore.events import BAR
+from quantcore.events import BAR, utc_text
 from quantcore.feeds import registry
 from quantcore.feeds.base import DataFeed, FeedStats, StreamKey
 from quantcore.feeds.binance.feed import BinanceFeedSettings
@@ -168,7 +168,7 @@ class App:
                 feed.bar_limit = max_bars
                 for key, open_ms in resume.items():
                     feed.resume_after(key, open_ms)
-                    log.info("%s %s: resuming after %s", *key, _ms_text(open_ms))
+                    log.info("%s %s: resuming after %s", *key, utc_text(open_ms))
                 if self._stop_requested:
                     feed.stop()
                 with self._signals(), self._deadline(duration):
@@ -345,7 +345,3 @@ def start_local_exchange(
         )
     except (DataFileError, ValueError, OSError) as exc:
         raise ConfigError(f"exchange.local: {exc}") from None
-
-
-def _ms_text(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))

@@ -8,6 +8,7 @@ frame) costs ~0.15 µs against ~1.2 µs for a frozen dataclass. Copy with
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -121,6 +122,11 @@ def epoch_ms(moment: datetime) -> int:
 def from_epoch_ms(ms: int) -> datetime:
     """Epoch milliseconds → aware UTC datetime, exactly; the inverse of :func:`epoch_ms`."""
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+def utc_text(ms: int) -> str:
+    """Epoch milliseconds as ``YYYY-MM-DD HH:MM:SS UTC``, for log lines and messages."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
 
 
 class Side(StrEnum):

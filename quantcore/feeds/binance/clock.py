@@ -49,7 +49,3 @@ class ExchangeClock:
         if last is None:
             return int(time.time() * 1000)
         return last[1] + int((time.monotonic() - last[0]) * 1000.0 * self.rate)
-
-    def local_delay(self, exchange_ms: float) -> float:
-        """Local seconds that ``exchange_ms`` of exchange time take at the observed rate."""
-        return max(0.0, exchange_ms / 1000.0 / self.rate)

@@ -44,7 +44,7 @@ from binance.exceptions import BinanceAPIException
 
 from quantcore.backoff import describe
 from quantcore.bus import EventBus
-from quantcore.events import BarEvent, FeedState, epoch_ms, from_epoch_ms
+from quantcore.events import BarEvent, FeedState, epoch_ms, from_epoch_ms, utc_text
 from quantcore.feeds.base import DataFeed, ReconnectPolicy, StreamKey, StreamSequencer
 from quantcore.feeds.binance.clock import ExchangeClock
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError, is_error_payload, stream_name
@@ -68,16 +68,10 @@ from quantcore.progress import progress
 
 log = logging.getLogger(__name__)
 
-REST_PAGE = SPOT.klines_limit
-"""Binance spot's maximum ``limit`` for /api/v3/klines (each venue has its own)."""
 PROGRESS_MIN_PAGES = 3
 """A catch-up of more REST pages than this shows a progress bar with an ETA."""
 MAX_STREAMS_PER_CONNECTION = 1024
 """Binance rejects combined-stream connections with more streams than this."""
-KLINES_WEIGHT = SPOT.klines_weight(REST_PAGE)
-"""Request weight of spot /api/v3/klines (any limit up to 1000), per Binance's rest-api.md."""
-TIME_WEIGHT = SPOT.time_weight
-EXCHANGE_INFO_WEIGHT = SPOT.exchange_info_weight
 EXCHANGE_INFO_SYMBOLS = 100
 """Up to this many symbols are asked for by name; more, and the full list is cheaper."""
 
@@ -664,8 +658,8 @@ class BinanceKlineFeed(DataFeed):
                 self.fatal_stream = state.key
                 self.fatal = (
                     f"{symbol} {interval}: the last recorded bar "
-                    f"({_ms_text(start - step)}) is in the future of the exchange's clock "
-                    f"({_ms_text(server_now)})"
+                    f"({utc_text(start - step)}) is in the future of the exchange's clock "
+                    f"({utc_text(server_now)})"
                 )
                 return
             oldest = current - self.settings.backfill_limit * step
@@ -814,10 +808,6 @@ def _retry_after(exc: BinanceAPIException) -> float | None:
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     return _seconds(headers.get("Retry-After")) if headers is not None else None
-
-
-def _ms_text(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
 
 
 def _is_server_shutdown(message: Any) -> bool:

@@ -50,8 +50,6 @@ class ConnectionBudget:
         self._attempts: deque[float] = deque()
         self._banned_until = 0.0
         self._lock = asyncio.Lock()
-        self.waited = 0.0
-        """Seconds callers spent waiting for the budget (for stats and tests)."""
 
     async def acquire(self) -> None:
         """Wait until one more attempt fits the window, the spacing and any ban."""
@@ -69,7 +67,6 @@ class ConnectionBudget:
                 if wait <= 0:
                     self._attempts.append(now)
                     return
-                self.waited += wait
                 await asyncio.sleep(wait)
 
     def ban(self, seconds: float) -> None:
@@ -133,10 +130,6 @@ class RestBudget:
         """A 429 or 418 arrived: nobody calls again before ``seconds`` have passed."""
         self.rate_limited += 1
         self._banned_until = max(self._banned_until, time.monotonic() + seconds)
-
-    @property
-    def banned_for(self) -> float:
-        return max(0.0, self._banned_until - time.monotonic())
 
 
 _budgets: dict[tuple[str, str], ConnectionBudget | RestBudget] = {}
