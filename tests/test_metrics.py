@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from quantcore.app import App
+from quantcore.app import App, RunSummary
 from quantcore.config import ConfigError, parse_config
 from quantcore.quality import check_csv
 from quantcore.sim import LocalExchange, ReplaySource
@@ -57,8 +57,20 @@ async def get_health(session: aiohttp.ClientSession, app: App) -> tuple[int, Any
         return response.status, await response.json()
 
 
-async def wait_for_metrics(app: App) -> None:
+async def start_with_metrics(
+    exchange: LocalExchange, folder: Path
+) -> tuple[App, asyncio.Task[RunSummary]]:
+    """An App recording to ``folder`` with metrics on an ephemeral port, once it serves."""
+    config = app_config(
+        exchange,
+        str(folder / "{symbol}_{interval}.csv"),
+        feed={"stall_timeout": 0.5, "reconnect": {"initial_delay": 0.05, "max_delay": 0.3}},
+        metrics={"port": 0},
+    )
+    app = App(config)
+    run = asyncio.create_task(app.run())
     await wait_until(lambda: app.metrics is not None and app.metrics.port != 0, 10, "metrics")
+    return app, run
 
 
 @pytest.mark.timeout(120)
@@ -67,15 +79,7 @@ async def test_metrics_match_the_csv_and_the_exchange_under_faults(tmp_path: Pat
     path = tmp_path / "BTCUSDT_1m.csv"
     source = ReplaySource.from_file(CSV_BTC)
     async with LocalExchange([source], speed=1200, updates_per_bar=4) as exchange:
-        config = app_config(
-            exchange,
-            str(tmp_path / "{symbol}_{interval}.csv"),
-            feed={"stall_timeout": 0.5, "reconnect": {"initial_delay": 0.05, "max_delay": 0.3}},
-            metrics={"port": 0},
-        )
-        app = App(config)
-        run = asyncio.create_task(app.run())
-        await wait_for_metrics(app)
+        app, run = await start_with_metrics(exchange, tmp_path)
         async with aiohttp.ClientSession() as session:
             scrapes: list[Samples] = []
 
@@ -156,15 +160,7 @@ def csv_text(path: Path) -> list[str]:
 async def test_health_is_503_during_a_stall_and_200_again_after(tmp_path: Path) -> None:
     source = ReplaySource.from_file(CSV_BTC)
     async with LocalExchange([source], speed=60, updates_per_bar=4) as exchange:
-        config = app_config(
-            exchange,
-            str(tmp_path / "{symbol}_{interval}.csv"),
-            feed={"stall_timeout": 0.5, "reconnect": {"initial_delay": 0.05, "max_delay": 0.3}},
-            metrics={"port": 0},
-        )
-        app = App(config)
-        run = asyncio.create_task(app.run())
-        await wait_for_metrics(app)
+        app, run = await start_with_metrics(exchange, tmp_path)
         async with aiohttp.ClientSession() as session:
             first = await wait_for_status(session, app, 200, 20)
             assert first["streams"]["BTCUSDT 1m"]["healthy"] is True
