@@ -20,7 +20,7 @@ import msgspec
 
 from quantcore.decimals import NOT_PLAIN, decode_floats
 from quantcore.events import BarDecimals, BarEvent
-from quantcore.intervals import INTERVAL_MS
+from quantcore.intervals import FIXED_INTERVALS, INTERVAL_MS
 
 
 class KlineParseError(ValueError):
@@ -75,12 +75,18 @@ _decode_frame = msgspec.json.Decoder(_Frame, strict=False).decode
 
 
 _MAX_CACHED_TIMES = 65_536
-_MILLIS = tuple(timedelta(milliseconds=ms) for ms in range(1000))
+_MINUTE_MS = 60_000
+_OFFSETS = tuple(timedelta(milliseconds=ms) for ms in range(_MINUTE_MS))
+"""Every offset within a minute (2.9 MB, built once): an event time is its cached minute
+plus one of these, a third of the cost of ``fromtimestamp`` and the same result."""
+_SPANS = {name: step - 1 for name, step in FIXED_INTERVALS.items()}
+"""Close time minus open time of a bar of each fixed interval (one test on the hot path)."""
 
 
 class KlineCodec:
     """Stateful only for speed: bar open/close datetimes repeat across the ~30 updates
-    of one bar, so they are cached by their millisecond value."""
+    of one bar, and event times share their minute, so they are cached by their
+    millisecond value."""
 
     __slots__ = ("_times",)
 
@@ -95,16 +101,10 @@ class KlineCodec:
             moment = self._times[ms] = _utc(ms)
         return moment
 
-    def _event_time(self, ms: int) -> datetime:
-        """Event times differ per frame: their whole second is cached (with the bar times)
-        and the milliseconds added, half the cost of ``fromtimestamp``, the same result."""
-        second = ms - ms % 1000
-        return (self._times.get(second) or self._time(second)) + _MILLIS[ms % 1000]
-
     def parse(self, message: Any, received_ns: int = 0) -> BarEvent:
         """A WebSocket kline frame as received (raw or combined JSON text or bytes) →
         BarEvent; an already-decoded dict goes to :meth:`parse_frame`."""
-        if not isinstance(message, (str, bytes)):  # a tuple: no union object built per call
+        if type(message) is not bytes and type(message) is not str:
             return self.parse_frame(message, received_ns)
         try:
             frame = _decode_frame(message)
@@ -120,9 +120,7 @@ class KlineCodec:
             raise KlineParseError("not a kline frame (no kline event in it)")
         if kind != "kline":
             raise KlineParseError(f"not a kline event: e={kind!r}")
-        millis = event_ms % 1000  # _event_time, inlined: a call less per frame
-        second = self._times.get(event_ms - millis) or self._time(event_ms - millis)
-        return self._checked(k, second + _MILLIS[millis], received_ns)
+        return self._checked(k, event_ms, received_ns)
 
     parse_text = parse
     """The text path of :meth:`parse` (one method: a call less per frame)."""
@@ -146,7 +144,7 @@ class KlineCodec:
                 raise KlineParseError("t, T, E and n must be integers and x a boolean")
             return self._build(
                 k["s"], k["i"], t, close_ms, k["o"], k["h"], k["l"], k["c"], k["v"], k["q"],
-                n, k["V"], k["Q"], closed, self._event_time(event_ms), received_ns,
+                n, k["V"], k["Q"], closed, event_ms, received_ns,
             )  # fmt: skip
         except KlineParseError:
             raise
@@ -167,10 +165,9 @@ class KlineCodec:
             t, o, h, lo, c, v, close_ms, q, n, tv, tq = row[:11]
             if type(t) is not int or type(close_ms) is not int or type(n) is not int:
                 raise KlineParseError("open time, close time and trades must be integers")
-            close_time = self._time(close_ms)
             return self._build(
                 symbol, interval, t, close_ms, o, h, lo, c, v, q, n, tv, tq,
-                True, close_time, received_ns,
+                True, close_ms, received_ns,
             )  # fmt: skip
         except KlineParseError:
             raise
@@ -193,7 +190,7 @@ class KlineCodec:
         tv: Any,
         tq: Any,
         closed: bool,
-        event_time: datetime,
+        event_ms: int,
         received_ns: int,
     ) -> BarEvent:
         """The dict and REST paths: type checks msgspec does on the text path, then the
@@ -212,18 +209,13 @@ class KlineCodec:
         ):
             raise KlineParseError("prices and volumes must be decimal strings")
         k = _Kline(t, close_ms, symbol, interval, o, c, h, lo, v, n, closed, q, tv, tq)
-        return self._checked(k, event_time, received_ns)
+        return self._checked(k, event_ms, received_ns)
 
-    def _checked(self, k: _Kline, event_time: datetime, received_ns: int) -> BarEvent:
+    def _checked(self, k: _Kline, event_ms: int, received_ns: int) -> BarEvent:
         """The checks every path shares, then the BarEvent (floats derived from the strings)."""
         t, close_ms, symbol, interval, o, c, h, lo, v, n, closed, q, tv, tq = _fields(k)
-        if not symbol:
-            raise KlineParseError(f"bad symbol {symbol!r}")
-        step = INTERVAL_MS.get(interval)
-        if step is None:
-            raise KlineParseError(f"unknown interval {interval!r}")
-        if close_ms <= t or (step and close_ms != t + step - 1):
-            raise KlineParseError(f"close time {close_ms} does not end the {interval} bar at {t}")
+        if close_ms - t != _SPANS.get(interval) or not symbol:
+            _check_shape(symbol, interval, t, close_ms)  # raises, or passes a 1M bar
         # decimals.to_floats, inlined: a function call is ~10 % of this path's budget.
         text = f"[{o},{h},{lo},{c},{v},{q},{tv},{tq}]"
         if (
@@ -243,12 +235,26 @@ class KlineCodec:
         if not (fl <= fo <= fh and fl <= fc <= fh) or n < 0:
             raise KlineParseError(f"inconsistent bar o={fo} h={fh} l={fl} c={fc} v={fv}")
         times = self._times
-        open_time = times.get(t) or self._time(t)
-        close_time = times.get(close_ms) or self._time(close_ms)
+        into_minute = event_ms % _MINUTE_MS
+        minute = event_ms - into_minute
         return BarEvent(
-            symbol, interval, open_time, close_time, fo, fh, fl, fc, fv, fq, n, ftv, ftq,
-            closed, event_time, received_ns, BarDecimals(o, h, lo, c, v, q, tv, tq),
+            symbol, interval, times.get(t) or self._time(t),
+            times.get(close_ms) or self._time(close_ms), fo, fh, fl, fc, fv, fq, n, ftv, ftq,
+            closed, (times.get(minute) or self._time(minute)) + _OFFSETS[into_minute],
+            received_ns, BarDecimals(o, h, lo, c, v, q, tv, tq),
         )  # fmt: skip
+
+
+def _check_shape(symbol: str, interval: str, t: int, close_ms: int) -> None:
+    """Why a kline's symbol, interval or times are wrong; a calendar-month bar (no fixed
+    length) passes when it closes after it opens."""
+    if not symbol:
+        raise KlineParseError(f"bad symbol {symbol!r}")
+    step = INTERVAL_MS.get(interval)
+    if step is None:
+        raise KlineParseError(f"unknown interval {interval!r}")
+    if close_ms <= t or (step and close_ms != t + step - 1):
+        raise KlineParseError(f"close time {close_ms} does not end the {interval} bar at {t}")
 
 
 def _utc(ms: int) -> datetime:
