@@ -159,7 +159,6 @@ class _Link:
 
     socket: StreamSocket
     pump: asyncio.Task[None] | None = None
-    closing: bool = False
     frames: int = 0
     opened: float = 0.0
 
@@ -422,25 +421,28 @@ class BinanceKlineFeed(DataFeed):
         return new
 
     async def _pump(self, link: _Link, conn: _Connection) -> None:
+        """Every frame of the link through the codec to :meth:`_on_bar`, until it ends."""
         loop = asyncio.get_running_loop()
         stats = self.stats
         parse = self._codec.parse
         on_bar = self._on_bar
-        socket = link.socket
-        while not link.closing:
-            try:
-                message = await socket.recv()
-            except SocketClosed as exc:
-                raise StreamLost(str(exc)) from None
+        clock = time.time_ns
+
+        def on_frame(message: Any) -> None:
             now = conn.last_frame = conn.last_data = loop.time()
             link.frames += 1
             stats.frames += 1
             try:
-                bar = parse(message, time.time_ns())
+                bar = parse(message, clock())
             except KlineParseError as exc:
                 self._not_a_kline(message, exc, conn)
-                continue
+                return
             on_bar(bar, now)
+
+        try:
+            await link.socket.run(on_frame)
+        except SocketClosed as exc:
+            raise StreamLost(str(exc)) from None
 
     def _not_a_kline(self, message: Any, exc: KlineParseError, conn: _Connection) -> None:
         """Error payloads end the connection, ``serverShutdown`` starts a handover, and
@@ -836,13 +838,10 @@ def _error_payload(message: Any) -> str | None:
 
 
 async def _close_link(link: _Link) -> None:
-    """Stop the link's pump for sure, then tear its socket down.
-
-    Python 3.11's ``asyncio.wait_for`` (inside python-binance's ``recv``) can swallow
-    a cancellation when a frame arrives at the same moment, so the pump also checks
-    ``link.closing`` and cancellation is repeated until the task has ended.
-    """
-    link.closing = True
+    """Stop the link's pump for sure, then tear its socket down (the socket is detached
+    first: python-binance's ``recv`` can swallow a cancellation, see
+    :meth:`LibrarySocket.run`)."""
+    link.socket.detach()
     pump = link.pump
     while pump is not None and not pump.done():
         pump.cancel()

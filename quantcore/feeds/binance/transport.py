@@ -1,23 +1,28 @@
 """The two ways to read a Binance combined stream: python-binance's socket, or websockets directly.
 
-Both open ``<ws_url>stream?streams=a/b/...`` and hand each frame's text to the codec
+Both open ``<ws_url>stream?streams=a/b/...`` and hand each frame's text to a callback
 unchanged; everything above them (supervisor, liveness, settling, sequencing) is shared.
 python-binance wraps every receive in ``asyncio.wait_for`` twice (its read loop and its
-queue), so the direct transport reads with websockets' own ``recv`` — no per-frame timer,
-no intermediate queue — and gets text frames as bytes, which the codec decodes as is.
+queue). The direct transport has no receive at all: websockets' own connection parses
+the bytes, and each text message goes to the callback as bytes the moment it is parsed
+(no per-frame timer, task hop or queue; a slow callback slows reading, which is TCP's
+back-pressure).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 import websockets
 from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import ReadLoopClosed
 from binance.ws.constants import WSListenerState
+from websockets.asyncio.client import ClientConnection
+from websockets.frames import BINARY, CONT, TEXT, Frame
+from websockets.protocol import Event
 
 from quantcore.backoff import describe
 
@@ -25,6 +30,9 @@ log = logging.getLogger(__name__)
 
 Transport = Literal["websockets", "python-binance"]
 TRANSPORTS: tuple[Transport, ...] = ("websockets", "python-binance")
+
+OnFrame = Callable[[Any], None]
+"""Called with each message's text (``bytes`` or ``str``), in order, one at a time."""
 
 
 class SocketClosed(Exception):
@@ -34,8 +42,14 @@ class SocketClosed(Exception):
 class StreamSocket(Protocol):
     """One open combined-stream connection."""
 
-    async def recv(self) -> str | bytes:
-        """The next frame's text; raises :class:`SocketClosed` when the connection ends."""
+    async def run(self, on_frame: OnFrame) -> None:
+        """Hand every message to ``on_frame`` (those that arrived before, first) until
+        :meth:`detach`; raises :class:`SocketClosed` when the connection ends, or what
+        ``on_frame`` raised."""
+        ...
+
+    def detach(self) -> None:
+        """Deliver nothing more: :meth:`run` returns (the socket stays open)."""
         ...
 
     async def close(self) -> None:
@@ -43,12 +57,64 @@ class StreamSocket(Protocol):
         ...
 
 
+def _drop(message: bytes) -> None:
+    return None
+
+
+class _PushConnection(ClientConnection):
+    """websockets' client connection with each complete data message handed to
+    ``deliver`` as parsed, instead of queued for ``recv`` (which is never called)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.early: list[bytes] = []
+        """Messages parsed before :meth:`DirectSocket.run` started, in order."""
+        self.deliver: Callable[[bytes], None] = self.early.append
+        self.failure: Exception | None = None
+        self.detached = False
+        self.ended: asyncio.Future[None] = self.loop.create_future()
+        """Done when delivery stops: connection lost, ``deliver`` failed, or detached."""
+        self._parts: list[bytes] = []
+
+    def process_event(self, event: Event) -> None:
+        if self.response is None or not isinstance(event, Frame):
+            super().process_event(event)  # the handshake response
+            return
+        opcode = event.opcode
+        if opcode is not TEXT and opcode is not BINARY and opcode is not CONT:
+            super().process_event(event)  # pongs for websockets' keepalive
+            return
+        data = bytes(event.data)
+        if not event.fin or self._parts:  # a fragmented message (Binance sends none)
+            self._parts.append(data)
+            if not event.fin:
+                return
+            data = b"".join(self._parts)
+            self._parts.clear()
+        try:
+            self.deliver(data)
+        except Exception as exc:  # ends run() with it; asyncio must not see it here
+            self.failure = exc
+            self.stop()
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.stop()
+
+    def stop(self) -> None:
+        """Deliver nothing more and wake :meth:`DirectSocket.run`."""
+        self.deliver = _drop
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+
 class DirectSocket:
     """websockets itself: python-binance's own transport library, without its wrapper."""
 
     __slots__ = ("_ws",)
 
-    def __init__(self, ws: Any) -> None:
+    def __init__(self, ws: _PushConnection) -> None:
         self._ws = ws
 
     @classmethod
@@ -56,15 +122,35 @@ class DirectSocket:
         url = f"{ws_url}stream?streams={'/'.join(names)}"
         # Binance pings every 20 s and websockets answers by itself; its own keepalive
         # pings (one per 20 s) stay far below the 5 incoming messages per second.
-        ws = await websockets.connect(url, compression=None, max_size=1 << 22, close_timeout=1)
+        ws = await websockets.connect(
+            url,
+            compression=None,
+            max_size=1 << 22,
+            close_timeout=1,
+            create_connection=_PushConnection,
+        )
+        assert isinstance(ws, _PushConnection)
         return cls(ws)
 
-    async def recv(self) -> str | bytes:
-        try:
-            frame: bytes = await self._ws.recv(decode=False)
-        except websockets.ConnectionClosed as exc:
-            raise SocketClosed(f"connection closed: {describe(exc)}") from None
-        return frame
+    async def run(self, on_frame: OnFrame) -> None:
+        ws = self._ws
+        early, ws.early = ws.early, []
+        for message in early:
+            on_frame(message)
+        if not ws.ended.done():
+            ws.deliver = on_frame
+            try:
+                await asyncio.shield(ws.ended)
+            finally:
+                ws.deliver = _drop
+        if ws.failure is not None:
+            raise ws.failure
+        if not ws.detached:
+            raise SocketClosed(f"connection closed: {describe(ws.protocol.close_exc)}")
+
+    def detach(self) -> None:
+        self._ws.detached = True
+        self._ws.stop()
 
     async def close(self) -> None:
         try:
@@ -78,10 +164,11 @@ class LibrarySocket:
     """python-binance's ``multiplex_socket`` with its own reconnects disabled (the
     supervisor owns reconnects) and frames kept as text for the codec."""
 
-    __slots__ = ("_socket",)
+    __slots__ = ("_detached", "_socket")
 
     def __init__(self, socket: Any) -> None:
         self._socket = socket
+        self._detached = False
 
     @classmethod
     async def open(
@@ -101,12 +188,20 @@ class LibrarySocket:
             raise
         return wrapped
 
-    async def recv(self) -> str | bytes:
-        try:
-            message: str | bytes = await self._socket.recv()
-        except ReadLoopClosed as exc:
-            raise SocketClosed("read loop closed") from exc
-        return message
+    async def run(self, on_frame: OnFrame) -> None:
+        """Python 3.11's ``asyncio.wait_for`` inside its ``recv`` can swallow a
+        cancellation when a frame arrives at the same moment: :meth:`detach` ends the
+        loop for sure at the next frame."""
+        socket = self._socket
+        while not self._detached:
+            try:
+                message = await socket.recv()
+            except ReadLoopClosed as exc:
+                raise SocketClosed("read loop closed") from exc
+            on_frame(message)
+
+    def detach(self) -> None:
+        self._detached = True
 
     async def close(self) -> None:
         """Its read loop only notices EXITING between receives, so the websocket is
