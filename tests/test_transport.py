@@ -21,14 +21,14 @@ Script = Callable[[ServerConnection], Awaitable[None]]
 
 
 @asynccontextmanager
-async def _open(script: Script) -> AsyncIterator[DirectSocket]:
+async def _open(script: Script, max_queue: int = 1000) -> AsyncIterator[DirectSocket]:
     async def handler(ws: ServerConnection) -> None:
         await script(ws)
         await ws.wait_closed()
 
     async with serve(handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
-        socket = await DirectSocket.open(f"ws://127.0.0.1:{port}/", ["btcusdt@kline_1m"])
+        socket = await DirectSocket.open(f"ws://127.0.0.1:{port}/", ["btcusdt@kline_1m"], max_queue)
         try:
             yield socket
         finally:
@@ -52,14 +52,16 @@ async def test_every_message_in_order_including_early_and_fragmented_ones() -> N
         await ws.send("first")
         await ws.send(["frag", "mented"])  # one message in three frames
         await ws.send(b"\x00binary")
-        for i in range(200):
-            await ws.send(f'{{"n":{i}}}')
+        for i in range(2000):
+            await ws.send(f'{{"n":{i},"pad":"{"x" * 1000}"}}')
 
-    async with _open(script) as socket:
-        await asyncio.sleep(0.2)  # everything arrives before run(): kept in order
-        got = await _run_until(socket, 203)
+    async with _open(script, max_queue=50) as socket:
+        await asyncio.sleep(0.2)  # all arrive before run(); reading pauses at 50 held
+        held = len(socket._ws.early)
+        got = await _run_until(socket, 2003)
+    assert 50 <= held < 2003, held
     assert got[:3] == [b"first", b"fragmented", b"\x00binary"]
-    assert got[3:] == [f'{{"n":{i}}}'.encode() for i in range(200)]
+    assert got[3:] == [f'{{"n":{i},"pad":"{"x" * 1000}"}}'.encode() for i in range(2000)]
 
 
 async def test_a_failing_callback_ends_run_with_its_exception(

@@ -65,11 +65,15 @@ class _PushConnection(ClientConnection):
     """websockets' client connection with each complete data message handed to
     ``deliver`` as parsed, instead of queued for ``recv`` (which is never called)."""
 
+    limit = 100_000
+    """Messages held before :meth:`DirectSocket.run` starts; then reading pauses (TCP
+    back-pressure, as websockets' own queue does) until it starts."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.early: list[bytes] = []
         """Messages parsed before :meth:`DirectSocket.run` started, in order."""
-        self.deliver: Callable[[bytes], None] = self.early.append
+        self.deliver: Callable[[bytes], None] = self._hold
         self.failure: Exception | None = None
         self.detached = False
         self.ended: asyncio.Future[None] = self.loop.create_future()
@@ -98,6 +102,11 @@ class _PushConnection(ClientConnection):
             self.stop()
             self.transport.abort()
 
+    def _hold(self, message: bytes) -> None:
+        self.early.append(message)
+        if len(self.early) >= self.limit:
+            self.transport.pause_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self.stop()
@@ -118,7 +127,7 @@ class DirectSocket:
         self._ws = ws
 
     @classmethod
-    async def open(cls, ws_url: str, names: Sequence[str]) -> DirectSocket:
+    async def open(cls, ws_url: str, names: Sequence[str], max_queue: int) -> DirectSocket:
         url = f"{ws_url}stream?streams={'/'.join(names)}"
         # Binance pings every 20 s and websockets answers by itself; its own keepalive
         # pings (one per 20 s) stay far below the 5 incoming messages per second.
@@ -130,6 +139,7 @@ class DirectSocket:
             create_connection=_PushConnection,
         )
         assert isinstance(ws, _PushConnection)
+        ws.limit = max_queue
         return cls(ws)
 
     async def run(self, on_frame: OnFrame) -> None:
@@ -137,6 +147,7 @@ class DirectSocket:
         early, ws.early = ws.early, []
         for message in early:
             on_frame(message)
+        ws.transport.resume_reading()
         if not ws.ended.done():
             ws.deliver = on_frame
             try:
@@ -226,5 +237,5 @@ async def open_socket(
 ) -> StreamSocket:
     """Connect one combined-stream socket of the configured kind."""
     if transport == "websockets":
-        return await DirectSocket.open(ws_url, names)
+        return await DirectSocket.open(ws_url, names, max_queue)
     return await LibrarySocket.open(client, ws_url, names, max_queue)
