@@ -16,11 +16,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
-import websockets
 from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import ReadLoopClosed
 from binance.ws.constants import WSListenerState
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import BINARY, CONT, TEXT, Frame
 from websockets.protocol import Event
 
@@ -131,7 +130,7 @@ class DirectSocket:
         url = f"{ws_url}stream?streams={'/'.join(names)}"
         # Binance pings every 20 s and websockets answers by itself; its own keepalive
         # pings (one per 20 s) stay far below the 5 incoming messages per second.
-        ws = await websockets.connect(
+        ws = await connect(
             url,
             compression=None,
             max_size=1 << 22,
