@@ -6,7 +6,8 @@ wake-up per frame, and per-frame CPU figures stop being comparable. This server 
 the whole blast before it listens (``--bars`` real 1m bars of the 2025-08 recording,
 ``--updates`` frames per bar ending with the ``x:true``) and answers the few REST calls a
 quantcore App makes (exchangeInfo, time, klines: nothing to backfill), so every client —
-quantcore with either transport and the bare loops — reads the same bytes as fast as it can.
+quantcore with either transport, the bare loops and the optional peers (cryptofeed reads
+exchangeInfo too) — reads the same bytes as fast as it can.
 
 Run (bench/end_to_end.py starts it): python bench/blast_server.py [--bars N] [--updates K]
 """
@@ -60,7 +61,15 @@ def app(frames: list[str], now_ms: int) -> web.Application:
         return ws
 
     async def exchange_info(request: web.Request) -> web.Response:
-        symbol = {"symbol": "BTCUSDT", "status": "TRADING"}
+        # quantcore reads symbol and status; the assets and the first filter are what
+        # cryptofeed's symbol table needs (bench/peers/cryptofeed_client.py).
+        symbol = {
+            "symbol": "BTCUSDT",
+            "status": "TRADING",
+            "baseAsset": "BTC",
+            "quoteAsset": "USDT",
+            "filters": [{"filterType": "PRICE_FILTER", "tickSize": "0.01000000"}],
+        }
         body = {"timezone": "UTC", "serverTime": now_ms, "rateLimits": [], "symbols": [symbol]}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 

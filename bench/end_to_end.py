@@ -7,16 +7,23 @@ socket, and websockets + ``orjson.loads`` (the floor any Python client pays). Th
 is the client process's CPU time (user + sys) per frame, median of the rounds: it is the
 real cost whether or not the exchange is the limit.
 
-Run: python bench/end_to_end.py [--frames N] [--symbols S] [--rounds R]
+Optionally two peer libraries doing the same job (closed bars kept, one CSV line each) join
+the rounds: cryptofeed and unicorn-binance-websocket-api, run as ``bench/peers/*.py`` by
+another interpreter (``--peers-python``: a separate venv, they are not quantcore
+dependencies), each timed by itself between its first and last frame.
+
+Run: python bench/end_to_end.py [--bars N] [--rounds R] [--peers-python PATH]
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import orjson
 import websockets
@@ -149,17 +156,93 @@ async def run_floor(exchange: ExchangeProcess, names: list[str], frames: int) ->
     return Run(frames - 1, last[0] - first[0], last[1] - first[1], exchange_cpu)
 
 
+PEERS = {
+    "peer:cryptofeed": ("cryptofeed_client.py", "cryptofeed"),
+    "peer:unicorn": ("unicorn_client.py", "unicorn-binance-websocket-api"),
+}
+"""Peer kinds: the script in bench/peers and the distribution it measures."""
+
+
+async def run_peer(
+    exchange: ExchangeProcess, python: str, kind: str, frames: int, bars: int
+) -> Run:
+    """A peer client in its own process until the blast's last frame; its CSV must hold
+    exactly ``bars`` closed bars, one line each."""
+    script = Path(__file__).with_name("peers") / PEERS[kind][0]
+    with tempfile.TemporaryDirectory(prefix="qc-bench-") as tmp:
+        csv = Path(tmp) / "BTCUSDT_1m.csv"
+        exchange_cpu = cpu_seconds(exchange.pid)
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            python, str(script), "--ws", exchange.ws_url, "--rest", exchange.rest_url,
+            "--frames", str(frames), "--csv", str(csv),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 180)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError(f"{kind}: no result within 180 s") from None
+        exchange_cpu = (cpu_seconds(exchange.pid) - exchange_cpu) / (time.perf_counter() - started)
+        if proc.returncode != 0:
+            tail = err.decode(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"{kind} exited {proc.returncode}: {' / '.join(tail)}")
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        rows = csv.read_text().splitlines()[1:]
+    stamps = {row.rsplit(",", 1)[-1] for row in rows}
+    if result["frames"] != frames - 1 or result["bars"] != bars:
+        raise RuntimeError(f"{kind} run incomplete: {result}, expected {frames} frames")
+    if len(rows) != bars or len(stamps) != bars:
+        raise RuntimeError(
+            f"{kind}: CSV holds {len(rows)} lines ({len(stamps)} distinct bars), not {bars}"
+        )
+    return Run(result["frames"], result["wall"], result["cpu"], exchange_cpu)
+
+
+async def peer_versions(python: str) -> dict[str, str]:
+    """The version of each peer library in the peers' interpreter."""
+    code = (
+        "import importlib.metadata as m, json, sys; "
+        "print(json.dumps({d: m.version(d) for d in sys.argv[1:]}))"
+    )
+    names = [name for _, name in PEERS.values()]
+    proc = await asyncio.create_subprocess_exec(
+        python, "-c", code, *names, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{python} cannot report {', '.join(names)}: are they installed?")
+    versions: dict[str, str] = json.loads(out)
+    return versions
+
+
 async def main_async() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--bars", type=int, default=4_000, help="real BTCUSDT 1m bars in the blast")
     p.add_argument("--updates-per-bar", type=int, default=10, help="frames per bar")
     p.add_argument("--rounds", type=int, default=3, help="app and bare runs each, alternated")
+    p.add_argument(
+        "--peers-python",
+        metavar="PATH",
+        help="python of a venv with cryptofeed and unicorn-binance-websocket-api: "
+        "run them too (see docs/benchmarks.md); default: no peers",
+    )
     args = p.parse_args()
     out = Reporter("end_to_end", args.results)
     names = ["BTCUSDT"]
     bars = args.bars
+    blast = bars * args.updates_per_bar
+    versions = await peer_versions(args.peers_python) if args.peers_python else {}
 
-    kinds = ("app:websockets", "app:python-binance", "bare:python-binance", "bare:websockets")
+    kinds: tuple[str, ...] = (
+        "app:websockets",
+        "app:python-binance",
+        "bare:python-binance",
+        "bare:websockets",
+    )
+    if args.peers_python:
+        kinds += tuple(PEERS)
     runs: dict[str, list[Run]] = {kind: [] for kind in kinds}
     frames = 0
     for n in range(args.rounds):
@@ -169,9 +252,11 @@ async def main_async() -> None:
                     run = await run_app(exchange, names, bars, kind[4:])
                     frames = frames or run.frames + 1
                 elif kind == "bare:python-binance":
-                    run = await run_bare(exchange, names, bars * args.updates_per_bar)
+                    run = await run_bare(exchange, names, blast)
+                elif kind in PEERS:
+                    run = await run_peer(exchange, args.peers_python, kind, blast, bars)
                 else:
-                    run = await run_floor(exchange, names, bars * args.updates_per_bar)
+                    run = await run_floor(exchange, names, blast)
                 runs[kind].append(run)
 
     cpu = {kind: median([r.cpu_us for r in rs]) for kind, rs in runs.items()}
@@ -189,6 +274,23 @@ async def main_async() -> None:
         "bare:python-binance": "bare python-binance receive loop (no CSV)",
         "bare:websockets": "websockets + orjson loop (floor, no CSV)",
     }
+    if args.peers_python:
+        cf, ub = (versions[name] for _, name in PEERS.values())
+        labels["peer:cryptofeed"] = f"cryptofeed {cf} (Binance CANDLES -> closed bars + CSV)"
+        labels["peer:unicorn"] = (
+            f"unicorn-binance-websocket-api {ub} (process_stream_data -> closed bars + CSV)"
+        )
+        out.note(
+            f"peers with {args.peers_python}: each keeps the closed bars and appends one CSV "
+            f"line per closed bar (line-buffered), checked to hold all {bars:,}; cryptofeed "
+            f"as shipped runs on uvloop (FeedHandler's default; quantcore and the loops above "
+            f"on asyncio's own loop); unicorn reads in its own stream thread"
+        )
+    else:
+        out.note(
+            "peers skipped (cryptofeed, unicorn-binance-websocket-api): add --peers-python "
+            "PATH, the python of a separate venv holding them (see docs/benchmarks.md)"
+        )
     for kind in kinds:
         target, met = "", None
         if kind == "app:websockets":
