@@ -20,7 +20,7 @@ from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import ReadLoopClosed
 from binance.ws.constants import WSListenerState
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.frames import BINARY, CONT, TEXT, Frame
+from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
 
 from quantcore.backoff import describe
@@ -54,6 +54,9 @@ class StreamSocket(Protocol):
     async def close(self) -> None:
         """Close within a few seconds, whatever state the server is in."""
         ...
+
+
+TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 
 
 def _drop(message: bytes) -> None:
