@@ -2,9 +2,8 @@
 
 The local exchange runs in its own process at a finite speed chosen so that the stream
 averages 1,000 messages/s; many symbols make closed bars (the only ones written to CSV)
-frequent. A probe subscribed after the CsvRecorder reads the clock once the recorder has
-written the line (end of the loop iteration). Baseline in the same run: the bare write +
-flush of the same CSV line.
+frequent. A probe subscribed after the CsvRecorder reads the clock when the recorder
+is done. Baseline in the same run: the bare write + flush of the same CSV line.
 
 Run: python bench/latency.py [--seconds S] [--rate MSG_PER_S] [--symbols N]
 """
@@ -59,11 +58,6 @@ class _Probe(Component):
         return True
 
     def on_bar(self, bar: BarEvent) -> None:
-        # The recorder writes its lines at the end of the loop iteration (a callback it
-        # queued at the iteration's first bar): read the clock in one queued after it.
-        asyncio.get_running_loop().call_soon(self._written, bar)
-
-    def _written(self, bar: BarEvent) -> None:
         done = time.time_ns()
         if self._counted(bar.received_ns):
             self.closed.append(done - bar.received_ns)

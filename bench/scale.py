@@ -96,10 +96,6 @@ class _Probe(Component):
         self._first_ns = self._last_ns = 0
 
     def on_bar(self, bar: BarEvent) -> None:
-        # The recorder writes at the end of the loop iteration: clock read after it.
-        asyncio.get_running_loop().call_soon(self._written, bar)
-
-    def _written(self, bar: BarEvent) -> None:
         done = time.time_ns()
         if not self.first_close:
             self.first_close = time.perf_counter()
