@@ -1,12 +1,11 @@
 """CsvRecorder: one append-only CSV per stream, one line per closed bar.
 
-The file is never rewritten: the header is written once, each closed bar is appended as
-one line (the lines of one event-loop iteration in one ``write``), and on start the
-recorder reads only the file's tail to learn the last bar it holds, so a restart neither
-repeats nor skips bars (the feed resumes after :meth:`resume_point`). Each file has one
-writer (a lock beside it), is checked to be quantcore's own before anything is changed,
-and only a torn last line left by a crash is cut off (and saved beside it); complete
-rows are never touched.
+The file is never rewritten: the header is written once, each closed bar is appended
+and flushed as one line, and on start the recorder reads only the file's tail to learn
+the last bar it holds, so a restart neither repeats nor skips bars (the feed resumes
+after :meth:`resume_point`). Each file has one writer (a lock beside it), is checked
+to be quantcore's own before anything is changed, and only a torn last line left by a
+crash is cut off (and saved beside it); complete rows are never touched.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _TAIL_BYTES = 4096
 _ROW_BYTES = frozenset(b"0123456789.,-+e: infaINF")
 _MAX_BATCH = 1024
-"""Lines joined into one ``write`` at most (a backlog after a disk outage goes in chunks)."""
+"""Held lines joined into one ``write`` at most (a backlog after a disk outage)."""
 
 
 class CsvPathError(ValueError):
@@ -60,10 +59,8 @@ class _CsvFile:
     """One locked, append-only CSV; bars that cannot be appended wait in order in memory.
 
     ``written`` counts rows that reached the file; ``lost`` counts accepted bars that
-    never will (``max_pending`` exceeded, or still held at :meth:`close`). Inside an event
-    loop, the lines of one loop iteration are appended together at its end (a burst of
-    bars costs one system call, not one each); outside one, each line at once. A crash
-    in between loses nothing: the restart resumes after the file's last row.
+    never will (``max_pending`` exceeded, or still held at :meth:`close`). Each line is
+    appended as its bar arrives; lines held through an outage go out together, in order.
     """
 
     def __init__(self, path: Path, fsync: bool, max_pending: int, retry_interval: float) -> None:
@@ -78,7 +75,6 @@ class _CsvFile:
         self.overflowed = False
         self.failing_since: float | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._soon: asyncio.Handle | None = None
         self.fd = -1
         path.parent.mkdir(parents=True, exist_ok=True)
         _open_ours(path, repair=False)
@@ -108,8 +104,6 @@ class _CsvFile:
             self.lost += 1
             return
         if len(self.pending) >= self.max_pending:
-            self.flush()  # a burst may simply not have reached the end of its iteration
-        if len(self.pending) >= self.max_pending:
             self.overflowed = True
             self.lost += 1
             log.error(
@@ -123,19 +117,10 @@ class _CsvFile:
             return
         self.last_ms = open_ms
         self.pending.append(format_row(bar, open_ms).encode("ascii"))
-        if len(self.pending) >= _MAX_BATCH:
-            self.flush()
-        elif self._soon is None:
-            try:
-                self._soon = asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:
-                self.flush()
+        self.flush()
 
     def flush(self) -> None:
         """Append held lines in order; a failure starts (or continues) one outage episode."""
-        if self._soon is not None:
-            self._soon.cancel()
-            self._soon = None
         pending = self.pending
         held = len(pending)
         while pending:
@@ -308,9 +293,8 @@ def _save_torn(path: Path, keep: int, torn: bytes) -> None:
 class CsvRecorder(Component):
     """Appends each closed bar to ``path`` formatted with ``{symbol}`` and ``{interval}``.
 
-    ``fsync=True`` makes each append durable before the next (a disk flush per loop
-    iteration that closed bars); the default hands lines to the OS, which survives a
-    process crash. While the
+    ``fsync=True`` makes every line durable before the next bar (costs a disk flush
+    per bar); the default flushes to the OS, which survives a process crash. While the
     disk refuses writes, up to ``max_pending`` bars per file wait in memory and are
     retried every ``retry_interval`` seconds and with each new bar.
     """
