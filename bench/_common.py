@@ -279,13 +279,19 @@ async def exchange_process(
         yield served
 
 
+BLAST_START_DELAY = 1.0
+"""Seconds from a client's handshake to the blast's first frame: longer than any
+client's start-up, so every frame is received inside the timed span."""
+
+
 @contextlib.asynccontextmanager
 async def blast_process(bars: int, updates: int) -> AsyncIterator[ExchangeProcess]:
-    """Run ``bench/blast_server.py`` (pre-rendered real frames, sent back to back)."""
+    """Run ``bench/blast_server.py`` (pre-rendered real frames, sent back to back
+    :data:`BLAST_START_DELAY` s after the handshake)."""
     server = Path(__file__).with_name("blast_server.py")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(server), "--bars", str(bars), "--updates", str(updates),
-        stdout=asyncio.subprocess.PIPE,
+        "--start-delay", str(BLAST_START_DELAY), stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with _serving(proc, "blast server", 120) as served:
         yield served

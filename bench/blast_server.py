@@ -4,10 +4,11 @@ The local exchange renders each frame when it plays it, which caps it near the s
 fast client; then a client faster than the exchange idles between frames and pays a
 wake-up per frame, and per-frame CPU figures stop being comparable. This server renders
 the whole blast before it listens (``--bars`` real 1m bars of the 2025-08 recording,
-``--updates`` frames per bar ending with the ``x:true``) and answers the few REST calls a
-quantcore App makes (exchangeInfo, time, klines: nothing to backfill), so every client —
-quantcore with either transport, the bare loops and the optional peers (cryptofeed reads
-exchangeInfo too) — reads the same bytes as fast as it can.
+``--updates`` frames per bar ending with the ``x:true``; sent ``--start-delay`` s after
+the handshake, so a client's start-up is over before the first frame) and answers the
+few REST calls a quantcore App makes (exchangeInfo, time, klines: nothing to backfill),
+so every client — quantcore with either transport, the bare loops and the optional peers
+(cryptofeed reads exchangeInfo too) — reads the same bytes as fast as it can.
 
 Run (bench/end_to_end.py starts it): python bench/blast_server.py [--bars N] [--updates K]
 """
@@ -50,10 +51,11 @@ def render(bars: int, updates: int) -> tuple[list[str], int]:
     return frames, played[-1].close_time + 120_000
 
 
-def app(frames: list[str], now_ms: int) -> web.Application:
+def app(frames: list[str], now_ms: int, start_delay: float) -> web.Application:
     async def stream(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True, compress=False)
         await ws.prepare(request)
+        await asyncio.sleep(start_delay)  # every client is reading before the blast begins
         for frame in frames:
             await ws.send_str(frame)
         async for _ in ws:
@@ -92,9 +94,12 @@ async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bars", type=int, default=4_000)
     p.add_argument("--updates", type=int, default=10, help="frames per bar, the last x:true")
+    p.add_argument(
+        "--start-delay", type=float, default=1.0, help="seconds from handshake to first frame"
+    )
     args = p.parse_args()
     frames, now_ms = render(args.bars, args.updates)
-    runner = web.AppRunner(app(frames, now_ms), access_log=None)
+    runner = web.AppRunner(app(frames, now_ms, args.start_delay), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -28,6 +28,7 @@ from pathlib import Path
 import orjson
 import websockets
 from _common import (
+    BLAST_START_DELAY,
     ExchangeProcess,
     Reporter,
     app_config,
@@ -40,7 +41,7 @@ from _common import (
 
 from quantcore.app import App
 from quantcore.component import Component
-from quantcore.events import BarEvent
+from quantcore.events import BarEvent, FeedState, FeedStatus
 from quantcore.feeds.binance.codec import stream_name
 
 with warnings.catch_warnings():
@@ -80,6 +81,13 @@ class _Probe(Component):
         self.events = 0
         self.first = (0.0, 0.0)
         self.last = (0.0, 0.0)
+        self.connected = self.live = 0.0
+
+    def on_feed_status(self, status: FeedStatus) -> None:
+        if status.state is FeedState.CONNECTED and not self.connected:
+            self.connected = time.perf_counter()
+        elif status.state is FeedState.LIVE and not self.live:
+            self.live = time.perf_counter()
 
     def on_bar(self, bar: BarEvent) -> None:
         self.events += 1
@@ -110,6 +118,9 @@ async def run_app(exchange: ExchangeProcess, names: list[str], bars: int, transp
     stats = app.feed.stats
     if stats.partials + stats.bars != probe.events or stats.bars != bars or stats.malformed:
         raise RuntimeError(f"app run incomplete: {stats.summary()}")
+    if not probe.connected or probe.live - probe.connected > BLAST_START_DELAY / 2:
+        # Frames parsed before the pump ran would be decoded outside the timed span.
+        raise RuntimeError("the App went live after the blast began: figure not comparable")
     return Run(
         probe.events - 1,
         probe.last[0] - probe.first[0],
