@@ -1,14 +1,19 @@
 """The direct websockets transport's delivery contract, against a real socket on 127.0.0.1.
 
-Every message in order (also those that arrived before ``run``, and fragmented ones),
-a failing callback ends ``run`` with its own exception, ``detach`` ends it quietly, and
-a closed connection is :class:`SocketClosed`.
+Every message in order (also those that arrived before ``run``, fragmented ones, and
+frames cut anywhere by TCP), pings answered, a failing callback ends ``run`` with its
+own exception, ``detach`` ends it quietly, and a closed connection or a protocol error
+is :class:`SocketClosed`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import hashlib
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -97,3 +102,117 @@ async def test_a_closed_connection_is_socket_closed() -> None:
         with pytest.raises(SocketClosed, match="1001"):
             await asyncio.wait_for(socket.run(got.append), 5)
     assert got == [b"last"]
+
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _frame(payload: bytes, opcode: int = 0x1, fin: bool = True, mask: bool = False) -> bytes:
+    """One server frame, by RFC 6455 5.2 (7-, 16- or 64-bit length as the size needs)."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    size = len(payload)
+    bit = 0x80 if mask else 0
+    if size < 126:
+        head += bytes([bit | size])
+    elif size < 1 << 16:
+        head += bytes([bit | 126]) + size.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + size.to_bytes(8, "big")
+    return head + (b"\0\0\0\0" + payload if mask else payload)
+
+
+@asynccontextmanager
+async def _raw_server(
+    chunks: list[bytes], replies: list[bytes], pause: float = 0.0
+) -> AsyncIterator[str]:
+    """A hand-made WebSocket server: answers the handshake, then writes ``chunks`` as
+    given (the first one right behind the 101 response), and keeps what the client sends."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        response = (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        writer.write(response + chunks[0])
+        for chunk in chunks[1:]:
+            await writer.drain()
+            await asyncio.sleep(pause)
+            writer.write(chunk)
+        await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                replies.append(data)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"ws://127.0.0.1:{port}/"
+    finally:
+        server.close()
+
+
+def _split(stream: bytes, seed: int) -> list[bytes]:
+    """The stream in pieces of 1 to 700 bytes, many of them single bytes."""
+    rnd = random.Random(seed)
+    pieces, pos = [], 0
+    while pos < len(stream):
+        step = 1 if rnd.random() < 0.3 else rnd.randint(2, 700)
+        pieces.append(stream[pos : pos + step])
+        pos += step
+    return pieces
+
+
+async def test_frames_of_every_length_form_split_anywhere_arrive_whole() -> None:
+    """7-, 16- and 64-bit lengths, the first frame in the handshake's own packet, the
+    stream cut into pieces down to single bytes: every message byte for byte, in order."""
+    messages = [b"x" * n for n in (0, 5, 125, 126, 300, 65_535, 65_536, 70_000)]
+    messages += [f'{{"n":{i}}}'.encode() for i in range(300)]
+    stream = b"".join(_frame(m) for m in messages)
+    replies: list[bytes] = []
+    for seed in (1, 2):
+        pieces = _split(stream, seed)
+        async with _raw_server([pieces[0], *pieces[1:]], replies) as url:
+            socket = await DirectSocket.open(url, ["btcusdt@kline_1m"], 1000)
+            try:
+                got = await _run_until(socket, len(messages))
+            finally:
+                await socket.close()
+        assert got == messages, seed
+
+
+async def test_pings_are_answered_between_data_frames() -> None:
+    stream = _frame(b"a") + _frame(b"hello", opcode=0x9) + _frame(b"b")
+    replies: list[bytes] = []
+    async with _raw_server([stream[:9], stream[9:]], replies, pause=0.05) as url:
+        socket = await DirectSocket.open(url, ["btcusdt@kline_1m"], 1000)
+        try:
+            assert await _run_until(socket, 2) == [b"a", b"b"]
+            await asyncio.sleep(0.1)
+        finally:
+            await socket.close()
+    sent = b"".join(replies)
+    assert sent[:2] == bytes([0x8A, 0x80 | 5]), sent  # a masked pong, FIN, 5 bytes
+    key = sent[2:6]
+    assert bytes(b ^ key[i % 4] for i, b in enumerate(sent[6:11])) == b"hello"
+
+
+async def test_a_masked_server_frame_is_a_protocol_error() -> None:
+    """What the fast path does not read goes to websockets, whose checks apply."""
+    stream = _frame(b"ok") + _frame(b"bad", mask=True) + _frame(b"never")
+    got: list[bytes] = []
+    async with _raw_server([stream], []) as url:
+        socket = await DirectSocket.open(url, ["btcusdt@kline_1m"], 1000)
+        try:
+            with pytest.raises(SocketClosed, match="1002"):
+                await asyncio.wait_for(socket.run(got.append), 5)
+        finally:
+            await socket.close()
+    assert got == [b"ok"]
