@@ -317,6 +317,9 @@ async def _serving(
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        if proc.stdout is not None:  # read to the end: the pipe, then the transport, closes
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.stdout.read(), 5)
 
 
 # -- process measurements --------------------------------------------------------------------
