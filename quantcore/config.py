@@ -321,9 +321,11 @@ def _venue_paths(
 ) -> list[str | _Consumer]:
     """The venue in CSV paths and sink keys: ``{venue}`` in a CSV path is filled in; a
     futures venue's default CSV path is ``data/{venue}/{symbol}_{interval}.csv``; with
-    more than one venue, a non-spot venue's CSV files go to a ``{venue}`` folder beside
-    the template's and its Redis keys get ``:{venue}`` after the prefix. Spot's paths and
-    keys never change, so existing recordings resume."""
+    more than one venue, a non-spot venue's CSV files and SQLite file go to a ``{venue}``
+    folder beside the configured ones, its PostgreSQL table gets ``_{venue}`` (``-`` as
+    ``_``) and its Redis keys ``:{venue}`` after the prefix, so the same symbol on two
+    venues stays two series. Spot's paths and keys never change, so existing recordings
+    resume."""
     entries = raw if raw is not None else ["history", "csv", "console"]
     spot = venue.name == SPOT_NAME
     out: list[str | _Consumer] = []
@@ -338,14 +340,23 @@ def _venue_paths(
             elif not spot and path is None:
                 params["path"] = f"data/{venue.name}/{{symbol}}_{{interval}}.csv"
             elif not spot and isinstance(path, str) and not alone:
-                folder, _, name = path.rpartition("/")
-                params["path"] = (
-                    f"{folder}/{venue.name}/{name}" if folder else f"{venue.name}/{name}"
-                )
-        elif target == BUILTIN_CONSUMERS["redis"] and not spot and not alone:
+                params["path"] = _in_folder(path, venue.name)
+        elif spot or alone:
+            pass
+        elif target == BUILTIN_CONSUMERS["sqlite"]:
+            params["path"] = _in_folder(str(params.get("path", "data/bars.sqlite")), venue.name)
+        elif target == BUILTIN_CONSUMERS["postgres"]:
+            params["table"] = f"{params.get('table', 'bars')}_{venue.name.replace('-', '_')}"
+        elif target == BUILTIN_CONSUMERS["redis"]:
             params["prefix"] = f"{params.get('prefix', 'quantcore:bars')}:{venue.name}"
         out.append(_Consumer(target=spec.target, params=params or None))
     return out
+
+
+def _in_folder(path: str, folder: str) -> str:
+    """``data/x.csv`` → ``data/{folder}/x.csv``: the same file name, one folder deeper."""
+    parent, _, name = path.rpartition("/")
+    return f"{parent}/{folder}/{name}" if parent else f"{folder}/{name}"
 
 
 def _venue(exchange: _Exchange) -> tuple[str, Venue]:

@@ -9,7 +9,9 @@ itself and records bars without any change to quantcore's code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import yaml
 from quantcore.app import App
 from quantcore.config import ConfigError, load_config, parse_config
 from quantcore.consumers.history import HistoryStore
+from quantcore.events import utc_text
 from quantcore.feeds import registry
 from quantcore.feeds.binance.venues import COINM, SPOT, USDM, VENUES, Venue
 from quantcore.sim import LocalExchange, ReplaySource
@@ -245,6 +248,7 @@ async def test_demo_records_three_venues_at_once(tmp_path: Path) -> None:
     raw = yaml.safe_load((REPO / "config" / "demo_venues.yaml").read_text())
     raw["exchange"]["local"]["speed"] = 600
     raw["consumers"][1]["params"]["path"] = str(tmp_path / "{symbol}_{interval}.csv")
+    raw["consumers"].append({"class": "sqlite", "params": {"path": str(tmp_path / "bars.db")}})
     config = parse_config(raw, "demo_venues.yaml")
     assert [part.venue for part in config.parts] == [SPOT.name, USDM.name, COINM.name]
     app = App(config)
@@ -261,8 +265,48 @@ async def test_demo_records_three_venues_at_once(tmp_path: Path) -> None:
         summary = await asyncio.wait_for(run, 15)
     assert summary.bars_recorded == sum(len(csv_rows(f)) for f in files)
     assert csv_files(tmp_path) == sorted(f.relative_to(tmp_path).as_posix() for f in files)
+    databases = [tmp_path / "bars.db", tmp_path / USDM.name / "bars.db"]
+    databases.append(tmp_path / COINM.name / "bars.db")
+    for csv, db in zip(files, databases, strict=True):  # one series per venue, in both
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            stored = conn.execute(
+                "SELECT close, high, low, open, volume, quote_volume, open_time FROM bars "
+                "ORDER BY open_time"
+            ).fetchall()
+        assert [(*row[:6], utc_text(row[6])[:-4]) for row in stored] == csv_rows(csv)
     feeds = [part.feed for part in app.parts]
     assert [f.name for f in feeds if f is not None] == ["binance", USDM.name, COINM.name]
+
+
+def test_a_second_venue_gets_its_own_files_tables_and_keys() -> None:
+    """The same symbol on two venues stays two series in every sink; spot's never move."""
+    config = parse_config(
+        {
+            "streams": [{"symbol": "BTCUSDT"}, {"symbol": "BTCUSDT", "venue": USDM.name}],
+            "consumers": [
+                {"class": "csv", "params": {"path": "out/{symbol}_{interval}.csv"}},
+                {"class": "sqlite", "params": {"path": "out/bars.db"}},
+                "sqlite",
+                {"class": "postgres", "params": {"dsn": "postgresql://h/db", "table": "s.k"}},
+                {"class": "redis", "params": {"url": "redis://h"}},
+            ],
+        }
+    )
+    spot, usdm = config.parts
+    assert [c.params for c in spot.consumers] == [
+        {"path": "out/{symbol}_{interval}.csv"},
+        {"path": "out/bars.db"},
+        {},
+        {"dsn": "postgresql://h/db", "table": "s.k"},
+        {"url": "redis://h"},
+    ]
+    assert [c.params for c in usdm.consumers] == [
+        {"path": f"out/{USDM.name}/{{symbol}}_{{interval}}.csv"},
+        {"path": f"out/{USDM.name}/bars.db"},
+        {"path": f"data/{USDM.name}/bars.sqlite"},
+        {"dsn": "postgresql://h/db", "table": "s.k_binance_usdm"},
+        {"url": "redis://h", "prefix": f"quantcore:bars:{USDM.name}"},
+    ]
 
 
 def test_futures_default_csv_path_holds_the_venue() -> None:
