@@ -117,20 +117,28 @@ class App:
             part.stop()
 
     async def _run_parts(self, duration: float | None, max_bars: int | None) -> RunSummary:
-        """Every venue's App at once; the first failure stops the others."""
+        """Every venue's App at once; the first failure stops the others. The one metrics
+        endpoint (``metrics:``) serves all of them and is bound before any part starts."""
         if not logging.getLogger().handlers:
             configure_logging(self.config.log_level, self.config.log_file)
         started = time.monotonic()
-        runs = [asyncio.create_task(part.run(max_bars=max_bars)) for part in self.parts]
-        with self._signals(), self._deadline(duration):
-            if self._stop_requested:
-                self.stop()
-            try:
-                summaries = await asyncio.gather(*runs)
-            except BaseException:
-                self.stop()
-                await asyncio.gather(*runs, return_exceptions=True)
-                raise
+        if self.config.metrics is not None:
+            self.metrics = MetricsServer(self, self.config.metrics)
+            await self.metrics.start()
+        try:
+            runs = [asyncio.create_task(part.run(max_bars=max_bars)) for part in self.parts]
+            with self._signals(), self._deadline(duration):
+                if self._stop_requested:
+                    self.stop()
+                try:
+                    summaries = await asyncio.gather(*runs)
+                except BaseException:
+                    self.stop()
+                    await asyncio.gather(*runs, return_exceptions=True)
+                    raise
+        finally:
+            if self.metrics is not None:
+                await self.metrics.stop()
         totals = {
             f.name: sum(getattr(s, f.name) for s in summaries)
             for f in dataclasses.fields(RunSummary)

@@ -293,7 +293,8 @@ def _by_venue(raw: list[_Stream] | None, default: str) -> dict[str, list[_Stream
 
 
 def _split(raw: Any, doc: _Document, by_venue: dict[str, list[_Stream]], source: str) -> AppConfig:
-    """One config per venue; URLs given in ``exchange`` belong to ``exchange.venue``."""
+    """One config per venue; URLs given in ``exchange`` belong to ``exchange.venue``;
+    ``metrics`` stays with the whole (one endpoint for every venue), never a part's."""
     if doc.exchange.redis is not None:
         raise ConfigError("streams: a per-stream venue cannot be combined with exchange.redis")
     parts = []
@@ -313,7 +314,9 @@ def _split(raw: Any, doc: _Document, by_venue: dict[str, list[_Stream]], source:
         parts.append(dataclasses.replace(sub, consumers=consumers, metrics=None))
     first = parts[0]
     streams = tuple(key for part in parts for key in part.streams)
-    return dataclasses.replace(first, streams=streams, consumers=(), parts=tuple(parts))
+    return dataclasses.replace(
+        first, streams=streams, consumers=(), metrics=doc.metrics, parts=tuple(parts)
+    )
 
 
 def _venue_paths(

@@ -4,6 +4,8 @@ Served by aiohttp in the app's own event loop (no thread). Everything but the ba
 histogram is read from the feed, bus and sink counters at scrape time through a custom
 ``prometheus_client`` collector on a dedicated registry, so the hot path pays nothing
 for them; the histogram costs one bisect per closed bar, and only when enabled.
+With several venues (one App each) one endpoint serves them all, every series and
+/health entry then led by a ``venue`` label; one venue keeps its names and labels.
 """
 
 from __future__ import annotations
@@ -177,23 +179,47 @@ def _exchange_now_ms(feed: DataFeed | None) -> int:
     return int(time.time() * 1000)
 
 
-class QuantcoreCollector(Collector):
-    """Builds every metric family from the app's live objects when scraped."""
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One App the endpoint reports on; ``venue`` labels its series (None: the only one)."""
 
-    def __init__(self, app: App, lags: LagHistogram) -> None:
-        self._app = app
-        self._lags = lags
+    venue: str | None
+    app: App
+    lags: LagHistogram
+
+    def labels(self, values: list[str]) -> list[str]:
+        """Label values with the venue first when several venues share the endpoint."""
+        return values if self.venue is None else [self.venue, *values]
+
+    def name(self, key: StreamKey) -> str:
+        """The stream's key in the /health JSON: ``BTCUSDT 1m``, led by the venue if any."""
+        text = f"{key[0]} {key[1]}"
+        return text if self.venue is None else f"{self.venue} {text}"
+
+
+def parts_of(app: App) -> list[Part]:
+    """The Apps behind ``app``: each venue's, labelled, or ``app`` alone without a label
+    (one venue keeps the metric names and labels it always had)."""
+    if not app.parts:
+        return [Part(None, app, LagHistogram(app))]
+    return [Part(part.config.venue, part, LagHistogram(part)) for part in app.parts]
+
+
+class QuantcoreCollector(Collector):
+    """Builds every metric family from the parts' live objects when scraped; each family
+    is built once over all parts, so a name appears once in the exposition."""
+
+    def __init__(self, parts: list[Part]) -> None:
+        self._parts = parts
+        self._venue = ["venue"] if any(p.venue is not None for p in parts) else []
 
     def collect(self) -> Iterator[Metric]:
-        app = self._app
-        yield from self._streams(app)
-        feed = app.feed
-        if feed is not None:
-            yield from self._feed(feed)
-        yield from self._bus_and_sinks(app)
+        yield from self._streams()
+        yield from self._feeds()
+        yield from self._bus_and_sinks()
 
-    def _streams(self, app: App) -> Iterator[Metric]:
-        labels = ["symbol", "interval"]
+    def _streams(self) -> Iterator[Metric]:
+        labels = [*self._venue, "symbol", "interval"]
         last_open = GaugeMetricFamily(
             "quantcore_bar_last_open_time_seconds",
             "Open time (epoch s) of the last closed bar of the stream (resume point included)",
@@ -208,33 +234,37 @@ class QuantcoreCollector(Collector):
         healthy = GaugeMetricFamily(
             "quantcore_stream_healthy", "1 while /health counts the stream healthy", labels=labels
         )
-        feed = app.feed
-        verdicts = health(app)
-        for key in app.config.streams:
-            values = list(key)
-            if feed is not None:
-                last = feed.sequencers[key].last
-                if last is not None:
-                    last_open.add_metric(values, epoch_ms(last) / 1000.0)
-                bars.add_metric(values, feed.stream_bars[key])
-                filled.add_metric(values, feed.stream_backfilled[key])
-            healthy.add_metric(values, 1.0 if verdicts[key].healthy else 0.0)
         lag = HistogramMetricFamily(
             "quantcore_bar_lag_seconds",
             "Receive time minus close time of closed bars, exchange time",
             labels=labels,
         )
-        for key, counts in self._lags.counts.items():
-            buckets: list[tuple[str, float]] = []
-            total = 0
-            for bound, count in zip((*LAG_BUCKETS, float("inf")), counts, strict=True):
-                total += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
-            lag.add_metric(list(key), buckets, self._lags.sums[key])
+        for part in self._parts:
+            app = part.app
+            feed = app.feed
+            verdicts = health(app)
+            for key in app.config.streams:
+                values = part.labels(list(key))
+                if feed is not None:
+                    last = feed.sequencers[key].last
+                    if last is not None:
+                        last_open.add_metric(values, epoch_ms(last) / 1000.0)
+                    bars.add_metric(values, feed.stream_bars[key])
+                    filled.add_metric(values, feed.stream_backfilled[key])
+                healthy.add_metric(values, 1.0 if verdicts[key].healthy else 0.0)
+            for key, counts in part.lags.counts.items():
+                buckets: list[tuple[str, float]] = []
+                total = 0
+                for bound, count in zip((*LAG_BUCKETS, float("inf")), counts, strict=True):
+                    total += count
+                    buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
+                lag.add_metric(part.labels(list(key)), buckets, part.lags.sums[key])
         yield from (last_open, bars, filled, lag, healthy)
 
-    def _feed(self, feed: DataFeed) -> Iterator[Metric]:
-        stats = feed.stats
+    def _feeds(self) -> Iterator[Metric]:
+        feeds = [(part, part.app.feed) for part in self._parts if part.app.feed is not None]
+        if not feeds:
+            return
         for field, doc in (
             ("frames", "WebSocket frames received"),
             ("duplicates", "Closed bars dropped as duplicates"),
@@ -247,29 +277,40 @@ class QuantcoreCollector(Collector):
             ("rate_limited", "REST answers 429 or 418 seen"),
             ("errors", "Connection and backfill errors"),
         ):
-            family = CounterMetricFamily(f"quantcore_feed_{field}", doc, labels=["feed"])
-            family.add_metric([feed.name], getattr(stats, field))
+            family = CounterMetricFamily(
+                f"quantcore_feed_{field}", doc, labels=[*self._venue, "feed"]
+            )
+            for part, feed in feeds:
+                family.add_metric(part.labels([feed.name]), getattr(feed.stats, field))
             yield family
-        budget = getattr(feed, "rest_budget", None)
-        if budget is not None:
+        budgets = [
+            (part, budget)
+            for part, feed in feeds
+            if (budget := getattr(feed, "rest_budget", None)) is not None
+        ]
+        if budgets:
             used = GaugeMetricFamily(
                 "quantcore_rest_weight_used",
                 "Last X-MBX-USED-WEIGHT-1M the exchange reported (weight used this minute)",
+                labels=self._venue,
             )
-            used.add_metric([], budget.used_reported)
-            yield used
             limit = GaugeMetricFamily(
-                "quantcore_rest_weight_limit", "Weight per minute this process allows itself"
+                "quantcore_rest_weight_limit",
+                "Weight per minute this process allows itself",
+                labels=self._venue,
             )
-            limit.add_metric([], budget.limits.weight_per_minute)
-            yield limit
-            spent = CounterMetricFamily("quantcore_rest_weight_spent", "REST weight requested")
-            spent.add_metric([], budget.spent)
-            yield spent
-        connections = getattr(feed, "connections", [])
-        if not connections:
+            spent = CounterMetricFamily(
+                "quantcore_rest_weight_spent", "REST weight requested", labels=self._venue
+            )
+            for part, budget in budgets:
+                used.add_metric(part.labels([]), budget.used_reported)
+                limit.add_metric(part.labels([]), budget.limits.weight_per_minute)
+                spent.add_metric(part.labels([]), budget.spent)
+            yield from (used, limit, spent)
+        connected = [(part, getattr(feed, "connections", [])) for part, feed in feeds]
+        if not any(connections for _, connections in connected):
             return
-        labels = ["connection", "streams"]
+        labels = [*self._venue, "connection", "streams"]
         state = GaugeMetricFamily(
             "quantcore_connection_state",
             "1 for the connection's current state",
@@ -287,64 +328,71 @@ class QuantcoreCollector(Collector):
             "quantcore_connection_silence_seconds", "Seconds since the last frame", labels=labels
         )
         now = time.monotonic()
-        for n, conn in enumerate(connections):
-            values = [str(n), conn.label]
-            for option in CONNECTION_STATES:
-                state.add_metric([*values, option.value], 1.0 if conn.state is option else 0.0)
-            reconnects.add_metric(values, conn.reconnects)
-            stalls.add_metric(values, conn.stalls)
-            if conn.last_data:
-                silence.add_metric(values, now - conn.last_data)
+        for part, connections in connected:
+            for n, conn in enumerate(connections):
+                values = part.labels([str(n), conn.label])
+                for option in CONNECTION_STATES:
+                    state.add_metric([*values, option.value], float(conn.state is option))
+                reconnects.add_metric(values, conn.reconnects)
+                stalls.add_metric(values, conn.stalls)
+                if conn.last_data:
+                    silence.add_metric(values, now - conn.last_data)
         yield from (state, reconnects, stalls, silence)
 
-    def _bus_and_sinks(self, app: App) -> Iterator[Metric]:
-        bus = app.bus
+    def _bus_and_sinks(self) -> Iterator[Metric]:
+        subscriber = [*self._venue, "subscriber"]
         errors = CounterMetricFamily(
-            "quantcore_subscriber_errors", "Exceptions raised by subscribers", labels=["subscriber"]
+            "quantcore_subscriber_errors", "Exceptions raised by subscribers", labels=subscriber
         )
-        for name, count in bus.handler_errors.items():
-            errors.add_metric([name], count)
         backlog = GaugeMetricFamily(
             "quantcore_subscriber_backlog",
             "Events queued for an async subscriber",
-            labels=["subscriber"],
+            labels=subscriber,
         )
-        for name, count in bus.backlog().items():
-            backlog.add_metric([name], count)
         dropped = CounterMetricFamily(
             "quantcore_subscriber_dropped",
             "Events dropped on an async subscriber's full queue",
-            labels=["subscriber"],
+            labels=subscriber,
         )
-        for name, count in bus.dropped().items():
-            dropped.add_metric([name], count)
         buffered = GaugeMetricFamily(
-            "quantcore_sink_buffered", "Bars held in memory, not yet stored", labels=["sink"]
+            "quantcore_sink_buffered",
+            "Bars held in memory, not yet stored",
+            labels=[*self._venue, "sink"],
         )
         recorded = CounterMetricFamily(
             "quantcore_bars_recorded",
             "Rows appended to the recorder's file this run",
-            labels=["sink", "symbol", "interval"],
+            labels=[*self._venue, "sink", "symbol", "interval"],
         )
-        for component in app.components:
-            if isinstance(component, CsvRecorder):
-                buffered.add_metric([component.name], component.pending)
-                for (symbol, interval), rows in component.rows_by_stream().items():
-                    recorded.add_metric([component.name, symbol, interval], rows)
-            elif isinstance(component, BufferedSink):
-                buffered.add_metric([component.name], len(component.buffer))
+        for part in self._parts:
+            bus = part.app.bus
+            for name, count in bus.handler_errors.items():
+                errors.add_metric(part.labels([name]), count)
+            for name, count in bus.backlog().items():
+                backlog.add_metric(part.labels([name]), count)
+            for name, count in bus.dropped().items():
+                dropped.add_metric(part.labels([name]), count)
+            for component in part.app.components:
+                if isinstance(component, CsvRecorder):
+                    buffered.add_metric(part.labels([component.name]), component.pending)
+                    for (symbol, interval), rows in component.rows_by_stream().items():
+                        recorded.add_metric(part.labels([component.name, symbol, interval]), rows)
+                elif isinstance(component, BufferedSink):
+                    buffered.add_metric(part.labels([component.name]), len(component.buffer))
         yield from (errors, backlog, dropped, buffered, recorded)
 
 
 class MetricsServer:
-    """The HTTP endpoint; :meth:`start` binds (port 0: any free port, see :attr:`port`)."""
+    """The HTTP endpoint; :meth:`start` binds (port 0: any free port, see :attr:`port`).
+
+    Given an App running several venues, one endpoint serves every venue's App.
+    """
 
     def __init__(self, app: App, config: MetricsConfig) -> None:
-        self._app = app
         self.config = config
-        self.lags = LagHistogram(app)
+        self.parts = parts_of(app)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(QuantcoreCollector(app, self.lags))
+        self.registry.register(QuantcoreCollector(self.parts))
         self.port = config.port
         self._runner: web.AppRunner | None = None
 
@@ -354,7 +402,8 @@ class MetricsServer:
 
     async def start(self) -> None:
         """Bind and serve; a busy or forbidden port is a ConfigError (exit 2)."""
-        self._app.bus.subscribe(BAR, self.lags.observe, name="metrics")
+        for part in self.parts:
+            part.app.bus.subscribe(BAR, part.lags.observe, name="metrics")
         web_app = web.Application()
         web_app.router.add_get("/metrics", self._metrics)
         web_app.router.add_get("/health", self._health)
@@ -386,11 +435,15 @@ class MetricsServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _health(self, request: web.Request) -> web.Response:
-        verdicts = health(self._app)
+        verdicts = {
+            part.name(key): verdict
+            for part in self.parts
+            for key, verdict in health(part.app).items()
+        }
         ok = all(v.healthy for v in verdicts.values())
         body = {
             "status": "ok" if ok else "unhealthy",
-            "streams": {f"{s} {i}": v.as_json() for (s, i), v in verdicts.items()},
+            "streams": {name: v.as_json() for name, v in verdicts.items()},
         }
         return web.Response(
             status=200 if ok else 503,

@@ -3,7 +3,8 @@ python-binance, the CSV recorder, and an HTTP client scraping the app's endpoint
 
 The scraped numbers are checked against what the CSV holds and what the exchange served
 (its ground truth and its own count of REST calls and weight), parsed with
-``prometheus_client``'s own text parser.
+``prometheus_client``'s own text parser. With several venues, one endpoint serves them
+all, each venue's series checked against that venue's CSV.
 """
 
 from __future__ import annotations
@@ -18,14 +19,25 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from quantcore.app import App, RunSummary
-from quantcore.config import ConfigError, parse_config
+from quantcore.config import AppConfig, ConfigError, MetricsConfig, parse_config
+from quantcore.feeds.binance.venues import COINM, SPOT, USDM
+from quantcore.metrics import MetricsServer
 from quantcore.quality import check_csv
 from quantcore.sim import LocalExchange, ReplaySource
-from tests.harness import app_config, caught_up, csv_rows, inject_faults, truth_since, wait_until
-from tests.paths import CSV_BTC
+from tests.harness import (
+    Row,
+    app_config,
+    caught_up,
+    csv_rows,
+    inject_faults,
+    truth_since,
+    wait_until,
+)
+from tests.paths import CSV_BTC, REPO
 
 BARS = 150
 STREAM = {"symbol": "BTCUSDT", "interval": "1m"}
@@ -235,3 +247,119 @@ async def test_metrics_port_in_use_refuses_to_start(tmp_path: Path) -> None:
             ):
                 await App(config).run(duration=5)
     assert (tmp_path / "BTCUSDT_1m.csv").read_text().count("\n") <= 1  # no bar: never connected
+
+
+VENUE_FILES = {
+    SPOT.name: ("BTCUSDT", Path("BTCUSDT_1m.csv")),
+    USDM.name: ("BTCUSDT", Path(USDM.name) / "BTCUSDT_1m.csv"),
+    COINM.name: ("BTCUSD_PERP", Path(COINM.name) / "BTCUSD_PERP_1m.csv"),
+}
+
+
+def venues_config(folder: Path, speed: float) -> AppConfig:
+    """config/demo_venues.yaml, offline, recording to ``folder``, metrics on any free port."""
+    raw = yaml.safe_load((REPO / "config" / "demo_venues.yaml").read_text())
+    raw["exchange"]["local"]["speed"] = speed
+    raw["consumers"] = [
+        {"class": "csv", "params": {"path": str(folder / "{symbol}_{interval}.csv")}}
+    ]
+    raw["metrics"] = {"port": 0}
+    return parse_config(raw, "demo_venues.yaml")
+
+
+@pytest.mark.timeout(60)
+async def test_one_endpoint_serves_every_venue_and_matches_each_csv(tmp_path: Path) -> None:
+    """The three-venue offline demo with ``metrics:``: the parent's one endpoint reports
+    each venue's stream apart (``venue`` label), equal to that venue's own CSV."""
+    app = App(venues_config(tmp_path, speed=300))
+    assert all(part.config.metrics is None for part in app.parts)
+    run = asyncio.create_task(app.run())
+    files = {venue: tmp_path / file for venue, (_, file) in VENUE_FILES.items()}
+    try:
+        await wait_until(lambda: app.metrics is not None and app.metrics.port != 0, 10, "metrics")
+        async with aiohttp.ClientSession() as session:
+            await wait_until(lambda: all(len(rows_of(f)) > 5 for f in files.values()), 30, "CSVs")
+            healthy = await wait_for_status(session, app, 200, 10)
+            # The markets play on: a scrape counts only when no venue's CSV grew during it.
+            while True:
+                before = {venue: rows_of(f) for venue, f in files.items()}
+                final = await scrape(session, app)
+                if {venue: rows_of(f) for venue, f in files.items()} == before:
+                    break
+    finally:
+        app.stop()
+        await asyncio.wait_for(run, 15)
+
+    assert healthy["status"] == "ok"
+    assert set(healthy["streams"]) == {f"{v} {s} 1m" for v, (s, _) in VENUE_FILES.items()}
+    assert all(v["healthy"] and v["reason"] == "live" for v in healthy["streams"].values())
+    for venue, (symbol, _) in VENUE_FILES.items():
+        rows = before[venue]
+        stream = {"venue": venue, "symbol": symbol, "interval": "1m"}
+        assert value(final, "quantcore_bars_total", **stream) == len(rows)
+        recorded = value(final, "quantcore_bars_recorded_total", sink="CsvRecorder", **stream)
+        assert recorded == len(rows)
+        last_open = value(final, "quantcore_bar_last_open_time_seconds", **stream)
+        assert time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last_open)) == rows[-1][6]
+        assert value(final, "quantcore_stream_healthy", **stream) == 1
+        assert value(final, "quantcore_bar_lag_seconds_count", **stream) == len(rows)
+        assert value(final, "quantcore_sink_buffered", venue=venue, sink="CsvRecorder") == 0
+        assert value(final, "quantcore_rest_weight_spent_total", venue=venue) > 0
+    feeds = {SPOT.name: "binance", USDM.name: USDM.name, COINM.name: COINM.name}
+    for venue, feed in feeds.items():
+        assert value(final, "quantcore_feed_frames_total", venue=venue, feed=feed) > 0
+        symbol = VENUE_FILES[venue][0]
+        connection = {"venue": venue, "connection": "0", "streams": f"{symbol.lower()}@kline_1m"}
+        assert value(final, "quantcore_connection_state", state="live", **connection) == 1
+    assert all(dict(labels).get("venue") in VENUE_FILES for _, labels in final)
+
+
+def rows_of(path: Path) -> list[Row]:
+    """The CSV's rows, none before the file holds its header."""
+    return csv_rows(path) if path.exists() and path.stat().st_size else []
+
+
+async def test_health_names_the_venue_of_each_problem_one_venue_as_before(tmp_path: Path) -> None:
+    """Before any feed runs every stream is a problem: with several venues /health and
+    the gauge name each by venue and stream; one venue's JSON and labels never change."""
+    multi = App(venues_config(tmp_path, speed=60))
+    csv = {"class": "csv", "params": {"path": str(tmp_path / "{symbol}_{interval}.csv")}}
+    single = App(parse_config({"streams": [STREAM], "consumers": [csv], "metrics": {"port": 0}}))
+    servers = [MetricsServer(app, MetricsConfig(port=0)) for app in (multi, single)]
+    for server in servers:
+        await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            answers = []
+            for server in servers:
+                async with session.get(f"{server.url}/health") as response:
+                    answers.append((response.status, await response.json()))
+                async with session.get(f"{server.url}/metrics") as response:
+                    answers.append((response.status, await response.text()))
+    finally:
+        for server in servers:
+            await server.stop()
+    (multi_code, multi_health), (_, multi_text), (code, single_health), (_, text) = answers
+    problem = {"healthy": False, "reason": "feed not started"}
+    assert (multi_code, code) == (503, 503)
+    assert multi_health == {
+        "status": "unhealthy",
+        "streams": {f"{v} {s} 1m": problem for v, (s, _) in VENUE_FILES.items()},
+    }
+    assert single_health == {"status": "unhealthy", "streams": {"BTCUSDT 1m": problem}}
+    assert sample_lines(multi_text) == [
+        *(
+            f'quantcore_stream_healthy{{interval="1m",symbol="{s}",venue="{v}"}} 0.0'
+            for v, (s, _) in VENUE_FILES.items()
+        ),
+        *(f'quantcore_sink_buffered{{sink="CsvRecorder",venue="{v}"}} 0.0' for v in VENUE_FILES),
+    ]
+    assert sample_lines(text) == [
+        'quantcore_stream_healthy{interval="1m",symbol="BTCUSDT"} 0.0',
+        'quantcore_sink_buffered{sink="CsvRecorder"} 0.0',
+    ]
+
+
+def sample_lines(text: str) -> list[str]:
+    """The exposition's sample lines, comments left out."""
+    return [line for line in text.splitlines() if not line.startswith("#")]
