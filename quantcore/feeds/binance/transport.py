@@ -3,10 +3,10 @@
 Both open ``<ws_url>stream?streams=a/b/...`` and hand each frame's text to a callback
 unchanged; everything above them (supervisor, liveness, settling, sequencing) is shared.
 python-binance wraps every receive in ``asyncio.wait_for`` twice (its read loop and its
-queue). The direct transport has no receive at all: websockets' own connection parses
-the bytes, and each text message goes to the callback as bytes the moment it is parsed
-(no per-frame timer, task hop or queue; a slow callback slows reading, which is TCP's
-back-pressure).
+queue). The direct transport has no receive at all: websockets' own connection runs
+the protocol, and each text message goes to the callback as bytes the moment its frame
+is complete (no per-frame timer, task hop or queue; a slow callback slows reading,
+which is TCP's back-pressure; see :class:`_PushConnection`).
 """
 
 from __future__ import annotations
