@@ -67,6 +67,18 @@ class Run:
         return self.cpu / self.frames * 1e6
 
 
+class _ExchangeLoad:
+    """The share of one core the exchange process used from creation to :meth:`share`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.cpu = cpu_seconds(pid)
+        self.started = time.perf_counter()
+
+    def share(self) -> float:
+        return (cpu_seconds(self.pid) - self.cpu) / (time.perf_counter() - self.started)
+
+
 class _Probe(Component):
     """Subscribed last: notes wall and CPU time at the first event and at the last bar.
 
@@ -110,10 +122,9 @@ async def run_app(exchange: ExchangeProcess, names: list[str], bars: int, transp
         feed = replace(config.feed, transport=transport, backfill_limit=10**6)  # type: ignore[arg-type]
         config = replace(config, feed=feed)
         app = App(config, [probe])
-        exchange_cpu = cpu_seconds(exchange.pid)
-        started = time.perf_counter()
+        exchange_load = _ExchangeLoad(exchange.pid)
         await app.run(max_bars=bars, duration=120)
-        exchange_cpu = (cpu_seconds(exchange.pid) - exchange_cpu) / (time.perf_counter() - started)
+        exchange_cpu = exchange_load.share()
     assert app.feed is not None
     stats = app.feed.stats
     if stats.partials + stats.bars != probe.events or stats.bars != bars or stats.malformed:
@@ -135,8 +146,7 @@ async def run_bare(exchange: ExchangeProcess, names: list[str], frames: int) -> 
     client.API_URL = exchange.rest_url.rstrip("/")
     manager = BinanceSocketManager(client, max_queue_size=100_000)
     manager.STREAM_URL = exchange.ws_url
-    exchange_cpu = cpu_seconds(exchange.pid)
-    started = time.perf_counter()
+    exchange_load = _ExchangeLoad(exchange.pid)
     try:
         async with manager.multiplex_socket([stream_name(n, "1m") for n in names]) as socket:
             await socket.recv()
@@ -147,15 +157,14 @@ async def run_bare(exchange: ExchangeProcess, names: list[str], frames: int) -> 
             socket.TIMEOUT = 0.1
     finally:
         await client.close_connection()
-    exchange_cpu = (cpu_seconds(exchange.pid) - exchange_cpu) / (time.perf_counter() - started)
+    exchange_cpu = exchange_load.share()
     return Run(frames - 1, last[0] - first[0], last[1] - first[1], exchange_cpu)
 
 
 async def run_floor(exchange: ExchangeProcess, names: list[str], frames: int) -> Run:
     """websockets + orjson alone: receive and decode ``frames`` messages, do nothing else."""
     url = f"{exchange.ws_url}stream?streams={'/'.join(stream_name(n, '1m') for n in names)}"
-    exchange_cpu = cpu_seconds(exchange.pid)
-    started = time.perf_counter()
+    exchange_load = _ExchangeLoad(exchange.pid)
     async with websockets.connect(url, compression=None, max_size=1 << 22) as ws:
         loads = orjson.loads
         loads(await ws.recv(decode=False))
@@ -163,7 +172,7 @@ async def run_floor(exchange: ExchangeProcess, names: list[str], frames: int) ->
         for _ in range(frames - 1):
             loads(await ws.recv(decode=False))
         last = (time.perf_counter(), time.process_time())
-    exchange_cpu = (cpu_seconds(exchange.pid) - exchange_cpu) / (time.perf_counter() - started)
+    exchange_cpu = exchange_load.share()
     return Run(frames - 1, last[0] - first[0], last[1] - first[1], exchange_cpu)
 
 
@@ -182,8 +191,7 @@ async def run_peer(
     script = Path(__file__).with_name("peers") / PEERS[kind][0]
     with tempfile.TemporaryDirectory(prefix="qc-bench-") as tmp:
         csv = Path(tmp) / "BTCUSDT_1m.csv"
-        exchange_cpu = cpu_seconds(exchange.pid)
-        started = time.perf_counter()
+        exchange_load = _ExchangeLoad(exchange.pid)
         proc = await asyncio.create_subprocess_exec(
             python, str(script), "--ws", exchange.ws_url, "--rest", exchange.rest_url,
             "--frames", str(frames), "--csv", str(csv),
@@ -195,7 +203,7 @@ async def run_peer(
             proc.kill()
             await proc.wait()
             raise RuntimeError(f"{kind}: no result within 180 s") from None
-        exchange_cpu = (cpu_seconds(exchange.pid) - exchange_cpu) / (time.perf_counter() - started)
+        exchange_cpu = exchange_load.share()
         if proc.returncode != 0:
             tail = err.decode(errors="replace").strip().splitlines()[-5:]
             raise RuntimeError(f"{kind} exited {proc.returncode}: {' / '.join(tail)}")
