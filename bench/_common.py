@@ -25,9 +25,9 @@ from quantcore.sim.generator import RandomWalkSource
 from quantcore.sim.market import Market
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+DATA = REPO / "tests" / "data"
 """Recorded Binance data beside the clone (read only, never copied into the repo)."""
-RECORDED_FRAMES = SHARED_DATA / "binance_spot_ws_kline_1m_3sym_2021-04-04.jsonl"
+RECORDED_FRAMES = DATA / "binance_spot_ws_kline_1m_3sym_2021-04-04.jsonl"
 
 START_MS = 1_725_000_000_000
 """A fixed minute boundary (2024-08-30 06:40 UTC) so generated frames are reproducible."""
@@ -204,9 +204,7 @@ def generate_frames(
 
 
 def recorded_frames() -> list[bytes]:
-    """Real Binance kline frames recorded in 2021 (empty if shared/data is absent)."""
-    if not RECORDED_FRAMES.exists():
-        return []
+    """Real Binance kline frames recorded in 2021 (tests/data)."""
     return [line for line in RECORDED_FRAMES.read_bytes().splitlines() if line.strip()]
 
 

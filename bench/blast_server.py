@@ -27,10 +27,10 @@ from quantcore.sim import ReplaySource
 from quantcore.sim.market import kline_frame, partial_bar
 
 DATA = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
+    Path(__file__).resolve().parents[1]
+    / "tests"
     / "data"
-    / "binance_spot_klines_BTCUSDT_1m_2025-08-01_to_2025-08-11.csv"
+    / "binance_spot_klines_BTCUSDT_1m_2025-08-01_to_2025-08-11.csv.gz"
 )
 
 

@@ -12,7 +12,7 @@ from tests.paths import WS_BTC, read_frames
 @pytest.fixture(scope="session")
 def btc_frames() -> list[dict[str, Any]]:
     if not WS_BTC.exists():
-        pytest.fail(f"recorded data missing: {WS_BTC} (CI provides ../shared/data)")
+        pytest.fail(f"recorded data missing: {WS_BTC} (tests/data is part of the repository)")
     return read_frames(WS_BTC)
 
 

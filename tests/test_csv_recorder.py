@@ -16,10 +16,8 @@ from quantcore.component import Context
 from quantcore.consumers.csv_recorder import HEADER, CsvPathError, CsvRecorder, format_row
 from tests.disk import SmallDisk, small_disk
 from tests.harness import wait_until
-from tests.paths import CSV_BTC, CSV_OHLCV, SHARED_DATA
+from tests.paths import CSV_BTC, CSV_OHLCV, CSV_SHIB, read_text
 from tests.test_history import make_bar
-
-CSV_SHIB = SHARED_DATA / "binance_spot_ohlcv_SHIBUSDT_1m_2024-01-01.csv"
 
 
 def recorder(tmp_path: Path, **kwargs: object) -> CsvRecorder:
@@ -101,20 +99,20 @@ def test_bad_template_and_foreign_file(tmp_path: Path) -> None:
 
 def _foreign_files() -> dict[str, bytes]:
     """Real recorded files (and a compressed one) as a user might point the template at."""
-    ohlcv = CSV_OHLCV.read_bytes()[:20_000]
+    ohlcv = read_text(CSV_OHLCV).encode()[:20_000]
     ohlcv = ohlcv[: ohlcv.rfind(b"\n")]
-    spot = CSV_BTC.read_text().splitlines()[:200]
+    spot = read_text(CSV_BTC).splitlines()[:200]
     dated = ["open,high,low,close,volume,quote_volume,datetime"] + [
         ",".join([*f[1:5], f[5], f[7], f[0][:19]]) for f in (line.split(",") for line in spot[1:])
     ]
     ours = HEADER.encode() + b"".join(format_row(make_bar(i)).encode() for i in range(5))
     return {
         "foreign CSV without final newline": ohlcv,
-        "binary file": gzip.compress(CSV_BTC.read_bytes()[:50_000], mtime=0),
+        "binary file": gzip.compress(read_text(CSV_BTC).encode()[:50_000], mtime=0),
         "foreign CSV whose last column is a date": "\n".join(dated).encode()[:-7],
-        "CSV with another header": CSV_BTC.read_bytes()[:30_000],
+        "CSV with another header": read_text(CSV_BTC).encode()[:30_000],
         "headerless CSV with CRLF": CSV_SHIB.read_bytes(),
-        "our header over foreign rows": HEADER.encode() + CSV_OHLCV.read_bytes()[40:9_000],
+        "our header over foreign rows": HEADER.encode() + read_text(CSV_OHLCV).encode()[40:9_000],
         "our rows then a last line that is not a row": ours + b"hello, world",
     }
 

@@ -1,5 +1,5 @@
 """``quantcore check``: every hole, duplicate, disorder and OHLC fault planted in files built
-from real Binance rows (../shared/data, never copied in) is found; clean files are clean.
+from real Binance rows (tests/data) is found; clean files are clean.
 
 The CLI is run as a real process, so exit codes and printed reports are what users get.
 """
@@ -16,16 +16,15 @@ from quantcore.consumers.csv_recorder import HEADER
 from quantcore.quality import Hole, check_csv, check_sqlite
 from quantcore.sinks import schema
 from quantcore.sinks.sqlite import connect, create_table
-from tests.paths import CSV_BTC
+from tests.paths import CSV_BTC, read_text
 
 MINUTE = 60_000
 BinanceRow = dict[str, str]
 
 
 def real_rows(count: int) -> list[BinanceRow]:
-    with CSV_BTC.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        return [row for _, row in zip(range(count), reader, strict=False)]
+    reader = csv.DictReader(read_text(CSV_BTC).splitlines())
+    return [row for _, row in zip(range(count), reader, strict=False)]
 
 
 def csv_line(row: BinanceRow) -> str:

@@ -7,6 +7,7 @@ what is wrong, so a bad ``--data`` argument is clear before the exchange starts.
 from __future__ import annotations
 
 import csv
+import gzip
 import itertools
 import re
 from collections import Counter
@@ -35,19 +36,32 @@ class DataFileError(ValueError):
     """A data file cannot be used; the message is one line naming file, line and problem."""
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_data(path: str | Path) -> bytes:
+    """A data file's bytes, gunzipped when it is gzip (sniffed, not by name): large recordings
+    are shipped compressed. Raises OSError or ``gzip.BadGzipFile`` as reading does."""
+    data = Path(path).read_bytes()
+    return gzip.decompress(data) if data[:2] == GZIP_MAGIC else data
+
+
+def _base_name(p: Path) -> Path:
+    return p.with_suffix("") if p.suffix.lower() == ".gz" else p
+
+
 def detect_symbol(path: str | Path) -> str | None:
     """Symbol of a data file: the `s` of its first WS kline frame, else a token in its name."""
     p = Path(path)
-    if p.suffix.lower() in (".jsonl", ".ndjson"):
+    if _base_name(p).suffix.lower() in (".jsonl", ".ndjson"):
         try:
-            with p.open("rb") as fh:
-                for raw in fh:
-                    frame = _kline_payload(orjson.loads(raw))
-                    if frame is not None and isinstance(frame.get("s"), str):
-                        return str(frame["s"]).upper()
-        except (OSError, orjson.JSONDecodeError):
+            for raw in read_data(p).splitlines():
+                frame = _kline_payload(orjson.loads(raw))
+                if frame is not None and isinstance(frame.get("s"), str):
+                    return str(frame["s"]).upper()
+        except (OSError, EOFError, orjson.JSONDecodeError):
             return None
-    for token in re.split(r"[^A-Za-z0-9]+", p.stem):
+    for token in re.split(r"[^A-Za-z0-9]+", _base_name(p).stem):
         if token.isupper() and token.endswith(QUOTES) and len(token) > 4:
             return token
     return None
@@ -91,9 +105,10 @@ def load_klines_by_symbol(path: str | Path) -> dict[str, list[Kline]]:
 
 def _load(path: Path) -> dict[str | None, list[Kline]]:
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        data = read_data(path)
+    except (OSError, EOFError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise DataFileError(f"{path}: cannot read: {reason}") from None
     head = data.lstrip()[:1]
     if head == b"[":
         rows = _rest_rows(path, data)

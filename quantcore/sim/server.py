@@ -23,7 +23,7 @@ from aiohttp import WSMsgType, web
 
 from quantcore.feeds.binance.venues import SPOT, Venue
 
-from .formats import QUOTES
+from .formats import QUOTES, read_data
 from .generator import RandomWalkSource
 from .klines import Bar, Kline, bucket_start, interval_ms
 from .limits import Limits, RateWindow, Verdict
@@ -891,7 +891,7 @@ class _ExchangeInfo:
         base: dict[str, Any] = {"rateLimits": rate_limits, "exchangeFilters": []}
         symbols: dict[str, dict[str, Any]] = {}
         if path is not None:
-            base = orjson.loads(Path(path).read_bytes())
+            base = orjson.loads(read_data(path))
             if rate_limits:
                 kept = [r for r in base.get("rateLimits", []) if _not_weight(r)]
                 base["rateLimits"] = [*rate_limits, *kept]

@@ -17,9 +17,8 @@ with warnings.catch_warnings():
 from quantcore.sim import LocalExchange
 from tests.paths import CSV_BTC as CSV_12
 from tests.paths import CSV_OHLCV as CSV_6
+from tests.paths import DATA, REST_BTC, WS_3SYM, WS_BTC
 from tests.paths import REPO as REPO_ROOT
-from tests.paths import REST_BTC, WS_3SYM, WS_BTC
-from tests.paths import SHARED_DATA as DATA
 
 __all__ = ["CSV_6", "CSV_12", "DATA", "REPO_ROOT", "REST_BTC", "WS_3SYM", "WS_BTC"]
 
@@ -27,7 +26,7 @@ __all__ = ["CSV_6", "CSV_12", "DATA", "REPO_ROOT", "REST_BTC", "WS_3SYM", "WS_BT
 @pytest.fixture(autouse=True, scope="session")
 def _data_present() -> None:
     if not REST_BTC.exists():
-        pytest.fail(f"recorded data missing: {DATA} (expected beside the repository)")
+        pytest.fail(f"recorded data missing: {DATA} (tests/data is part of the repository)")
 
 
 @asynccontextmanager

@@ -1,4 +1,4 @@
-"""Loading the real Binance data files in ../shared/data, and the errors for bad files."""
+"""Loading the real Binance data files in tests/data, and the errors for bad files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from quantcore.sim import DataFileError, detect_symbol, load_klines, load_klines_by_symbol
 from quantcore.sim.sources import ReplaySource
+from tests.paths import read_text
 from tests.sim.conftest import CSV_6, CSV_12, REST_BTC, WS_3SYM, WS_BTC
 
 
@@ -48,8 +49,7 @@ def test_csv_with_iso_times_restores_the_rest_form() -> None:
 def test_six_column_csv_dedupes_and_keeps_the_final_version() -> None:
     klines = load_klines(CSV_6)
     assert len(klines) == 30_900
-    with CSV_6.open() as fh:
-        rows = list(csv.reader(fh))[1:]
+    rows = list(csv.reader(read_text(CSV_6).splitlines()))[1:]
     last_seen = {int(r[0]): r for r in rows}
     by_time = {k.open_time: k for k in klines}
     # 2024-03-22 10:44 appears twice: an in-progress snapshot, then the final bar.
