@@ -10,11 +10,13 @@ as root it runs as the ``postgres`` user or ``nobody`` (``subprocess``'s ``user=
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -59,13 +61,48 @@ def redis_server_binary() -> Path:
     return binary
 
 
+def reachable_by(user: pwd.struct_passwd, path: Path) -> bool:
+    """Whether ``user`` (not root, not the owner) can walk down to ``path``: every folder on
+    the way must let others through (a clone in ``mktemp -d``, mode 700, does not)."""
+    for folder in [path, *path.parents]:
+        info = folder.stat()
+        if info.st_uid != user.pw_uid and not info.st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def runnable_bin_dir(bin_dir: Path, user: pwd.struct_passwd) -> Path:
+    """``bin_dir`` itself if ``user`` can reach it, else a copy of its install under /tmp
+    (made once, atomically, so parallel test workers share it)."""
+    if reachable_by(user, bin_dir):
+        return bin_dir
+    install = bin_dir.parent
+    binary = (bin_dir / "postgres").stat()
+    origin = f"{install} {binary.st_size} {binary.st_mtime_ns}"
+    digest = hashlib.sha256(origin.encode()).hexdigest()[:12]
+    copy = Path(tempfile.gettempdir()) / f"quantcore-pginstall-{digest}"
+    if not copy.exists():
+        staging = Path(tempfile.mkdtemp(prefix="quantcore-pginstall-", dir=copy.parent))
+        shutil.copytree(install, staging / "pginstall", symlinks=True)
+        staging.chmod(0o755)
+        try:
+            (staging / "pginstall").rename(copy)
+        except OSError:  # another worker made it first
+            shutil.rmtree(staging / "pginstall", ignore_errors=True)
+        staging.rmdir()
+    return copy / "bin"
+
+
 class PostgresServer:
-    """``initdb`` + ``pg_ctl`` in a temp folder; :meth:`stop`/:meth:`start` for restart tests."""
+    """``initdb`` + ``pg_ctl`` in a temp folder; :meth:`stop`/:meth:`start` for restart tests.
+
+    As root, PostgreSQL runs as an unprivileged user, from a copy of the binaries when that
+    user cannot reach the virtualenv's own (see :func:`runnable_bin_dir`)."""
 
     def __init__(self, bin_dir: Path) -> None:
-        self.bin_dir = bin_dir
         self.port = free_port()
         self.user = _unprivileged_user() if os.geteuid() == 0 else None
+        self.bin_dir = bin_dir if self.user is None else runnable_bin_dir(bin_dir, self.user)
         shared_tmp = "/tmp" if self.user is not None else None
         self.root = Path(tempfile.mkdtemp(prefix="quantcore-pg-", dir=shared_tmp))
         self.data = self.root / "data"
