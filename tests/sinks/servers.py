@@ -72,25 +72,29 @@ def reachable_by(user: pwd.struct_passwd, path: Path) -> bool:
 
 
 def runnable_bin_dir(bin_dir: Path, user: pwd.struct_passwd) -> Path:
-    """``bin_dir`` itself if ``user`` can reach it, else a copy of its install under /tmp
-    (made once, atomically, so parallel test workers share it)."""
+    """``bin_dir`` itself if ``user`` can reach it, else a copy under /tmp of pgserver's
+    install and the wheel's bundled libraries (its RPATH is ``$ORIGIN/../../../pgserver.libs``),
+    made once and renamed into place, so parallel test workers share it."""
     if reachable_by(user, bin_dir):
         return bin_dir
     install = bin_dir.parent
+    package = install.parent
     binary = (bin_dir / "postgres").stat()
     origin = f"{install} {binary.st_size} {binary.st_mtime_ns}"
     digest = hashlib.sha256(origin.encode()).hexdigest()[:12]
-    copy = Path(tempfile.gettempdir()) / f"quantcore-pginstall-{digest}"
+    copy = Path(tempfile.gettempdir()) / f"quantcore-pgserver-{digest}"
     if not copy.exists():
-        staging = Path(tempfile.mkdtemp(prefix="quantcore-pginstall-", dir=copy.parent))
-        shutil.copytree(install, staging / "pginstall", symlinks=True)
+        staging = Path(tempfile.mkdtemp(prefix="quantcore-pgserver-", dir=copy.parent))
+        shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
         staging.chmod(0o755)
         try:
-            (staging / "pginstall").rename(copy)
+            staging.rename(copy)
         except OSError:  # another worker made it first
-            shutil.rmtree(staging / "pginstall", ignore_errors=True)
-        staging.rmdir()
-    return copy / "bin"
+            shutil.rmtree(staging, ignore_errors=True)
+    return copy / package.name / install.name / bin_dir.name
 
 
 class PostgresServer:
