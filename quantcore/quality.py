@@ -93,7 +93,8 @@ class SeriesReport:
         kinds: list[tuple[str, list[str]]] = []
         if self.known:
             bars = sum(h.bars for h, _ in self.known)
-            title = f"known gaps: {len(self.known)} ({bars} bars, not counted as problems)"
+            plural = "s" if bars != 1 else ""
+            title = f"known gaps: {len(self.known)} ({bars} bar{plural}, not counted as problems)"
             kinds.append((title, [f"{h.text()}: {reason}" for h, reason in self.known]))
         if self.holes:
             title = f"holes: {len(self.holes)} ({self.missing_bars} bars missing)"

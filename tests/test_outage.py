@@ -20,10 +20,10 @@ import pytest
 from quantcore.app import App
 from quantcore.bus import EventBus
 from quantcore.consumers.csv_recorder import format_row
-from quantcore.events import BAR, BarEvent
+from quantcore.events import BAR, BarEvent, from_epoch_ms
 from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
 from quantcore.gapfile import HEADER as GAPS_HEADER
-from quantcore.sim import LocalExchange, ReplaySource
+from quantcore.sim import LocalExchange, Realism, ReplaySource
 from tests.harness import Row, app_config, csv_rows, truth_row, wait_until
 from tests.paths import CSV_BTC, REPO
 
@@ -191,3 +191,58 @@ async def test_live_bars_in_flight_during_a_capped_catch_up_are_never_dropped(
     assert resumed == 599, "the cap must stop at the socket's first bar (599), not skip it"
     gaps = (tmp_path / "BTCUSDT_1m.csv.gaps").read_text().splitlines()
     assert gaps[1:] == [f"{truth[11][6]},{truth[resumed - 1][6]},skipped by backfill_limit"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_bar_the_exchange_lacks_waits_for_evidence_then_is_written_down(
+    tmp_path: Path,
+) -> None:
+    """Bar 40 does not exist on the exchange; REST lags 90 s. The live bars behind the hole
+    wait (``feed.waits()`` shows them) until REST serves a later bar: only then is the bar
+    declared absent, written to the sidecar as an exchange gap, and labelled by check."""
+    real = ReplaySource.from_file(CSV_BTC)
+    bars = real.bars(real.first_open_ms, real.end_ms)[:200]
+    hole = bars[40]
+    source = ReplaySource("BTCUSDT", bars[:40] + bars[41:])
+    exchange = LocalExchange(
+        [source], speed=120, updates_per_bar=4, history_bars=30,
+        realism=Realism(rest_lag_ms=90_000),
+    )  # fmt: skip
+    path = tmp_path / "BTCUSDT_1m.csv"
+    hole_stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(hole.open_time / 1000))
+    async with exchange:
+        config = app_config(exchange, str(tmp_path / "{symbol}_{interval}.csv"), feed={
+            "poll": 0.05, "stall_timeout": 5
+        })  # fmt: skip
+        app = App(config)
+        run = asyncio.create_task(app.run())
+        await wait_until(lambda: app.feed is not None, 10, "the feed")
+        feed = app.feed
+        assert isinstance(feed, BinanceKlineFeed)
+        key = ("BTCUSDT", "1m")
+        await wait_until(lambda: key in feed.waits(), 30, "live bars held behind the hole")
+        wait = feed.waits()[key]
+        assert wait.missing_from == from_epoch_ms(hole.open_time) and wait.held >= 1
+        assert not (tmp_path / "BTCUSDT_1m.csv.gaps").exists(), "declared absent on a timer"
+        await wait_until(lambda: key not in feed.waits(), 30, "REST to serve a later bar")
+        await wait_until(lambda: len(csv_rows(path)) >= 20, 30, "20 rows")
+        app.stop()
+        await run
+        truth = history(exchange, 0)
+    rows = csv_rows(path)
+    first = truth.index(rows[0])
+    assert rows == truth[first : first + len(rows)]
+    assert hole_stamp not in {row[6] for row in truth} and rows[0][6] < hole_stamp < rows[-1][6]
+    gaps = (tmp_path / "BTCUSDT_1m.csv.gaps").read_text()
+    assert gaps == f"{GAPS_HEADER}{hole_stamp},{hole_stamp},exchange gap (no data from Binance)\n"
+    assert feed.stats.absent == 1
+    check = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "quantcore", "check", str(path)],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.splitlines()[1:3] == [
+        "  known gaps: 1 (1 bar, not counted as problems)",
+        f"    {hole_stamp} .. {hole_stamp} missing (1 bar): exchange gap (no data from Binance)",
+    ]
