@@ -287,24 +287,27 @@ class SettlingFeed(DataFeed):
         """Page through REST from ``start_ms`` (up to the first held bar) and publish every
         row a later row proves final; a bar REST skips while serving a later one is absent.
 
-        Pages ``klines_limit`` rows at a time (the last row of a page opens the next); more
-        than ``PROGRESS_MIN_PAGES`` pages draw a progress bar on a terminal. Logs one line.
+        Pages up to ``klines_limit`` rows at a time (the last row of a page opens the next),
+        asking no more rows than the hole needs (futures weigh by ``limit``); more than
+        ``PROGRESS_MIN_PAGES`` pages draw a progress bar on a terminal. Logs one line.
         """
         symbol, interval = state.key
         step = state.step_ms
         trusted_ms = server_now - int(self.settings.settle * 1000)
         end_ms = state.held[0].open_time_ms if state.held else None
         page = self.venue.klines_limit
-        expected = ((end_ms or bar_open_ms(server_now, interval)) - start_ms) // step
+        top = end_ms if end_ms is not None else bar_open_ms(server_now, interval)
+        expected = (top - start_ms) // step
         shown = progress(expected, f"backfill {symbol} {interval}") if (
             expected > PROGRESS_MIN_PAGES * page
         ) else None  # fmt: skip
         began = time.monotonic()
         published = absent = 0
         cursor = start_ms
+        limit = min(page, max(2, (top - cursor) // step + 2))
         try:
             while not self._stopping.is_set():
-                rows = await self._rest_klines(symbol, interval, cursor, end_ms, page)
+                rows = await self._rest_klines(symbol, interval, cursor, end_ms, limit)
                 received = time.time_ns()
                 bars = [self._parse_row(symbol, interval, row, received) for row in rows]
                 for n, bar in enumerate(bars):
@@ -319,9 +322,9 @@ class SettlingFeed(DataFeed):
                         published += self.publish_closed(bar, backfilled=True)
                 if shown is not None:
                     shown.update(max(0, len(bars) - 1))
-                if len(rows) < page or bars[-1].open_time_ms <= cursor:
+                if len(rows) < limit or bars[-1].open_time_ms <= cursor:
                     break
-                cursor = bars[-1].open_time_ms
+                cursor, limit = bars[-1].open_time_ms, page
         finally:
             if shown is not None:
                 shown.close()
