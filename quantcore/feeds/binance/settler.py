@@ -246,6 +246,8 @@ class SettlingFeed(DataFeed):
             state.caught_up = True
             start = self._cap(state, start, current)
         before = sequencer.last
+        self._release(state)
+        start = sequencer_next(state) or start
         if not state.held or start < state.held[0].open_time_ms:
             await self._fetch(state, start, server_now)
         self._release(state)
@@ -284,8 +286,9 @@ class SettlingFeed(DataFeed):
         return oldest
 
     async def _fetch(self, state: StreamState, start_ms: int, server_now: int) -> None:
-        """Page through REST from ``start_ms`` (up to the first held bar) and publish every
-        row a later row proves final; a bar REST skips while serving a later one is absent.
+        """Page through REST from ``start_ms`` (up to the newest held bar) and publish every
+        row a later row proves final, the live held bars taking precedence; a bar REST
+        skips while serving a later one is absent.
 
         Pages up to ``klines_limit`` rows at a time (the last row of a page opens the next),
         asking no more rows than the hole needs (futures weigh by ``limit``); more than
@@ -294,7 +297,7 @@ class SettlingFeed(DataFeed):
         symbol, interval = state.key
         step = state.step_ms
         trusted_ms = server_now - int(self.settings.settle * 1000)
-        end_ms = state.held[0].open_time_ms if state.held else None
+        end_ms = state.held[-1].open_time_ms if state.held else None
         page = self.venue.klines_limit
         top = end_ms if end_ms is not None else bar_open_ms(server_now, interval)
         expected = (top - start_ms) // step
