@@ -1,7 +1,7 @@
 """Component: the base class of every consumer and strategy.
 
 A subclass overrides the handlers it cares about (``on_bar``, ``on_bar_partial``,
-``on_feed_status``, ``on_signal``) and is subscribed to exactly those topics when it
+``on_feed_status``, ``on_signal``, ``on_gap``) and is subscribed to exactly those topics when it
 is attached, so adding a consumer is one subclass plus one line of YAML.
 """
 
@@ -16,9 +16,11 @@ from quantcore.events import (
     BAR,
     BAR_PARTIAL,
     FEED_STATUS,
+    GAP,
     SIGNAL,
     BarEvent,
     FeedStatus,
+    GapEvent,
     SignalEvent,
 )
 
@@ -29,6 +31,7 @@ HANDLER_TOPICS: dict[str, str] = {
     "on_bar_partial": BAR_PARTIAL,
     "on_feed_status": FEED_STATUS,
     "on_signal": SIGNAL,
+    "on_gap": GAP,
 }
 """Handler method name → the topic it is subscribed to when overridden."""
 
@@ -124,3 +127,7 @@ class Component:
 
     def on_signal(self, signal: SignalEvent) -> None:
         """A strategy signal."""
+
+    def on_gap(self, gap: GapEvent) -> None:
+        """A range of bars the feed will never publish (skipped by a cap, or the exchange
+        has none): recorders write it down so ``quantcore check`` can explain the hole."""

@@ -24,6 +24,8 @@ FEED_STATUS = "feed.status"
 """Connection lifecycle and feed problems (connects, disconnects, malformed frames)."""
 SIGNAL = "signal"
 """Strategy output."""
+GAP = "gap"
+"""Ranges of closed bars that will never be published, and why (:class:`GapEvent`)."""
 
 
 class BarDecimals(msgspec.Struct, frozen=True, gc=False):
@@ -170,3 +172,26 @@ class FeedStatus(msgspec.Struct, frozen=True, gc=False):
     state: FeedState
     detail: str = ""
     time: datetime = msgspec.field(default_factory=lambda: datetime.now(UTC))
+
+
+class GapReason(StrEnum):
+    """Why a range of bars is missing on purpose; the text is what ``quantcore check`` shows."""
+
+    BACKFILL_LIMIT = "skipped by backfill_limit"
+    EXCHANGE = "exchange gap (no data from Binance)"
+
+
+class GapEvent(msgspec.Struct, frozen=True, gc=False):
+    """Bars ``first_open`` .. ``last_open`` (open times, inclusive) of one stream that the
+    feed will never publish, and why; recorders write it down so the hole is explained."""
+
+    symbol: str
+    interval: str
+    first_open: datetime
+    last_open: datetime
+    reason: GapReason
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The stream this gap belongs to: (symbol, interval)."""
+        return (self.symbol, self.interval)

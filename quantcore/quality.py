@@ -2,7 +2,9 @@
 
 Reports per series the rows, first and last bar, and every problem: holes (missing bars,
 with their length), duplicate open times, rows out of order (time going backwards),
-times off the interval's grid, OHLC inconsistencies and unreadable rows. Prices are
+times off the interval's grid, OHLC inconsistencies and unreadable rows. A hole written
+down in the CSV's ``.gaps`` sidecar ("skipped by backfill_limit", "exchange gap (no data
+from Binance)") is listed with that reason as a known gap, not as a problem. Prices are
 compared as :class:`decimal.Decimal` of the stored strings, exactly as the exchange sent
 them. Exit codes: 0 every series clean, 1 problems found, 2 a file could not be checked.
 """
@@ -21,6 +23,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from quantcore.consumers.csv_recorder import HEADER, parse_datetime_ms
+from quantcore.gapfile import GapFileError, KnownGap, read_gaps
 from quantcore.intervals import INTERVAL_MS, bar_open_ms, interval_ms
 from quantcore.sinks import schema
 from quantcore.sinks.sqlite import connect
@@ -63,6 +66,8 @@ class SeriesReport:
     first_ms: int | None = None
     last_ms: int | None = None
     holes: list[Hole] = field(default_factory=list)
+    known: list[tuple[Hole, str]] = field(default_factory=list)
+    """Missing bars explained by the ``.gaps`` sidecar: (range, reason); not problems."""
     problems: dict[str, list[str]] = field(default_factory=dict)
     """Kind (duplicate, out of order, off grid, ohlc, bad row) → one line per finding."""
 
@@ -86,6 +91,11 @@ class SeriesReport:
         verdict = "clean" if self.clean else f"{count} problem{'s' if count != 1 else ''}"
         out = [f"{self.source}: {self.label}: {self.rows} rows, {span}: {verdict}"]
         kinds: list[tuple[str, list[str]]] = []
+        if self.known:
+            bars = sum(h.bars for h, _ in self.known)
+            plural = "s" if bars != 1 else ""
+            title = f"known gaps: {len(self.known)} ({bars} bar{plural}, not counted as problems)"
+            kinds.append((title, [f"{h.text()}: {reason}" for h, reason in self.known]))
         if self.holes:
             title = f"holes: {len(self.holes)} ({self.missing_bars} bars missing)"
             kinds.append((title, [h.text() for h in self.holes]))
@@ -187,7 +197,33 @@ def check_csv(path: Path, interval: str | None = None) -> SeriesReport:
         interval = _guess_interval([ms for _, ms, _ in parsed])
     report.step_ms = interval_ms(interval) if interval else None
     report.label = f"{symbol or '?'} {interval or '(interval unknown)'}"
-    return analyze(report, parsed, interval)
+    analyze(report, parsed, interval)
+    try:
+        explain(report, read_gaps(path))
+    except GapFileError as exc:
+        report.add("bad gaps file", str(exc))
+    return report
+
+
+def explain(report: SeriesReport, gaps: list[KnownGap]) -> None:
+    """Move the parts of ``report``'s holes that ``gaps`` cover into ``report.known``."""
+    if not gaps or not report.step_ms:
+        return
+    step = report.step_ms
+    holes: list[Hole] = []
+    for hole in report.holes:
+        cursor, end = hole.first_ms, hole.first_ms + hole.bars * step
+        for gap in gaps:
+            lo, hi = max(cursor, gap.first_ms), min(end, gap.last_ms + step)
+            if lo >= hi:
+                continue
+            if lo > cursor:
+                holes.append(Hole(cursor, (lo - cursor) // step, step))
+            report.known.append((Hole(lo, (hi - lo) // step, step), gap.reason))
+            cursor = hi
+        if cursor < end:
+            holes.append(Hole(cursor, (end - cursor) // step, step))
+    report.holes = holes
 
 
 def check_sqlite(path: Path, table: str = "bars") -> list[SeriesReport]:

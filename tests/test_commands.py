@@ -37,7 +37,7 @@ def test_validate_prints_the_resolved_settings(tmp_path: Path) -> None:
     assert out.splitlines()[0].endswith("demo.yaml: valid")
     assert "exchange: local on 127.0.0.1" in out and "speed 60x" in out
     assert "streams (1):\n  BTCUSDT 1m\n" in out
-    assert "backfill_limit=1000" in out and "stall_timeout=5.0" in out
+    assert "backfill_limit=None" in out and "stall_timeout=5.0" in out
     assert "strategies.sma_cross:SmaCross {'fast':" in out
     assert "logging: level=INFO" in out
     assert not (tmp_path / "data").exists(), "validate must not open any output"

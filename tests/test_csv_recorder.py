@@ -243,3 +243,32 @@ async def test_disk_full_beyond_max_pending_and_at_stop_is_counted_not_hidden(
         make_bar(written - 1).open_time_ms if written else None
     )
     await again.stop()
+
+
+def test_gap_events_are_written_down_beside_the_csv(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A GapEvent on the bus lands in ``<csv>.gaps`` (header once, one line per range); a
+    gap of a stream the recorder does not keep is ignored; a sidecar that cannot be written
+    is one error line, never an exception into the feed."""
+    from quantcore.events import GAP, GapEvent, GapReason
+
+    rec = recorder(tmp_path)
+    bus = rec.context.bus
+    first, last = make_bar(0).open_time, make_bar(9).open_time
+    bus.publish(GAP, GapEvent("BTCUSDT", "1m", first, last, GapReason.BACKFILL_LIMIT))
+    bus.publish(GAP, GapEvent("BTCUSDT", "1m", last, last, GapReason.EXCHANGE))
+    bus.publish(GAP, GapEvent("ETHUSDT", "1m", first, last, GapReason.EXCHANGE))
+    assert (tmp_path / "BTCUSDT_1m.csv.gaps").read_text() == (
+        "first_open,last_open,reason\n"
+        "2024-09-04 02:27:00,2024-09-04 02:36:00,skipped by backfill_limit\n"
+        "2024-09-04 02:36:00,2024-09-04 02:36:00,exchange gap (no data from Binance)\n"
+    )
+    assert not (tmp_path / "ETHUSDT_1m.csv").exists()
+    (tmp_path / "BTCUSDT_1m.csv.gaps").unlink()
+    (tmp_path / "BTCUSDT_1m.csv.gaps").mkdir()
+    with caplog.at_level(logging.ERROR):
+        bus.publish(GAP, GapEvent("BTCUSDT", "1m", first, last, GapReason.BACKFILL_LIMIT))
+    assert "cannot write down the gap" in caplog.text
+    assert bus.handler_errors.total() == 0
+    asyncio.run(rec.stop())

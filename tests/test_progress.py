@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from quantcore.app import App
-from quantcore.feeds.binance import feed as feed_module
+from quantcore.feeds.binance import settler as feed_module
 from quantcore.progress import progress
 from quantcore.sim import LocalExchange
 from tests.harness import app_config

@@ -167,3 +167,47 @@ def test_sqlite_missing_table_exits_2(tmp_path: Path) -> None:
     sqlite3.connect(db).execute("CREATE TABLE other (x)").connection.close()
     done = run_check(str(db))
     assert done.returncode == 2 and "no such table" in done.stderr
+
+
+def test_gaps_sidecar_labels_the_holes_it_covers_and_only_those(tmp_path: Path) -> None:
+    """Holes covered by the ``.gaps`` sidecar become known gaps with their reason (not
+    problems); the part of a hole the sidecar does not cover is still a hole."""
+    from quantcore.gapfile import append_gap, format_gap
+
+    rows = real_rows(100)
+    kept = rows[:10] + rows[20:50] + rows[60:]
+    path = write_csv(tmp_path / "BTCUSDT_1m.csv", [csv_line(r) for r in kept])
+    append_gap(path, open_ms(rows[10]), open_ms(rows[19]), "skipped by backfill_limit")
+    append_gap(path, open_ms(rows[55]), open_ms(rows[59]), "exchange gap (no data from Binance)")
+    assert (tmp_path / "BTCUSDT_1m.csv.gaps").read_text().splitlines()[1] + "\n" == format_gap(
+        open_ms(rows[10]), open_ms(rows[19]), "skipped by backfill_limit"
+    )
+    report = check_csv(path)
+    assert report.holes == [Hole(open_ms(rows[50]), 5, MINUTE)]
+    assert report.known == [
+        (Hole(open_ms(rows[10]), 10, MINUTE), "skipped by backfill_limit"),
+        (Hole(open_ms(rows[55]), 5, MINUTE), "exchange gap (no data from Binance)"),
+    ]
+    result = run_check(str(path))
+    assert result.returncode == 1, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith(": 1 problem")
+    assert lines[1] == "  known gaps: 2 (15 bars, not counted as problems)"
+    assert lines[2].endswith("missing (10 bars): skipped by backfill_limit")
+    assert lines[3].endswith("missing (5 bars): exchange gap (no data from Binance)")
+    assert lines[4:6] == [
+        "  holes: 1 (5 bars missing)",
+        f"    {Hole(open_ms(rows[50]), 5, MINUTE).text()}",
+    ]
+
+
+def test_unreadable_gaps_sidecar_is_a_problem_named_by_line(tmp_path: Path) -> None:
+    rows = real_rows(30)
+    path = write_csv(tmp_path / "BTCUSDT_1m.csv", [csv_line(r) for r in rows])
+    sidecar = tmp_path / "BTCUSDT_1m.csv.gaps"
+    sidecar.write_text("first_open,last_open,reason\nyesterday,today,who knows\n")
+    report = check_csv(path)
+    assert report.problems == {
+        "bad gaps file": [f"{sidecar}: line 2: 'yesterday,today,who knows' is not a gap"]
+    }
+    assert run_check(str(path)).returncode == 1

@@ -331,3 +331,75 @@ async def test_halted_symbol_is_warned_about_and_never_mistaken_for_a_stall(
     assert app.feed is not None
     assert app.feed.stats.reconnects == 0 and app.feed.stats.bars == 0
     assert klines == 0
+
+
+def lagging_exchange(speed: float) -> LocalExchange:
+    """The realistic exchange with REST minutes behind the stream (70-120 s, per request):
+    recent bars are served as they stood then, still forming, the newest not at all."""
+    btc = ReplaySource.from_file(CSV_BTC)
+    profile = Realism.lagging_rest(seed=20241201, missing_close=0.08, exchange_info=EXCHANGE_INFO)
+    return LocalExchange(
+        [btc, quiet_shib(btc.first_open_ms)],
+        speed=speed,
+        updates_per_bar=4,
+        history_bars=3,
+        realism=profile,
+    )
+
+
+@pytest.mark.timeout(240)
+async def test_rest_minutes_behind_with_kill_9_restarts_and_reconnects_records_the_final_bars(
+    tmp_path: Path,
+) -> None:
+    """REST lags 70-120 s and shows the newest bars still forming. With kill -9 just after
+    a close, reconnects, an exchange restart and a graceful restart inside the lag, every
+    recorded row must equal the exchange's final bar: a REST row is trusted only once REST
+    serves a later bar (with the default settings: no ``settle``), never on a timer; the
+    zero-trade bars of the quiet symbol are still recorded (REST's next bar is the proof)."""
+    async with lagging_exchange(speed=120) as exchange:
+        feed = {k: v for k, v in feed_settings(0).items() if k != "settle"}
+        config = tmp_path / "lagging.yaml"
+        config.write_text(yaml.safe_dump(raw_config(exchange, tmp_path, feed)))
+        path = tmp_path / "BTCUSDT_1m.csv"
+
+        def rows() -> int:
+            return len(path.read_text().splitlines()) - 1 if path.exists() else 0
+
+        first = await start(config)
+        await wait_until(lambda: rows() >= 8, 60, "8 rows before the kill")
+        await just_after_close(exchange, 2_000)
+        os.kill(first.pid, signal.SIGKILL)
+        assert await first.wait() == -signal.SIGKILL
+        second = await start(config)
+        killed_at = rows()
+        for _ in range(3):
+            await asyncio.sleep(1.5)
+            await exchange.drop_connections()
+        await exchange.restart(down_seconds=0.3)
+        await wait_until(lambda: rows() >= killed_at + 20, 90, "20 more rows after the restart")
+        await just_after_close(exchange, 2_000)
+        second.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(second.communicate(), 20)
+        assert second.returncode == 0, err.decode()
+        third = await start(config)
+        stopped_at = rows()
+        await wait_until(lambda: rows() >= stopped_at + 5, 60, "5 more rows after the restart")
+        await wait_until(
+            lambda: (
+                caught_up(exchange, tmp_path, "BTCUSDT", 240_000)
+                and caught_up(exchange, tmp_path, "SHIBUSDT", 240_000)
+            ),
+            60,
+            "both CSVs to catch up",
+        )
+        third.send_signal(signal.SIGTERM)
+        out3, err3 = await asyncio.wait_for(third.communicate(), 20)
+        assert third.returncode == 0, err3.decode()
+        btc = assert_final_bars(exchange, tmp_path, "BTCUSDT")
+        shib = assert_final_bars(exchange, tmp_path, "SHIBUSDT")
+        assert_within_limits(exchange)
+    assert len(btc) >= 30 and len(shib) >= 30
+    assert any(Decimal(row[4]) == 0 for row in shib), "no zero-trade bar was recorded"
+    logs = (out + err + out3 + err3).decode()
+    assert "Traceback" not in logs
+    assert "live bars held until REST serves a bar after" in logs

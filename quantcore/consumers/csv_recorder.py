@@ -22,8 +22,9 @@ from pathlib import Path
 
 from quantcore.component import Component
 from quantcore.consumers.history import COLUMNS
-from quantcore.events import BarEvent
+from quantcore.events import BarEvent, GapEvent, epoch_ms
 from quantcore.filelock import FileBusyError, lock_for_writing
+from quantcore.gapfile import append_gap
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +379,21 @@ class CsvRecorder(Component):
 
     def on_bar(self, bar: BarEvent) -> None:
         self.open(bar.symbol, bar.interval).write(bar)
+
+    def on_gap(self, gap: GapEvent) -> None:
+        """Write the range down in the file's ``.gaps`` sidecar, so ``quantcore check``
+        labels that hole with its reason (a failed note is logged, never fatal)."""
+        if gap.key not in self._files and gap.key not in set(self.context.streams):
+            return
+        path = self.open(*gap.key).path
+        first, last = gap.first_open, gap.last_open
+        try:
+            written = append_gap(path, epoch_ms(first), epoch_ms(last), gap.reason.value)
+        except OSError as exc:
+            log.error("%s: cannot write down the gap %s .. %s (%s): %s",
+                      path, first, last, gap.reason.value, exc.strerror or exc)  # fmt: skip
+            return
+        log.info("%s: %s .. %s %s (noted in %s)", path, first, last, gap.reason.value, written.name)
 
     async def stop(self) -> None:
         for csv in self._files.values():

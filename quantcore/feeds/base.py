@@ -43,6 +43,8 @@ class FeedStats:
     bars: int = 0
     partials: int = 0
     backfilled: int = 0
+    absent: int = 0
+    """Bars declared absent on the exchange (REST served a later bar, never this one)."""
     malformed: int = 0
     duplicates: int = 0
     stale: int = 0

@@ -62,6 +62,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "(429 then 418 bans), URLs over 8000 chars refused, 5 incoming messages/s",
     )
     p.add_argument(
+        "--lagging-rest",
+        action="store_true",
+        help="--realistic, with REST klines 70-120 s behind the stream (Realism.lagging_rest): "
+        "recent bars are served still forming, the newest not at all",
+    )
+    p.add_argument(
         "--exchange-info",
         default=None,
         metavar="FILE",
@@ -124,7 +130,9 @@ def _exchange(args: argparse.Namespace) -> LocalExchange:
     if info is not None and not info.is_file():
         raise ValueError(f"--exchange-info {info}: no such file")
     realism = (
-        Realism.binance(args.seed, exchange_info=info)
+        Realism.lagging_rest(args.seed, exchange_info=info)
+        if args.lagging_rest
+        else Realism.binance(args.seed, exchange_info=info)
         if args.realistic
         else (Realism(exchange_info=info) if info is not None else None)
     )

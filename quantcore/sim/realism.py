@@ -31,6 +31,10 @@ class Realism:
     seed: int = 0
     rest_lag_ms: int = 0
     """REST klines lag the market by this (market ms): undocumented, a few seconds."""
+    rest_lag_spread_ms: int = 0
+    """Each klines answer lags by a further seeded share of this (market ms), drawn per
+    request: a lag that wanders (``lagging_rest``: 70-120 s), so one answer can show an
+    older view than the one before it."""
     close_delay_ms: tuple[int, int] = (3, 3)
     """Range (market ms, inclusive) of the x:true frame's delay after the close, per bar."""
     missing_close: float = 0.0
@@ -70,8 +74,9 @@ class Realism:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {value}")
-        if self.rest_lag_ms < 0:
-            raise ValueError(f"rest_lag_ms must be >= 0, got {self.rest_lag_ms}")
+        for name in ("rest_lag_ms", "rest_lag_spread_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("attempt_window", "weight_window"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -112,7 +117,22 @@ class Realism:
         )
         return replace(base, **overrides)
 
+    @classmethod
+    def lagging_rest(cls, seed: int = 0, **overrides: Any) -> Realism:
+        """:meth:`binance`, with REST minutes behind the stream: every klines answer lags
+        70-120 s (seeded per request), so recent bars are served as they stood then, still
+        forming, and the newest are absent (seen on Binance under load)."""
+        lag = {"rest_lag_ms": 70_000, "rest_lag_spread_ms": 50_000}
+        return cls.binance(seed, **{**lag, **overrides})
+
     # -- seeded per-item decisions ---------------------------------------------------------
+
+    def rest_lag(self, request: int) -> int:
+        """Lag (market ms) of the klines answer to the ``request``-th call (1, 2, ...)."""
+        if self.rest_lag_spread_ms <= 0:
+            return self.rest_lag_ms
+        share = seeded_unit(self.seed, "rest_lag", request)
+        return self.rest_lag_ms + int(share * (self.rest_lag_spread_ms + 1))
 
     def close_delay(self, stream: str, open_ms: int) -> int:
         """Delay (market ms) of the x:true frame of `stream`'s bar opening at open_ms."""

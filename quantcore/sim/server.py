@@ -260,6 +260,7 @@ class LocalExchange:
             venue.status_field,
         )
         self._serial = 0
+        self._klines_served = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._heartbeat = heartbeat
         self._pong_timeout = pong_timeout
@@ -624,7 +625,8 @@ class LocalExchange:
         start, end = values["startTime"], values["endTime"]
         if start is not None and end is not None and start > end:
             return _error(-1023, "Start time is greater than end time.")
-        as_of = self.market.now_ms - self.realism.rest_lag_ms
+        self._klines_served += 1
+        as_of = self.market.now_ms - self.realism.rest_lag(self._klines_served)
         bars = self.market.rest_klines(symbol, interval, start, end, limit, as_of)
         return _json([bar.rest_row() for bar in bars])
 

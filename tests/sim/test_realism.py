@@ -496,3 +496,48 @@ async def test_tiny_prices_and_huge_volumes_stay_exact_when_aggregated() -> None
     assert Decimal(day[5]) == volume and day[5].endswith(".00000000")
     assert day[1] == "0.00001036" and day[4] == rows[-1][4]
     assert Decimal(day[3]) == min(Decimal(r[3]) for r in rows)
+
+
+def test_lagging_rest_profile_wanders_70_to_120_seconds_per_request() -> None:
+    """``Realism.lagging_rest``: the Binance profile with REST minutes behind, the lag drawn
+    per klines request (seeded), so answers show older and newer views in turn."""
+    real = Realism.lagging_rest(seed=8)
+    assert (real.rest_lag_ms, real.rest_lag_spread_ms, real.quiet) == (70_000, 50_000, True)
+    lags = [real.rest_lag(n) for n in range(1, 400)]
+    assert min(lags) >= 70_000 and max(lags) <= 120_000 and len(set(lags)) > 300
+    assert max(lags) - min(lags) > 45_000
+    assert lags == [Realism.lagging_rest(seed=8).rest_lag(n) for n in range(1, 400)]
+    assert Realism(rest_lag_ms=3_000).rest_lag(5) == 3_000
+    with pytest.raises(ValueError):
+        Realism(rest_lag_spread_ms=-1)
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args(["--symbols", "BTCUSDT", "--seed", "9", "--lagging-rest"])
+    assert _exchange(args).realism == Realism.lagging_rest(9)
+
+
+async def test_lagging_rest_serves_recent_bars_as_they_stood_minutes_ago() -> None:
+    """With REST 70-120 s behind, the newest row REST serves is a bar that has closed, shown
+    as it stood then (still forming), and the bars closed since are absent; a row followed
+    by a later one is the final bar."""
+    klines = load_klines(CSV_12)
+    start = klines[100].open_time + 30_000
+    source = ReplaySource("BTCUSDT", klines[:200])
+    realism = Realism.lagging_rest(seed=3)
+    async with (
+        LocalExchange([source], speed=None, start_ms=start, realism=realism) as ex,
+        binance(ex) as (client, _),
+    ):
+        for request in range(1, 6):
+            rows = await client.get_klines(
+                symbol="BTCUSDT", interval="1m", startTime=klines[90].open_time, limit=20
+            )
+            as_of = start - realism.rest_lag(request)
+            newest = ex.market.bar_at("BTCUSDT", "1m", rows[-1][0], as_of)
+            assert newest is not None and rows[-1] == newest.rest_row()
+            assert rows[-1][0] <= as_of < rows[-1][0] + MINUTE, "the newest row is forming"
+            assert rows[:-1] == [k.to_rest() for k in klines[90 : 90 + len(rows) - 1]]
+            final = next(k for k in klines if k.open_time == rows[-1][0])
+            assert rows[-1][0] + MINUTE <= start and rows[-1] != final.to_rest(), (
+                "a closed bar is served still forming, and the bars closed since are absent"
+            )

@@ -5,17 +5,17 @@ Three independent jobs, so no one of them can stall another:
 - one **supervisor** per connection: connect within the process-wide attempt budget,
   pump frames, judge liveness, hand over to a fresh connection before a planned close
   (``serverShutdown``, the 24 h lifetime), back off after failures;
-- the **settler**, one per feed: every closed bar the stream did not deliver (an
-  ``x:true`` lost to a reconnect, withheld by the exchange, or never sent because a
-  quiet bar had no trades) is fetched over REST once it is *settled*, never earlier;
+- the **settler** (``settler.py``), one per feed: every closed bar the stream did not
+  deliver (an ``x:true`` lost to a reconnect, withheld by the exchange, or never sent
+  because a quiet bar had no trades) is fetched over REST and trusted only on evidence:
+  REST already serving a later bar of the stream;
 - the **sequencer** (``DataFeed.offer``): closed bars go out strictly in order, each once.
 
 What Binance does not document, and what was assumed:
 
-- REST klines come from a delayed data source: a row whose close time has passed can
-  still hold non-final values for a few seconds. A REST row is trusted only when its
-  close is older than server time minus ``settle`` (default 10 s, a few times the lag
-  seen in practice); newer bars come from the live ``x:true``.
+- REST klines come from a delayed data source (seconds, sometimes minutes behind the
+  stream): its newest rows can still hold non-final values, so the last row of a REST
+  answer is never trusted (see ``settler.py``); newer bars come from the live ``x:true``.
 - Kline streams push only when something changed, so silence is not death: after
   ``stall_timeout`` without frames the supervisor asks REST whether the market moved
   (a newer bar with trades, or more trades than the stream showed) and reconnects only
@@ -28,12 +28,10 @@ What Binance does not document, and what was assumed:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -44,8 +42,8 @@ from binance.exceptions import BinanceAPIException
 
 from quantcore.backoff import describe
 from quantcore.bus import EventBus
-from quantcore.events import BarEvent, FeedState, epoch_ms, from_epoch_ms, utc_text
-from quantcore.feeds.base import DataFeed, ReconnectPolicy, StreamKey, StreamSequencer
+from quantcore.events import BarEvent, FeedState, epoch_ms, from_epoch_ms
+from quantcore.feeds.base import ReconnectPolicy, StreamKey
 from quantcore.feeds.binance.clock import ExchangeClock
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError, is_error_payload, stream_name
 from quantcore.feeds.binance.limits import (
@@ -56,6 +54,12 @@ from quantcore.feeds.binance.limits import (
     connection_budget,
     rest_budget,
 )
+from quantcore.feeds.binance.settler import (
+    BackfillError,
+    SettlingFeed,
+    StreamState,
+    StreamWait,
+)
 from quantcore.feeds.binance.transport import (
     SocketClosed,
     StreamSocket,
@@ -64,20 +68,15 @@ from quantcore.feeds.binance.transport import (
 )
 from quantcore.feeds.binance.venues import SPOT, Venue
 from quantcore.intervals import bar_open_ms, interval_ms
-from quantcore.progress import progress
+
+__all__ = ["BackfillError", "BinanceFeedSettings", "BinanceKlineFeed", "StreamWait"]
 
 log = logging.getLogger(__name__)
 
-PROGRESS_MIN_PAGES = 3
-"""A catch-up of more REST pages than this shows a progress bar with an ETA."""
 MAX_STREAMS_PER_CONNECTION = 1024
 """Binance rejects combined-stream connections with more streams than this."""
 EXCHANGE_INFO_SYMBOLS = 100
 """Up to this many symbols are asked for by name; more, and the full list is cheaper."""
-
-
-class BackfillError(RuntimeError):
-    """A REST call failed; the settler retries later, so no gap is skipped."""
 
 
 class UnknownSymbolError(RuntimeError):
@@ -107,15 +106,18 @@ class BinanceFeedSettings:
     max_queue_size: int = 100_000
     stall_timeout: float = 10.0
     """Seconds without any frame before REST is asked whether the market moved."""
-    backfill_limit: int = 1000
+    backfill_limit: int | None = None
+    """Opt-in cap on the first catch-up (bars); None: every bar since the resume point.
+    Skipped bars are announced as a GapEvent (the CSV's ``.gaps`` sidecar)."""
     warmup_bars: int = 0
     streams_per_connection: int = MAX_STREAMS_PER_CONNECTION
     max_url_chars: int = 8000
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     healthy_after: float = 60.0
     """A connection must stay up this long before the reconnect backoff starts over."""
-    settle: float = 10.0
-    """Seconds of exchange time after a bar's close before its REST row is trusted."""
+    settle: float = 0.0
+    """Optional extra margin: seconds of exchange time a REST row's close must also be old
+    before it is trusted (the evidence, REST serving a later bar, is always required)."""
     poll: float = 1.0
     """Seconds between the settler's checks for bars the stream did not deliver."""
     probe_streams: int = 3
@@ -137,23 +139,6 @@ class BinanceFeedSettings:
 
 
 @dataclass(slots=True, eq=False)
-class _Stream:
-    """What the feed knows of one stream beyond its sequencer."""
-
-    key: StreamKey
-    step_ms: int
-    sequencer: StreamSequencer
-    seen_open: datetime | None = None
-    """Open time of the newest bar seen in a frame or a probe."""
-    seen_trades: int = -1
-    held: list[BarEvent] = field(default_factory=list)
-    """Live closed bars waiting for the settler to fill the hole before them."""
-    caught_up: bool = False
-    """Set after the first catch-up: only that one is bounded by backfill_limit."""
-    halted: bool = False
-
-
-@dataclass(slots=True, eq=False)
 class _Link:
     """One open socket and the task pumping it."""
 
@@ -165,7 +150,7 @@ class _Link:
 
 @dataclass(slots=True, eq=False)
 class _Connection:
-    streams: list[_Stream]
+    streams: list[StreamState]
     names: list[str]
     label: str
     last_frame: float = 0.0
@@ -184,7 +169,7 @@ class _Connection:
     """When the connection was last dropped as stalled (silent while the market moved)."""
 
 
-class BinanceKlineFeed(DataFeed):
+class BinanceKlineFeed(SettlingFeed):
     """Closed and in-progress klines for many streams over combined-stream connections."""
 
     def __init__(
@@ -208,8 +193,8 @@ class BinanceKlineFeed(DataFeed):
         """The stream whose recorded history contradicts the exchange, if that is fatal."""
         self.connections: list[_Connection] = []
         """The planned connections (set by :meth:`run`), read by the metrics exporter."""
-        self.states: dict[StreamKey, _Stream] = {
-            key: _Stream(key, interval_ms(key[1]), sequencer)
+        self.states: dict[StreamKey, StreamState] = {
+            key: StreamState(key, interval_ms(key[1]), sequencer)
             for key, sequencer in self.sequencers.items()
         }
         self.connect_budget: ConnectionBudget = connection_budget(
@@ -257,7 +242,7 @@ class BinanceKlineFeed(DataFeed):
         settings = self.settings
         most = max(1, min(settings.streams_per_connection, self.venue.max_streams))
         base = len(settings.ws_url) + len("stream?streams=")
-        groups: list[list[_Stream]] = [[]]
+        groups: list[list[StreamState]] = [[]]
         length = base
         for state in self.states.values():
             extra = len(stream_name(*state.key)) + (1 if groups[-1] else 0)
@@ -282,9 +267,10 @@ class BinanceKlineFeed(DataFeed):
         up_since = loop.time()
         conn.state = FeedState.CONNECTING
         try:
+            await self._mark_live_floor(conn)
             conn.link = await self._connect(conn, pump=False)
             await self._check_symbols()
-            await self._settle([s for s in self._due() if not s.caught_up], conn)
+            await self._settle([s for s in self._due() if not s.caught_up], conn.streams)
             if self.fatal is not None:
                 self.report(FeedState.ERROR, self.fatal, logging.ERROR)
                 self.stop()
@@ -330,6 +316,17 @@ class BinanceKlineFeed(DataFeed):
             else:
                 conn.reconnects += 1
         return healthy
+
+    async def _mark_live_floor(self, conn: _Connection) -> None:
+        """Before a capped first catch-up, note the earliest bar each stream's new socket may
+        deliver (from the exchange's clock, read before connecting): the cap never skips it."""
+        first = [s for s in conn.streams if not s.caught_up and not s.halted]
+        if self.settings.backfill_limit is None or not first:
+            return
+        await self._check_symbols()
+        server_now = await self._server_time()
+        for state in first:
+            state.live_from_ms = bar_open_ms(server_now, state.key[1]) - state.step_ms
 
     async def _connect(self, conn: _Connection, pump: bool = True) -> _Link:
         """Open one socket for ``conn`` within the attempt budget (frames queue in the
@@ -480,38 +477,7 @@ class BinanceKlineFeed(DataFeed):
             else:  # most frames: straight to the partial rule, no second stream lookup
                 self.offer_partial(state.sequencer, bar)
             return
-        held = state.held
-        if not held:
-            if self.offer(bar) is not None:
-                held.append(bar)
-                self._wake.set()
-            return
-        if bar.open_time == self.sequencers[state.key].next_open():
-            self.offer(bar)  # it fills the hole: the held bars behind it may follow
-            self._release(state)
-        elif bar.open_time > held[-1].open_time:
-            held.append(bar)
-        elif bar.open_time not in {h.open_time for h in held}:
-            held.append(bar)
-            held.sort(key=lambda h: h.open_time)
-        else:
-            self.stats.duplicates += 1
-
-    def _release(self, state: _Stream) -> None:
-        """Publish the held bars that are now next in line, stopping at the next hole."""
-        held = state.held
-        sequencer = self.sequencers[state.key]
-        taken = 0
-        for bar in held:
-            last = sequencer.last
-            if last is not None and bar.open_time <= last:
-                self.stats.duplicates += 1
-            elif bar.open_time == sequencer.next_open():
-                self.publish_closed(bar, backfilled=False)
-            else:
-                break
-            taken += 1
-        del held[:taken]
+        self._on_closed(state, bar)
 
     async def _market_moved(self, conn: _Connection) -> bool:
         """Ask REST whether any of the connection's liveliest streams traded since the
@@ -581,152 +547,6 @@ class BinanceKlineFeed(DataFeed):
     async def _exchange_info(self, params: dict[str, str]) -> Any:
         weight = self.venue.exchange_info_weight
         return await self._rest("exchangeInfo", weight, partial(self._get, "exchangeInfo", params))
-
-    # -- settling ------------------------------------------------------------------------
-
-    async def _settle_loop(self) -> None:
-        """Fetch, once settled, every closed bar the streams did not deliver."""
-        settings = self.settings
-        backoff = settings.reconnect.backoff
-        failures = 0
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), settings.poll)
-            self._wake.clear()
-            if self._stopping.is_set() or not self._symbols_checked:
-                continue
-            try:
-                await self._settle(self._due())
-                failures = 0
-            except BackfillError as exc:
-                self.stats.errors += 1
-                self.report(FeedState.ERROR, f"backfill failed: {exc}", logging.WARNING)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff.delay(failures))
-                failures += 1
-            if self.fatal is not None:
-                self.report(FeedState.ERROR, self.fatal, logging.ERROR)
-                self.stop()
-
-    async def _settle(self, due: list[_Stream], conn: _Connection | None = None) -> None:
-        """One exact clock reading, then each due stream (of ``conn``, if given) caught up
-        to it; one settling at a time, so no bar is fetched twice."""
-        async with self._settle_lock:
-            due = [s for s in due if conn is None or s in conn.streams]
-            if not due:
-                return
-            server_now = await self._server_time()
-            for state in due:
-                await self._catch_up(state, server_now)
-
-    def _due(self) -> list[_Stream]:
-        """Streams whose next closed bar should be settled by now (by the clock estimate),
-        or that still need their first catch-up; no REST call is made for the others."""
-        estimate = self.clock.now_ms() if self.clock.known else None
-        settle_ms = self.settings.settle * 1000
-        due = []
-        for state in self.states.values():
-            if state.halted:
-                continue
-            nxt = self.sequencers[state.key].next_open()
-            if nxt is None:
-                if not state.caught_up and self.settings.warmup_bars:
-                    due.append(state)
-                continue
-            if (
-                estimate is None
-                or not state.caught_up
-                or epoch_ms(nxt) + state.step_ms + settle_ms <= estimate
-            ):
-                due.append(state)
-        return due
-
-    async def _catch_up(self, state: _Stream, server_now: int) -> None:
-        """Publish the stream's settled bars from REST, then the live bars held behind them."""
-        symbol, interval = state.key
-        sequencer = self.sequencers[state.key]
-        step = state.step_ms
-        settled_end = server_now - int(self.settings.settle * 1000)
-        current = bar_open_ms(server_now, interval)
-        nxt = sequencer.next_open()
-        if nxt is None:
-            start = current - self.settings.warmup_bars * step
-            sequencer.last = from_epoch_ms(start - step)
-        else:
-            start = epoch_ms(nxt)
-        if not state.caught_up:
-            state.caught_up = True
-            if start > current:
-                self.fatal_stream = state.key
-                self.fatal = (
-                    f"{symbol} {interval}: the last recorded bar "
-                    f"({utc_text(start - step)}) is in the future of the exchange's clock "
-                    f"({utc_text(server_now)})"
-                )
-                return
-            oldest = current - self.settings.backfill_limit * step
-            if start < oldest:
-                log.warning(
-                    "%s: %s %s: %d bars since %s exceed backfill_limit=%d; starting at %s",
-                    self.name, symbol, interval, (current - start) // step,
-                    from_epoch_ms(start), self.settings.backfill_limit, from_epoch_ms(oldest),
-                )  # fmt: skip
-                start = oldest
-                sequencer.last = from_epoch_ms(oldest - step)
-        end = settled_end
-        if state.held:
-            end = min(end, epoch_ms(state.held[0].open_time))
-        if start + step <= end:
-            began = time.monotonic()
-            count = await self._fetch_closed(symbol, interval, start, end)
-            if count:
-                log.info(
-                    "%s: %s %s: backfilled %d bars (%s .. %s) in %.1fs",
-                    self.name, symbol, interval, count, from_epoch_ms(start),
-                    self.sequencers[state.key].last, time.monotonic() - began,
-                )  # fmt: skip
-        held = state.held
-        if held and epoch_ms(held[0].open_time) <= settled_end:
-            # The hole before it is settled and fetched: what REST lacks, the exchange lacks.
-            self.publish_closed(held.pop(0), backfilled=False)
-        self._release(state)
-
-    async def _fetch_closed(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> int:
-        """Publish bars with open time >= start_ms whose close time is before end_ms.
-
-        ``end_ms`` is never later than server time minus ``settle``, so every row
-        published here is final. Pages 1000 rows at a time; more than
-        ``PROGRESS_MIN_PAGES`` pages draw a progress bar (on a terminal). Returns the
-        number of bars published.
-        """
-        step_ms = interval_ms(interval)
-        expected = -(-(end_ms - start_ms) // step_ms)
-        published = 0
-        shown = None
-        page = self.venue.klines_limit
-        if expected > PROGRESS_MIN_PAGES * page:
-            shown = progress(expected, f"backfill {symbol} {interval}")
-        try:
-            while start_ms < end_ms:
-                rows = await self._rest_klines(symbol, interval, start_ms, end_ms - 1, page)
-                received = time.time_ns()
-                for row in rows:
-                    try:
-                        bar = self._codec.parse_rest_row(symbol, interval, row, received)
-                    except KlineParseError as exc:
-                        self.stats.malformed += 1
-                        raise BackfillError(f"{symbol} {interval}: bad REST row: {exc}") from exc
-                    if row[6] < end_ms:
-                        published += self.publish_closed(bar, backfilled=True)
-                if shown is not None:
-                    shown.update(len(rows))
-                if len(rows) < page:
-                    break
-                start_ms = rows[-1][0] + step_ms
-        finally:
-            if shown is not None:
-                shown.close()
-        return published
 
     # -- REST ----------------------------------------------------------------------------
 
