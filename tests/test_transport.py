@@ -18,10 +18,15 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
 
+import orjson
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
+from quantcore.app import App
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
 from quantcore.feeds.binance.transport import (
     WEBSOCKETS_VERSION,
@@ -31,6 +36,9 @@ from quantcore.feeds.binance.transport import (
     cutting_supported,
     open_socket,
 )
+from quantcore.sim import LocalExchange, ReplaySource
+from tests.harness import app_config, csv_rows, truth_row
+from tests.paths import REST_BTC
 
 Script = Callable[[ServerConnection], Awaitable[None]]
 Opener = Callable[[str, list[str], int], Awaitable[StreamSocket]]
@@ -345,3 +353,75 @@ async def test_the_websockets_transport_reads_the_installed_version_right(opener
         "CuttingSocket" if WEBSOCKETS_VERSION.split(".")[0] in ("16", "17") else "PublicSocket"
     )
     assert type(socket).__name__ == expected, WEBSOCKETS_VERSION
+
+
+@asynccontextmanager
+async def _corrupting_relay(upstream: str, injected: list[bytes]) -> AsyncIterator[str]:
+    """A WebSocket server in front of the local exchange: relays its frames unchanged,
+    but sends the first closed bar twice, first with another close price and a field
+    whose bytes are not UTF-8 (a field the codec otherwise skips), then as it is."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        path = request.split(b" ", 2)[1].decode()
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        async with connect(upstream + path.lstrip("/"), compression=None) as ws:
+            relay = asyncio.ensure_future(_relay(ws, writer, injected))
+            with contextlib.suppress(ConnectionError):
+                await reader.read(65536)  # the client's close (or its end)
+            relay.cancel()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"ws://127.0.0.1:{port}/"
+    finally:
+        server.close()
+
+
+async def _relay(ws: ClientConnection, writer: asyncio.StreamWriter, injected: list[bytes]) -> None:
+    while True:
+        message = await ws.recv(False)
+        assert isinstance(message, bytes)
+        if not injected and b'"x":true' in message:
+            frame = orjson.loads(message)
+            k = frame["data"]["k"]
+            assert k["c"] != k["l"]
+            k["c"] = k["l"]
+            bad = orjson.dumps(frame).replace(b'"k":{', b'"k":{"Z":"\xff\xfe",', 1)
+            injected.append(bad)
+            writer.write(_frame(bad))
+        writer.write(_frame(message))
+        await writer.drain()
+
+
+async def test_a_closed_bar_that_is_not_utf8_is_counted_malformed_never_recorded(
+    tmp_path: Path,
+) -> None:
+    """End to end with ``feed.transport: websockets`` (the path the installed websockets
+    takes): the corrupted copy arrives first; the CSV still holds the exchange's bars
+    exactly, and the feed counted one malformed frame."""
+    template = str(tmp_path / "{symbol}_{interval}.csv")
+    injected: list[bytes] = []
+    source = ReplaySource.from_file(REST_BTC)
+    async with LocalExchange([source], updates_per_bar=3) as exchange:
+        async with _corrupting_relay(exchange.ws_url, injected) as relay_url:
+            config = app_config(exchange, template, feed={"transport": "websockets"})
+            config = replace(config, feed=replace(config.feed, ws_url=relay_url))  # type: ignore[arg-type]
+            app = App(config)
+            await app.run(max_bars=10)
+        truth = [truth_row(k) for k in exchange.closed_klines("BTCUSDT", "1m", since_ms=0)]
+    assert len(injected) == 1
+    rows = csv_rows(tmp_path / "BTCUSDT_1m.csv")
+    assert rows == truth[:10]
+    assert app.feed is not None and app.feed.stats.malformed == 1, app.feed.stats.summary()

@@ -5,7 +5,7 @@ protocol's reader buffer and message limit, the closing deadline, ``process_even
 which are not public API and differ before 16: :func:`~.transport.open_socket` uses it
 only on the versions it is tested with, and websockets' public ``recv`` loop
 (:class:`~.transport.PublicSocket`) everywhere else. Measured: the public loop costs
-1.75-1.9x this path's CPU per frame (README, Performance).
+1.6-1.9x this path's CPU per frame (README, Performance).
 """
 
 from __future__ import annotations
