@@ -3,7 +3,9 @@
 Every message in order (also those that arrived before ``run``, fragmented ones, and
 frames cut anywhere by TCP), pings answered, a failing callback ends ``run`` with its
 own exception, ``detach`` ends it quietly, and a closed connection or a protocol error
-is :class:`SocketClosed`.
+is :class:`SocketClosed`. Each test runs with the public ``recv`` loop, and also with
+the frame cutter where the installed websockets is one it runs on (16, 17); CI runs
+this file again on the lowest websockets setup.cfg allows.
 """
 
 from __future__ import annotations
@@ -16,31 +18,62 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
 
+import orjson
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from quantcore.feeds.binance.transport import DirectSocket, SocketClosed
+from quantcore.app import App
+from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
+from quantcore.feeds.binance.transport import (
+    WEBSOCKETS_VERSION,
+    PublicSocket,
+    SocketClosed,
+    StreamSocket,
+    cutting_supported,
+    open_socket,
+)
+from quantcore.sim import LocalExchange, ReplaySource
+from tests.harness import app_config, csv_rows, truth_row
+from tests.paths import REST_BTC
 
 Script = Callable[[ServerConnection], Awaitable[None]]
+Opener = Callable[[str, list[str], int], Awaitable[StreamSocket]]
+
+_OPENERS: dict[str, Opener] = {"public": PublicSocket.open}
+if cutting_supported():
+    from quantcore.feeds.binance.cutter import CuttingSocket
+
+    _OPENERS["cutter"] = CuttingSocket.open
+
+
+@pytest.fixture(params=sorted(_OPENERS))
+def opener(request: pytest.FixtureRequest) -> Opener:
+    """Every way ``feed.transport: websockets`` may read on this websockets version."""
+    return _OPENERS[request.param]
 
 
 @asynccontextmanager
-async def _open(script: Script, max_queue: int = 1000) -> AsyncIterator[DirectSocket]:
+async def _open(
+    opener: Opener, script: Script, max_queue: int = 1000
+) -> AsyncIterator[StreamSocket]:
     async def handler(ws: ServerConnection) -> None:
         await script(ws)
         await ws.wait_closed()
 
     async with serve(handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
-        socket = await DirectSocket.open(f"ws://127.0.0.1:{port}/", ["btcusdt@kline_1m"], max_queue)
+        socket = await opener(f"ws://127.0.0.1:{port}/", ["btcusdt@kline_1m"], max_queue)
         try:
             yield socket
         finally:
             await socket.close()
 
 
-async def _run_until(socket: DirectSocket, count: int) -> list[bytes]:
+async def _run_until(socket: StreamSocket, count: int) -> list[bytes]:
     got: list[bytes] = []
 
     def on_frame(message: bytes) -> None:
@@ -52,25 +85,33 @@ async def _run_until(socket: DirectSocket, count: int) -> list[bytes]:
     return got
 
 
-async def test_every_message_in_order_including_early_and_fragmented_ones() -> None:
+async def test_every_message_in_order_including_early_and_fragmented_ones(opener: Opener) -> None:
+    """Messages that arrive before ``run`` are held, up to ``max_queue``; then the
+    socket stops reading, so the server's sends stall (TCP back-pressure), and every
+    message still arrives once ``run`` starts."""
+    pad = "x" * 20_000
+    sent = 0
+
     async def script(ws: ServerConnection) -> None:
+        nonlocal sent
         await ws.send("first")
         await ws.send(["frag", "mented"])  # one message in three frames
         await ws.send(b"\x00binary")
         for i in range(2000):
-            await ws.send(f'{{"n":{i},"pad":"{"x" * 1000}"}}')
+            await ws.send(f'{{"n":{i},"pad":"{pad}"}}')
+            sent += 1
 
-    async with _open(script, max_queue=50) as socket:
-        await asyncio.sleep(0.2)  # all arrive before run(); reading pauses at 50 held
-        held = len(socket._ws.early)
+    async with _open(opener, script, max_queue=50) as socket:
+        await asyncio.sleep(0.3)  # what arrives before run() is held, then reading pauses
+        stalled_at = sent
         got = await _run_until(socket, 2003)
-    assert 50 <= held < 2003, held
+    assert 50 <= stalled_at < 2000, stalled_at
     assert got[:3] == [b"first", b"fragmented", b"\x00binary"]
-    assert got[3:] == [f'{{"n":{i},"pad":"{"x" * 1000}"}}'.encode() for i in range(2000)]
+    assert got[3:] == [f'{{"n":{i},"pad":"{pad}"}}'.encode() for i in range(2000)]
 
 
 async def test_a_failing_callback_ends_run_with_its_exception(
-    caplog: pytest.LogCaptureFixture,
+    opener: Opener, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def script(ws: ServerConnection) -> None:
         await asyncio.sleep(0.05)
@@ -85,20 +126,20 @@ async def test_a_failing_callback_ends_run_with_its_exception(
             raise LookupError("no such stream")
 
     caplog.set_level(logging.ERROR)
-    async with _open(script) as socket:
+    async with _open(opener, script) as socket:
         with pytest.raises(LookupError, match="no such stream"):
             await asyncio.wait_for(socket.run(on_frame), 5)
     assert seen == [b"0", b"1", b"2"], "nothing is delivered after the failure"
     assert not [r for r in caplog.records if "data_received" in r.getMessage()], caplog.text
 
 
-async def test_a_closed_connection_is_socket_closed() -> None:
+async def test_a_closed_connection_is_socket_closed(opener: Opener) -> None:
     async def script(ws: ServerConnection) -> None:
         await ws.send("last")
         await ws.close(1001, "going away")
 
     got: list[bytes] = []
-    async with _open(script) as socket:
+    async with _open(opener, script) as socket:
         with pytest.raises(SocketClosed, match="1001"):
             await asyncio.wait_for(socket.run(got.append), 5)
     assert got == [b"last"]
@@ -170,7 +211,7 @@ def _split(stream: bytes, seed: int) -> list[bytes]:
     return pieces
 
 
-async def test_frames_of_every_length_form_split_anywhere_arrive_whole() -> None:
+async def test_frames_of_every_length_form_split_anywhere_arrive_whole(opener: Opener) -> None:
     """7-, 16- and 64-bit lengths, the first frame in the handshake's own packet, the
     stream cut into pieces down to single bytes: every message byte for byte, in order."""
     messages = [b"x" * n for n in (0, 5, 125, 126, 300, 65_535, 65_536, 70_000)]
@@ -180,7 +221,7 @@ async def test_frames_of_every_length_form_split_anywhere_arrive_whole() -> None
     for seed in (1, 2):
         pieces = _split(stream, seed)
         async with _raw_server([pieces[0], *pieces[1:]], replies) as url:
-            socket = await DirectSocket.open(url, ["btcusdt@kline_1m"], 1000)
+            socket = await opener(url, ["btcusdt@kline_1m"], 1000)
             try:
                 got = await _run_until(socket, len(messages))
             finally:
@@ -188,11 +229,11 @@ async def test_frames_of_every_length_form_split_anywhere_arrive_whole() -> None
         assert got == messages, seed
 
 
-async def test_pings_are_answered_between_data_frames() -> None:
+async def test_pings_are_answered_between_data_frames(opener: Opener) -> None:
     stream = _frame(b"a") + _frame(b"hello", opcode=0x9) + _frame(b"b")
     replies: list[bytes] = []
     async with _raw_server([stream[:9], stream[9:]], replies, pause=0.05) as url:
-        socket = await DirectSocket.open(url, ["btcusdt@kline_1m"], 1000)
+        socket = await opener(url, ["btcusdt@kline_1m"], 1000)
         try:
             assert await _run_until(socket, 2) == [b"a", b"b"]
             await asyncio.sleep(0.1)
@@ -204,15 +245,183 @@ async def test_pings_are_answered_between_data_frames() -> None:
     assert bytes(b ^ key[i % 4] for i, b in enumerate(sent[6:11])) == b"hello"
 
 
-async def test_a_masked_server_frame_is_a_protocol_error() -> None:
-    """What the fast path does not read goes to websockets, whose checks apply."""
+async def test_a_masked_server_frame_is_a_protocol_error(opener: Opener) -> None:
+    """websockets' checks apply (the cutter hands such a frame to websockets)."""
     stream = _frame(b"ok") + _frame(b"bad", mask=True) + _frame(b"never")
     got: list[bytes] = []
     async with _raw_server([stream], []) as url:
-        socket = await DirectSocket.open(url, ["btcusdt@kline_1m"], 1000)
+        socket = await opener(url, ["btcusdt@kline_1m"], 1000)
         try:
             with pytest.raises(SocketClosed, match="1002"):
                 await asyncio.wait_for(socket.run(got.append), 5)
         finally:
             await socket.close()
     assert got == [b"ok"]
+
+
+_KLINE = (
+    b'{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1700000000123,"s":"BTCUSDT",'
+    b'"k":{"t":1699999980000,"T":1700000039999,"s":"BTCUSDT","i":"1m","f":1,"L":2,'
+    b'"o":"37000.10","c":"37001.20","h":"37002.30","l":"36999.40","v":"1.5","n":2,'
+    b'"x":false,"q":"55501.5","V":"0.5","Q":"18500.5","B":"0"}}}'
+)
+
+
+async def test_text_that_is_not_utf8_reaches_the_codec_which_refuses_it(opener: Opener) -> None:
+    """A text frame whose bytes are not UTF-8 (here in a field the codec otherwise skips)
+    does not end the connection: it is handed over like any frame, and the codec refuses
+    it as not a kline, which the feed counts as malformed and never records."""
+    bad = _KLINE.replace(b'"B":"0"', b'"B":"\xff\xfe"')
+    stream = _frame(_KLINE) + _frame(bad) + _frame(b'{"n":"\xc3\xa9"}')
+    async with _raw_server([stream], []) as url:
+        socket = await opener(url, ["btcusdt@kline_1m"], 1000)
+        try:
+            got = await _run_until(socket, 3)
+        finally:
+            await socket.close()
+    assert got == [_KLINE, bad, b'{"n":"\xc3\xa9"}']
+    codec = KlineCodec()
+    assert codec.parse(_KLINE).decimals.close == "37001.20"
+    with pytest.raises(KlineParseError, match="not UTF-8"):
+        codec.parse(bad)
+    with pytest.raises(KlineParseError, match="no kline event"):
+        codec.parse(got[2])  # valid UTF-8 beyond ASCII is only "not a kline"
+
+
+async def test_detach_ends_a_waiting_run_and_delivers_nothing_more(opener: Opener) -> None:
+    async def script(ws: ServerConnection) -> None:
+        await ws.send("one")
+        await asyncio.sleep(0.3)
+        await ws.send("two")
+
+    got: list[bytes] = []
+    async with _open(opener, script) as socket:
+        run = asyncio.ensure_future(socket.run(got.append))
+        await asyncio.sleep(0.1)
+        socket.detach()
+        await asyncio.wait_for(run, 1)
+        await asyncio.sleep(0.4)
+    assert got == [b"one"]
+    assert run.result() is None
+
+
+async def test_a_cancelled_run_stays_cancelled(opener: Opener) -> None:
+    """Only :meth:`detach` ends ``run`` quietly; the supervisor's cancellation goes on."""
+
+    async def script(ws: ServerConnection) -> None:
+        await ws.send("one")
+
+    async with _open(opener, script) as socket:
+        run = asyncio.ensure_future(socket.run(lambda message: None))
+        await asyncio.sleep(0.1)
+        socket.detach()
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(run, 1)
+
+
+@pytest.mark.parametrize(
+    ("version", "cutting"),
+    [("13.1", False), ("15.0.1", False), ("16.0", True), ("17.4", True), ("18.0", False)],
+)
+def test_the_cutter_runs_only_on_the_websockets_it_is_tested_with(
+    version: str, cutting: bool
+) -> None:
+    assert cutting_supported(version) is cutting
+
+
+async def test_the_websockets_transport_reads_the_installed_version_right(opener: Opener) -> None:
+    async def script(ws: ServerConnection) -> None:
+        await ws.send("hello")
+
+    async with _open(opener, script) as probe:  # a server for open_socket to reach
+        assert await _run_until(probe, 1) == [b"hello"]
+    async with serve(script, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        socket = await open_socket(
+            "websockets",
+            None,
+            f"ws://127.0.0.1:{port}/",
+            ["btcusdt@kline_1m"],
+            100,  # type: ignore[arg-type]
+        )
+        try:
+            assert await _run_until(socket, 1) == [b"hello"]
+        finally:
+            await socket.close()
+    expected = (
+        "CuttingSocket" if WEBSOCKETS_VERSION.split(".")[0] in ("16", "17") else "PublicSocket"
+    )
+    assert type(socket).__name__ == expected, WEBSOCKETS_VERSION
+
+
+@asynccontextmanager
+async def _corrupting_relay(upstream: str, injected: list[bytes]) -> AsyncIterator[str]:
+    """A WebSocket server in front of the local exchange: relays its frames unchanged,
+    but sends the first closed bar twice, first with another close price and a field
+    whose bytes are not UTF-8 (a field the codec otherwise skips), then as it is."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        path = request.split(b" ", 2)[1].decode()
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        async with connect(upstream + path.lstrip("/"), compression=None) as ws:
+            relay = asyncio.ensure_future(_relay(ws, writer, injected))
+            with contextlib.suppress(ConnectionError):
+                await reader.read(65536)  # the client's close (or its end)
+            relay.cancel()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"ws://127.0.0.1:{port}/"
+    finally:
+        server.close()
+
+
+async def _relay(ws: ClientConnection, writer: asyncio.StreamWriter, injected: list[bytes]) -> None:
+    while True:
+        message = await ws.recv(False)
+        assert isinstance(message, bytes)
+        if not injected and b'"x":true' in message:
+            frame = orjson.loads(message)
+            k = frame["data"]["k"]
+            assert k["c"] != k["l"]
+            k["c"] = k["l"]
+            bad = orjson.dumps(frame).replace(b'"k":{', b'"k":{"Z":"\xff\xfe",', 1)
+            injected.append(bad)
+            writer.write(_frame(bad))
+        writer.write(_frame(message))
+        await writer.drain()
+
+
+async def test_a_closed_bar_that_is_not_utf8_is_counted_malformed_never_recorded(
+    tmp_path: Path,
+) -> None:
+    """End to end with ``feed.transport: websockets`` (the path the installed websockets
+    takes): the corrupted copy arrives first; the CSV still holds the exchange's bars
+    exactly, and the feed counted one malformed frame."""
+    template = str(tmp_path / "{symbol}_{interval}.csv")
+    injected: list[bytes] = []
+    source = ReplaySource.from_file(REST_BTC)
+    async with LocalExchange([source], updates_per_bar=3) as exchange:
+        async with _corrupting_relay(exchange.ws_url, injected) as relay_url:
+            config = app_config(exchange, template, feed={"transport": "websockets"})
+            config = replace(config, feed=replace(config.feed, ws_url=relay_url))  # type: ignore[arg-type]
+            app = App(config)
+            await app.run(max_bars=10)
+        truth = [truth_row(k) for k in exchange.closed_klines("BTCUSDT", "1m", since_ms=0)]
+    assert len(injected) == 1
+    rows = csv_rows(tmp_path / "BTCUSDT_1m.csv")
+    assert rows == truth[:10]
+    assert app.feed is not None and app.feed.stats.malformed == 1, app.feed.stats.summary()

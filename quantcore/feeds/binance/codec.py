@@ -106,6 +106,8 @@ class KlineCodec:
         BarEvent; an already-decoded dict goes to :meth:`parse_frame`."""
         if type(message) is not bytes and type(message) is not str:
             return self.parse_frame(message, received_ns)
+        if not message.isascii():
+            _check_utf8(message)
         try:
             frame = _decode_frame(message)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -243,6 +245,15 @@ class KlineCodec:
             closed, (times.get(minute) or self._time(minute)) + _OFFSETS[into_minute],
             received_ns, BarDecimals(o, h, lo, c, v, q, tv, tq),
         )  # fmt: skip
+
+
+def _check_utf8(text: str | bytes) -> None:
+    """Refuse text that is not UTF-8 (bytes, or a str holding lone surrogates) whole:
+    msgspec validates only the strings it keeps, not those of the fields it skips."""
+    try:
+        text.decode() if isinstance(text, bytes) else text.encode()
+    except UnicodeError as exc:
+        raise KlineParseError(f"not UTF-8 text ({exc})") from None
 
 
 def _check_shape(symbol: str, interval: str, t: int, close_ms: int) -> None:
