@@ -113,6 +113,11 @@ class SqliteRecorder(BufferedSink):
     def destination(self) -> str:
         return f"sqlite {self.path.resolve()} {self.table}"
 
+    def journal_path(self) -> Path:
+        """Beside the database unless ``journal_dir`` says otherwise."""
+        default = super().journal_path()
+        return default if self.settings.journal_dir else self.path.parent / default.name
+
     async def write_batch(self, batch: list[BarEvent]) -> None:
         conn = self._connection()
         with conn:
