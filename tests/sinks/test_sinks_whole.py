@@ -138,3 +138,44 @@ async def test_table_and_stream_equal_the_csv_after_outages_before_and_during_th
     assert [entry_id for entry_id, _ in entries] == [
         f"{from_fields(fields).open_time_ms}-0" for _, fields in entries
     ]
+
+
+@pytest.mark.timeout(120)
+async def test_a_recorder_behind_is_filled_for_its_own_range_and_the_others_skip_it(
+    tmp_path: Path, postgres_server: PostgresServer, kept_redis: RedisServer, unique: str
+) -> None:
+    """The CSV is restored from an older backup: the feed resumes from its row, the CSV
+    gets the bars it lost, and the databases, which hold them, receive none twice."""
+    table, prefix = f"bars_{unique}", f"qc:{unique}"
+    template = str(tmp_path / "{symbol}_{interval}.csv")
+    csv_path = tmp_path / "BTCUSDT_1m.csv"
+    params = {"max_delay": 0.05}
+    consumers: list[dict[str, Any]] = [
+        {"class": "csv", "params": {"path": template}},
+        {"class": "postgres", "params": {"dsn": postgres_server.dsn, "table": table, **params}},
+        {"class": "redis", "params": {"url": kept_redis.url, "prefix": prefix, **params}},
+    ]
+    async with LocalExchange([ReplaySource.from_file(CSV_BTC)], speed=120) as exchange:
+        await App(app_config(exchange, template, consumers=consumers)).run(max_bars=12)
+        lines = csv_path.read_text().splitlines(keepends=True)
+        csv_path.write_text("".join(lines[:7]))  # the header and 6 rows: an older backup
+        app = App(app_config(exchange, template, consumers=consumers))
+        _, postgres, redis = app.components
+        assert isinstance(postgres, PostgresRecorder) and isinstance(redis, RedisStreamPublisher)
+        summary = await app.run(max_bars=11)
+        rows = csv_rows(csv_path)
+        assert rows == truth_since(exchange, rows[0], len(rows)) and len(rows) == 17
+    assert summary.not_recorded == 0
+    for sink in (postgres, redis):
+        assert (sink.skipped, sink.refilled, sink.buffer.written) == (6, 0, 5), sink.name
+    assert redis.duplicates == 0
+    csv_text = csv_path.read_text()
+    async with await psycopg.AsyncConnection.connect(postgres_server.dsn) as conn:
+        cursor = await conn.execute(schema.select_stream(schema.table_name(table), "%s"), STREAM)
+        assert stored_text(await cursor.fetchall()) == csv_text
+    client = aioredis.Redis.from_url(kept_redis.url, decode_responses=True)
+    try:
+        entries = await client.xrange(stream_name(prefix, *STREAM))
+    finally:
+        await client.aclose()
+    assert HEADER + "".join(format_row(from_fields(fields)) for _, fields in entries) == csv_text
