@@ -120,8 +120,10 @@ class BufferedSink(Component, ABC):
             await self.close()
 
     def unrecorded(self) -> int:
-        """Bars refused (memory and journal full) plus, after :meth:`stop`, those unwritten."""
-        return self.buffer.dropped + self.buffer.unwritten
+        """Bars refused (memory and journal full), missing bars no history could fill, and,
+        after :meth:`stop`, those unwritten: each means exit 3, and the restart resumes
+        from this sink's own last row."""
+        return self.buffer.dropped + sum(self.unfillable.values()) + self.buffer.unwritten
 
     def resume_point(self, symbol: str, interval: str) -> int | None:
         """Its own last stored row (None while its server has not answered)."""

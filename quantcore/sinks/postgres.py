@@ -103,6 +103,7 @@ class PostgresRecorder(BufferedSink):
                     self._resume[(symbol, interval)] = int(row[0])  # type: ignore[call-overload]
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self._discard()
+            self.buffer.mark_down(describe(exc))
             detail = (
                 "database unavailable at start (buffering; its own range is filled when it "
                 f"answers): {describe(exc)}"

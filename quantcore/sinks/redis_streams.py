@@ -103,7 +103,8 @@ class RedisStreamPublisher(BufferedSink):
         return handler != "on_bar_partial" or self.partials
 
     def on_bar_partial(self, bar: BarEvent) -> None:
-        if self.buffer.healthy and len(self.buffer) < self.buffer.batch_size:
+        buffer = self.buffer
+        if buffer.healthy and not buffer.refusing and len(buffer) < buffer.batch_size:
             self.buffer.put(bar)
         else:
             self.partials_skipped += 1
@@ -122,6 +123,7 @@ class RedisStreamPublisher(BufferedSink):
                 if last:
                     self._resume[(symbol, interval)] = int(str(last[0][0]).partition("-")[0])
         except (RedisError, OSError) as exc:
+            self.buffer.mark_down(describe(exc))
             detail = (
                 "Redis unavailable at start (buffering; its own range is filled when it "
                 f"answers): {describe(exc)}"

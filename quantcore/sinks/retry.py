@@ -132,6 +132,14 @@ class RetryBuffer(Generic[T]):
             detail = f"memory backlog full ({self.capacity} items): spilling to {journal.path}"
             self._report(FeedState.ERROR, detail, logging.WARNING)
 
+    def mark_down(self, error: str) -> None:
+        """The target is known to be unreachable (e.g. at start): unhealthy until a write
+        succeeds, which then reports the recovery."""
+        if self.healthy:
+            self.healthy = False
+            self._down_since = time.monotonic()
+        self.last_error = error
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(

@@ -14,12 +14,16 @@ import pytest
 import yaml
 
 from quantcore.app import App
+from quantcore.bus import EventBus
 from quantcore.component import Component
 from quantcore.events import BarEvent
 from quantcore.sim import LocalExchange, ReplaySource
+from quantcore.sinks.postgres import PostgresRecorder
 from tests.harness import app_config, csv_rows, wait_until
 from tests.paths import CSV_BTC
+from tests.sinks.helpers import STREAM, StatusLog, make_bar, publish, start_all, stop_all
 from tests.sinks.servers import PostgresServer
+from tests.sinks.test_postgres import minutes, stored
 
 
 class Refusing(Component):
@@ -153,3 +157,41 @@ async def test_health_names_a_database_recorder_while_its_server_is_down(
     assert healthy == {"healthy": True, "reason": "recording"} == again
     assert failing["reason"].startswith("failing: ") and "bars waiting" in failing["reason"]
     assert summary.not_recorded == 0
+
+
+async def test_a_range_no_history_can_fill_is_named_and_counted(
+    postgres_server: PostgresServer, unique: str
+) -> None:
+    """Without a feed history (no App: ``context.history`` is None) a sink that finds its
+    own rows behind the bars it holds says so, /health calls it behind, and the missing
+    bars count as not recorded; it still writes what it holds."""
+    table = f"bars_{unique}"
+    bus = EventBus()
+    params: dict[str, Any] = {"table": table, "max_delay": 0.02, "retry_max": 0.2}
+    first = PostgresRecorder(dsn=postgres_server.dsn, **params)
+    await start_all(bus, [first])
+    publish(bus, [make_bar(i) for i in range(10)])
+    await stop_all(bus, [first])
+
+    bus = EventBus()
+    status = StatusLog(bus)
+    sink = PostgresRecorder(dsn=postgres_server.dsn, **params)
+    await asyncio.to_thread(postgres_server.stop)
+    try:
+        await start_all(bus, [sink])
+        assert sink.resume_point(*STREAM) is None
+        assert (sink.problem() or "").startswith("failing: "), "down at start is failing"
+        publish(bus, [make_bar(i) for i in range(20, 30)])
+    finally:
+        await asyncio.to_thread(postgres_server.start)
+    await wait_until(lambda: sink.buffer.written == 10, 10.0, "the bars it holds")
+    assert sink.unfillable == {STREAM: 10}
+    assert sink.problem() == "behind: bars missing that the feed cannot provide (BTCUSDT 1m: 10)"
+    missing = [e.detail for e in status.events if "no history can fill" in e.detail]
+    assert missing == [
+        "BTCUSDT 1m: bars 2024-09-04 02:37:00 UTC .. 2024-09-04 02:46:00 UTC missing, "
+        "and no history can fill them"
+    ]
+    await stop_all(bus, [sink])
+    assert sink.unrecorded() == 10
+    assert await stored(postgres_server.dsn, table) == minutes(0, 10) + minutes(20, 30)
