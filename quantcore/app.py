@@ -32,6 +32,7 @@ from quantcore.feeds.binance.venues import SPOT, Venue
 from quantcore.intervals import interval_ms
 from quantcore.logs import configure_logging
 from quantcore.metrics import MetricsServer
+from quantcore.sinks.refill import BarHistory
 from quantcore.sinks.schema import FloatTableError
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class App:
         except ConfigError as exc:
             raise ConfigError(f"{config.source}: {exc}") from None
         self.components.extend(extra_components)
-        self.context = Context(self.bus, config.streams, self.components)
+        self.context = Context(self.bus, config.streams, self.components, request_stop=self.stop)
         self.feed: DataFeed | None = None
         self.metrics: MetricsServer | None = None
         """The /metrics and /health endpoint while running, if ``metrics:`` is configured."""
@@ -107,6 +108,7 @@ class App:
         self._owns_signals = True
         for part in self.parts:
             part._owns_signals = False  # Ctrl-C reaches this App, which stops every part
+            part.context.request_stop = self.stop
 
     def stop(self) -> None:
         """Graceful stop (what Ctrl-C and SIGTERM do); safe to call at any time."""
@@ -173,6 +175,7 @@ class App:
             resume = self._resume_points()
             async with self._exchange_urls(resume) as settings:
                 feed = self.feed = self._make_feed(settings)
+                self.context.history = history_of(feed)
                 feed.bar_limit = max_bars
                 for key, open_ms in resume.items():
                     feed.resume_after(key, open_ms)
@@ -231,7 +234,13 @@ class App:
         return f"{', '.join(holders)}: {reason}" if holders else reason
 
     def _resume_points(self) -> dict[StreamKey, int]:
-        """Per stream, the earliest last-held bar over all components (what to resume after)."""
+        """Per stream, the earliest last-held bar over all components (what to resume after).
+
+        Each recorder skips bars at or before its own last row, so one that is behind is
+        filled for its own range and the others get nothing twice. A recorder whose
+        server does not answer at start has no point here: it fills its own range through
+        ``context.history`` when it answers (waiting for it could not be bounded exactly).
+        """
         resume: dict[StreamKey, int] = {}
         for key in self.config.streams:
             points = [p for c in self.components if (p := c.resume_point(*key)) is not None]
@@ -309,11 +318,19 @@ class App:
             reconnects=stats.reconnects,
             subscriber_errors=sum(self.bus.handler_errors.values()),
             feed_errors=stats.errors,
-            not_recorded=sum(c.unrecorded() for c in self.components),
+            not_recorded=sum(c.unrecorded() + c.refused for c in self.components),
             undelivered=self.bus.lost(BAR),
             stale=stats.stale,
             backfilled=stats.backfilled,
         )
+
+
+def history_of(feed: DataFeed) -> BarHistory | None:
+    """The feed's past bars for recorders filling their own range (None: it has none)."""
+    from quantcore.feeds.binance.feed import BinanceKlineFeed
+    from quantcore.feeds.binance.history import RestHistory
+
+    return RestHistory(feed) if isinstance(feed, BinanceKlineFeed) else None
 
 
 def start_local_exchange(

@@ -7,9 +7,11 @@ is attached, so adding a consumer is one subclass plus one line of YAML.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from quantcore.bus import EventBus, Subscription
 from quantcore.events import (
@@ -23,6 +25,11 @@ from quantcore.events import (
     GapEvent,
     SignalEvent,
 )
+
+if TYPE_CHECKING:
+    from quantcore.sinks.refill import BarHistory
+
+log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="Component")
 
@@ -43,6 +50,11 @@ class Context:
     bus: EventBus
     streams: Sequence[tuple[str, str]] = ()
     components: list[Component] = field(default_factory=list)
+    history: BarHistory | None = None
+    """The feed's past bars, for a recorder filling its own range (set once the feed exists)."""
+    request_stop: Callable[[], None] = field(default=lambda: None)
+    """Stops the whole run gracefully (the App's ``stop``), e.g. when a recorder can no
+    longer keep what it is handed."""
 
     def find(self, kind: type[C]) -> C | None:
         """The first attached component of ``kind`` (e.g. the HistoryStore), if any."""
@@ -66,6 +78,16 @@ class Component:
         self.name = name or type(self).__name__
         self._context: Context | None = None
         self._subscriptions: list[Subscription] = []
+        self.refused = 0
+        """Closed bars this recorder refused by raising in ``on_bar``, or never got after
+        that on the same stream: not recorded (the run exits 3)."""
+        self._refused_streams: set[tuple[str, str]] = set()
+
+    @property
+    def is_recorder(self) -> bool:
+        """A component that holds bars (it has a resume point) is a recorder: a bar it
+        refuses is not recorded, and /health watches it."""
+        return type(self).resume_point is not Component.resume_point
 
     @property
     def context(self) -> Context:
@@ -80,9 +102,58 @@ class Component:
             overridden = getattr(type(self), method) is not getattr(Component, method)
             if overridden and self.wants(method):
                 handler = getattr(self, method)
+                if method == "on_bar" and self.is_recorder:
+                    handler = self._recording(handler)
                 self._subscriptions.append(
                     context.bus.subscribe(topic, handler, name=f"{self.name}.{method}")
                 )
+
+    def _recording(self, handler: Callable[[BarEvent], Any]) -> Callable[[BarEvent], Any]:
+        """``on_bar`` that, once it raised for a stream, hands it no later bar of that
+        stream: what the recorder holds stays gap-free, and the restart fills the rest."""
+        refused = self._refused_streams
+
+        def failed(bar: BarEvent) -> None:
+            refused.add(bar.key)
+            self.refused += 1
+            log.error(
+                "%s refused the %s %s bar of %s: it and every later bar of the stream are "
+                "not recorded this run (exit 3; a restart fills them from its last row)",
+                self.name, bar.symbol, bar.interval, bar.open_time,
+            )  # fmt: skip
+
+        if inspect.iscoroutinefunction(handler):
+            coroutine: Callable[[BarEvent], Awaitable[None]] = handler
+
+            async def guarded_async(bar: BarEvent) -> None:
+                if bar.key in refused:
+                    self.refused += 1
+                    return
+                try:
+                    await coroutine(bar)
+                except Exception:
+                    failed(bar)
+                    raise
+
+            return guarded_async
+
+        def guarded(bar: BarEvent) -> None:
+            if bar.key in refused:
+                self.refused += 1
+                return
+            try:
+                handler(bar)
+            except Exception:
+                failed(bar)
+                raise
+
+        return guarded
+
+    def problem(self) -> str | None:
+        """Why this recorder is failing, behind or dropping bars (for /health), or None."""
+        if self.refused:
+            return f"failing: refused {self.refused} bars (on_bar raised); not recorded"
+        return None
 
     def wants(self, handler: str) -> bool:
         """Whether to subscribe an overridden ``handler``; lets options switch topics off."""

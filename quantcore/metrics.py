@@ -35,6 +35,7 @@ from quantcore.consumers.csv_recorder import CsvRecorder
 from quantcore.events import BAR, BarEvent, FeedState, epoch_ms
 from quantcore.feeds.base import DataFeed, StreamKey
 from quantcore.intervals import interval_ms
+from quantcore.recorder_health import recorders_health
 from quantcore.sinks.base import BufferedSink
 
 if TYPE_CHECKING:
@@ -364,7 +365,14 @@ class QuantcoreCollector(Collector):
             "Rows appended to the recorder's file this run",
             labels=[*self._venue, "sink", "symbol", "interval"],
         )
+        healthy = GaugeMetricFamily(
+            "quantcore_recorder_healthy",
+            "1 while /health counts the recorder healthy (not failing, behind or dropping)",
+            labels=[*self._venue, "recorder"],
+        )
         for part in self._parts:
+            for name, verdict in recorders_health(part.app.components).items():
+                healthy.add_metric(part.labels([name]), float(verdict.healthy))
             bus = part.app.bus
             for name, count in bus.handler_errors.items():
                 errors.add_metric(part.labels([name]), count)
@@ -379,7 +387,7 @@ class QuantcoreCollector(Collector):
                         recorded.add_metric(part.labels([component.name, symbol, interval]), rows)
                 elif isinstance(component, BufferedSink):
                     buffered.add_metric(part.labels([component.name]), len(component.buffer))
-        yield from (errors, backlog, dropped, buffered, recorded)
+        yield from (errors, backlog, dropped, buffered, recorded, healthy)
 
 
 class MetricsServer:
@@ -440,10 +448,18 @@ class MetricsServer:
             for part in self.parts
             for key, verdict in health(part.app).items()
         }
-        ok = all(v.healthy for v in verdicts.values())
+        recorders = {
+            name if part.venue is None else f"{part.venue} {name}": verdict
+            for part in self.parts
+            for name, verdict in recorders_health(part.app.components).items()
+        }
+        ok = all(v.healthy for v in verdicts.values()) and all(
+            v.healthy for v in recorders.values()
+        )
         body = {
             "status": "ok" if ok else "unhealthy",
             "streams": {name: v.as_json() for name, v in verdicts.items()},
+            "recorders": {name: v.as_json() for name, v in recorders.items()},
         }
         return web.Response(
             status=200 if ok else 503,

@@ -341,22 +341,33 @@ async def test_health_names_the_venue_of_each_problem_one_venue_as_before(tmp_pa
             await server.stop()
     (multi_code, multi_health), (_, multi_text), (code, single_health), (_, text) = answers
     problem = {"healthy": False, "reason": "feed not started"}
+    recording = {"healthy": True, "reason": "recording"}
     assert (multi_code, code) == (503, 503)
     assert multi_health == {
         "status": "unhealthy",
         "streams": {f"{v} {s} 1m": problem for v, (s, _) in VENUE_FILES.items()},
+        "recorders": {f"{v} CsvRecorder": recording for v in VENUE_FILES},
     }
-    assert single_health == {"status": "unhealthy", "streams": {"BTCUSDT 1m": problem}}
+    assert single_health == {
+        "status": "unhealthy",
+        "streams": {"BTCUSDT 1m": problem},
+        "recorders": {"CsvRecorder": recording},
+    }
     assert sample_lines(multi_text) == [
         *(
             f'quantcore_stream_healthy{{interval="1m",symbol="{s}",venue="{v}"}} 0.0'
             for v, (s, _) in VENUE_FILES.items()
         ),
         *(f'quantcore_sink_buffered{{sink="CsvRecorder",venue="{v}"}} 0.0' for v in VENUE_FILES),
+        *(
+            f'quantcore_recorder_healthy{{recorder="CsvRecorder",venue="{v}"}} 1.0'
+            for v in VENUE_FILES
+        ),
     ]
     assert sample_lines(text) == [
         'quantcore_stream_healthy{interval="1m",symbol="BTCUSDT"} 0.0',
         'quantcore_sink_buffered{sink="CsvRecorder"} 0.0',
+        'quantcore_recorder_healthy{recorder="CsvRecorder"} 1.0',
     ]
 
 

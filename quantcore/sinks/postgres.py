@@ -26,7 +26,8 @@ class PostgresRecorder(BufferedSink):
     """Upserts closed bars into ``table`` (created if missing) of the database at ``dsn``.
 
     If the database is unreachable at start, :meth:`resume_point` is None (the feed then
-    resumes from the other components) and bars are buffered until it comes up.
+    resumes from the other components) and bars are buffered until it comes up; then
+    it reads its own last row and fills the range up to the bars it holds.
     """
 
     defaults = {"stop_timeout": 10.0}
@@ -38,7 +39,7 @@ class PostgresRecorder(BufferedSink):
         table: str = "bars",
         connect_timeout: float = 5.0,
         name: str | None = None,
-        **settings: float,
+        **settings: float | str,
     ) -> None:
         super().__init__(name, settings)
         if connect_timeout <= 0:
@@ -102,13 +103,30 @@ class PostgresRecorder(BufferedSink):
                     self._resume[(symbol, interval)] = int(row[0])  # type: ignore[call-overload]
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self._discard()
-            detail = f"database unavailable at start (no resume point; buffering): {describe(exc)}"
+            self.buffer.mark_down(describe(exc))
+            detail = (
+                "database unavailable at start (buffering; its own range is filled when it "
+                f"answers): {describe(exc)}"
+            )
             self.report(FeedState.ERROR, detail, logging.WARNING)
         else:
             self.report(FeedState.CONNECTED, f"table {self.table}")
 
     def stored_resume_point(self, symbol: str, interval: str) -> int | None:
         return self._resume.get((symbol, interval))
+
+    def destination(self) -> str:
+        return f"postgresql {self.dsn_name} {self.table}"
+
+    async def read_last(self, symbol: str, interval: str) -> int | None:
+        try:
+            conn = await self._connection()
+            cursor = await conn.execute(schema.last_open_time(self.table, "%s"), (symbol, interval))
+            row = await cursor.fetchone()
+        except BaseException:
+            await self._discard()
+            raise
+        return None if row is None or row[0] is None else int(row[0])  # type: ignore[call-overload]
 
     async def write_batch(self, batch: list[BarEvent]) -> None:
         try:

@@ -81,7 +81,7 @@ class RedisStreamPublisher(BufferedSink):
         partials: bool = False,
         partial_maxlen: int = 1_000,
         name: str | None = None,
-        **settings: float,
+        **settings: float | str,
     ) -> None:
         super().__init__(name, settings)
         if maxlen < 1 or partial_maxlen < 1:
@@ -103,7 +103,8 @@ class RedisStreamPublisher(BufferedSink):
         return handler != "on_bar_partial" or self.partials
 
     def on_bar_partial(self, bar: BarEvent) -> None:
-        if self.buffer.healthy and len(self.buffer) < self.buffer.batch_size:
+        buffer = self.buffer
+        if buffer.healthy and not buffer.refusing and len(buffer) < buffer.batch_size:
             self.buffer.put(bar)
         else:
             self.partials_skipped += 1
@@ -122,13 +123,25 @@ class RedisStreamPublisher(BufferedSink):
                 if last:
                     self._resume[(symbol, interval)] = int(str(last[0][0]).partition("-")[0])
         except (RedisError, OSError) as exc:
-            detail = f"Redis unavailable at start (no resume point; buffering): {describe(exc)}"
+            self.buffer.mark_down(describe(exc))
+            detail = (
+                "Redis unavailable at start (buffering; its own range is filled when it "
+                f"answers): {describe(exc)}"
+            )
             self.report(FeedState.ERROR, detail, logging.WARNING)
         else:
             self.report(FeedState.CONNECTED, f"streams {self.prefix}:*")
 
     def stored_resume_point(self, symbol: str, interval: str) -> int | None:
         return self._resume.get((symbol, interval))
+
+    def destination(self) -> str:
+        info = self._client().connection_pool.connection_kwargs
+        return f"redis {info.get('host')}:{info.get('port')}/{info.get('db')} {self.prefix}"
+
+    async def read_last(self, symbol: str, interval: str) -> int | None:
+        last = await self._client().xrevrange(stream_name(self.prefix, symbol, interval), count=1)
+        return int(str(last[0][0]).partition("-")[0]) if last else None
 
     async def write_batch(self, batch: list[BarEvent]) -> None:
         pipe = self._client().pipeline(transaction=False)

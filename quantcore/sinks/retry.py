@@ -2,7 +2,11 @@
 
 The producer is the bus, so :meth:`RetryBuffer.put` never blocks and never raises; a
 batch leaves the buffer only after ``write`` succeeded, and a failed batch is retried
-whole, so ``write`` must be idempotent (the sinks upsert or use idempotent ids).
+whole, so ``write`` must be idempotent (the sinks upsert or use idempotent ids). The
+backlog stays in order and whole: beyond ``capacity`` items it spills to a
+:class:`~quantcore.sinks.journal.Journal`; when even that fails, the item and every
+later one are refused (counted in ``dropped``) and ``on_overflow`` is called, so what
+was kept never has a hole in the middle.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Generic, TypeVar
 
 from quantcore.backoff import Backoff, describe
 from quantcore.events import FeedState
+from quantcore.sinks.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +36,10 @@ class RetryBuffer(Generic[T]):
 
     A batch is written once ``batch_size`` items wait or the oldest has waited
     ``max_delay`` seconds (0: write as soon as the task runs). While writes fail it keeps
-    at most ``capacity`` items plus the batch in flight, dropping the oldest beyond that.
-    The sinks' :class:`~quantcore.sinks.base.SinkSettings` bounds batch_size and max_delay.
+    at most ``capacity`` items in memory plus the batch in flight; later items go to
+    ``journal`` until it is drained (so memory always holds the oldest), and are read
+    back in order. Without a journal, or when it cannot be written, the newest items are
+    refused instead. ``on_failure`` runs after every failed write.
     """
 
     def __init__(
@@ -46,6 +53,9 @@ class RetryBuffer(Generic[T]):
         capacity: int = 1_000_000,
         backoff: Backoff | None = None,
         write_timeout: float = 30.0,
+        journal: Journal[T] | None = None,
+        on_overflow: Callable[[], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         if capacity < batch_size:
             raise ValueError(f"max_buffer ({capacity!r}) must be >= batch_size ({batch_size!r})")
@@ -59,6 +69,12 @@ class RetryBuffer(Generic[T]):
         self.capacity = capacity
         self.backoff = backoff or Backoff()
         self.write_timeout = write_timeout
+        self.journal = journal
+        self._on_overflow = on_overflow
+        self._on_failure = on_failure
+        self.refusing = False
+        """True once an item could be kept neither in memory nor in the journal: this and
+        every later item are refused (the kept backlog stays gap-free)."""
         self._pending: deque[tuple[float, T]] = deque()
         self._inflight: list[T] = []
         self._wake = asyncio.Event()
@@ -70,18 +86,59 @@ class RetryBuffer(Generic[T]):
         """False from a failed write until the next successful one."""
         self.written = 0
         self.dropped = 0
+        """Items refused because neither memory nor the journal could keep them."""
         self.failures = 0
+        self.unwritten = 0
+        """Items still unwritten when :meth:`close` gave up (they are lost)."""
+        self.last_error = ""
+        """The last write failure, for /health."""
+        self._inflight_since = 0.0
 
     def __len__(self) -> int:
-        return len(self._pending) + len(self._inflight)
+        return len(self._pending) + len(self._inflight) + self.journaled
+
+    @property
+    def journaled(self) -> int:
+        """Items waiting in the journal file (not yet read back into memory)."""
+        return 0 if self.journal is None else len(self.journal)
+
+    @property
+    def oldest_wait(self) -> float:
+        """Seconds the oldest unwritten item has waited in memory (0 when none waits)."""
+        if self._inflight:
+            return time.monotonic() - self._inflight_since
+        return time.monotonic() - self._pending[0][0] if self._pending else 0.0
 
     def put(self, item: T) -> None:
-        """Queue ``item``; on overflow drop the oldest queued item and say so."""
-        if len(self._pending) >= self.capacity:
-            self._pending.popleft()
-            self._dropped()
-        self._pending.append((time.monotonic(), item))
-        self._wake.set()
+        """Queue ``item``: in memory while there is room and nothing waits in the journal,
+        else in the journal; if that fails, refuse it and every later item."""
+        if self.refusing:
+            self.dropped += 1
+            return
+        journal = self.journal
+        if len(self._pending) < self.capacity and not self.journaled:
+            self._pending.append((time.monotonic(), item))
+            self._wake.set()
+            return
+        if journal is None:
+            self._overflow(f"memory backlog full ({self.capacity} items) and no journal")
+            return
+        try:
+            journal.append(item)
+        except OSError as exc:
+            self._overflow(f"journal {journal.path} cannot be written: {describe(exc)}")
+            return
+        if len(journal) == 1:
+            detail = f"memory backlog full ({self.capacity} items): spilling to {journal.path}"
+            self._report(FeedState.ERROR, detail, logging.WARNING)
+
+    def mark_down(self, error: str) -> None:
+        """The target is known to be unreachable (e.g. at start): unhealthy until a write
+        succeeds, which then reports the recovery."""
+        if self.healthy:
+            self.healthy = False
+            self._down_since = time.monotonic()
+        self.last_error = error
 
     def start(self) -> None:
         if self._task is None:
@@ -100,7 +157,9 @@ class RetryBuffer(Generic[T]):
             self._abandoned = True
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        lost = len(self)
+        lost = self.unwritten = len(self)
+        if self.journal is not None:
+            self.journal.remove()
         if lost:
             self._report(FeedState.ERROR, f"stopped with {lost} items never written", logging.ERROR)
         return lost
@@ -109,7 +168,7 @@ class RetryBuffer(Generic[T]):
         attempt = 0
         while not self._abandoned:
             if not self._inflight and not await self._take():
-                if self._closing and not self._pending:
+                if self._closing and not self._pending and not self.journaled:
                     return
                 continue
             try:
@@ -122,6 +181,7 @@ class RetryBuffer(Generic[T]):
                 continue
             self.written += len(self._inflight)
             self._inflight = []
+            self._inflight_since = 0.0
             attempt = 0
             if not self.healthy:
                 self._recovered()
@@ -129,6 +189,11 @@ class RetryBuffer(Generic[T]):
     async def _take(self) -> bool:
         """Move the next batch into flight once it is due; False if it is not due yet."""
         pending = self._pending
+        if self.journaled and len(pending) < self.batch_size:
+            assert self.journal is not None
+            room = min(self.capacity - len(pending), 10 * self.batch_size)
+            due = time.monotonic() - self.max_delay
+            pending.extend((due, item) for item in self.journal.read(room))
         if not pending:
             if self._closing:
                 return False
@@ -143,11 +208,15 @@ class RetryBuffer(Generic[T]):
                     await asyncio.wait_for(self._wake.wait(), wait)
                 return False
         count = min(self.batch_size, len(pending))
+        self._inflight_since = pending[0][0]
         self._inflight = [pending.popleft()[1] for _ in range(count)]
         return True
 
     def _failed(self, exc: Exception, attempt: int) -> None:
         self.failures += 1
+        self.last_error = describe(exc)
+        if self._on_failure is not None:
+            self._on_failure()
         if self.healthy:
             self.healthy = False
             self._down_since = time.monotonic()
@@ -168,8 +237,10 @@ class RetryBuffer(Generic[T]):
         detail = f"writing again after {down:.1f}s down; {len(self)} items still buffered"
         self._report(FeedState.CONNECTED, detail, logging.WARNING)
 
-    def _dropped(self) -> None:
+    def _overflow(self, reason: str) -> None:
+        self.refusing = True
         self.dropped += 1
-        if self.dropped & (self.dropped - 1) == 0:
-            detail = f"buffer full ({self.capacity} items): dropped {self.dropped} oldest so far"
-            self._report(FeedState.DROPPED, detail, logging.ERROR)
+        detail = f"{reason}: this item and every later one are not kept ({len(self)} kept)"
+        self._report(FeedState.DROPPED, detail, logging.ERROR)
+        if self._on_overflow is not None:
+            self._on_overflow()

@@ -69,7 +69,7 @@ class SqliteRecorder(BufferedSink):
         path: str = "data/bars.sqlite",
         table: str = "bars",
         name: str | None = None,
-        **settings: float,
+        **settings: float | str,
     ) -> None:
         super().__init__(name, settings)
         self.path = Path(path)
@@ -106,6 +106,17 @@ class SqliteRecorder(BufferedSink):
             .fetchone()
         )
         return None if row is None or row[0] is None else int(row[0])
+
+    async def read_last(self, symbol: str, interval: str) -> int | None:
+        return self.stored_resume_point(symbol, interval)
+
+    def destination(self) -> str:
+        return f"sqlite {self.path.resolve()} {self.table}"
+
+    def journal_path(self) -> Path:
+        """Beside the database unless ``journal_dir`` says otherwise."""
+        default = super().journal_path()
+        return default if self.settings.journal_dir else self.path.parent / default.name
 
     async def write_batch(self, batch: list[BarEvent]) -> None:
         conn = self._connection()

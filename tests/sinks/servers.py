@@ -169,10 +169,14 @@ def _unprivileged_user() -> pwd.struct_passwd:
 
 
 class RedisServer:
-    """``redis-server`` without persistence; :meth:`restart` wipes it, like a real restart."""
+    """``redis-server`` without persistence; :meth:`restart` wipes it, like a real restart.
 
-    def __init__(self, binary: Path) -> None:
+    ``persistent``: an append-only file synced on every write keeps the data across a
+    stop and start, as a production Redis that records bars must."""
+
+    def __init__(self, binary: Path, *, persistent: bool = False) -> None:
         self.binary = binary
+        self.persistent = persistent
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="quantcore-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -183,7 +187,8 @@ class RedisServer:
 
     def start(self) -> None:
         command = [str(self.binary), "--port", str(self.port), "--bind", LOOPBACK]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self.root)]
+        keep = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else []
+        command += ["--save", "", "--appendonly", "no", *keep, "--dir", str(self.root)]
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
