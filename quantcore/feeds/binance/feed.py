@@ -489,7 +489,7 @@ class BinanceKlineFeed(SettlingFeed):
         for state in live[: self.settings.probe_streams]:
             symbol, interval = state.key
             try:
-                rows = await self._rest_klines(symbol, interval, None, None, 1)
+                rows = await self.rest_klines(symbol, interval, None, None, 1)
             except BackfillError as exc:
                 log.info("%s: liveness probe failed: %s", self.name, exc)
                 return False
@@ -550,7 +550,7 @@ class BinanceKlineFeed(SettlingFeed):
 
     # -- REST ----------------------------------------------------------------------------
 
-    async def _rest_klines(
+    async def rest_klines(
         self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None, limit: int
     ) -> list[list[Any]]:
         params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}

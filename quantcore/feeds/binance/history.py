@@ -27,7 +27,7 @@ class RestHistory:
         self, symbol: str, interval: str, start_ms: int, end_ms: int
     ) -> HistoryPage:
         feed = self._feed
-        rows = await feed._rest_klines(symbol, interval, start_ms, end_ms, feed.venue.klines_limit)
+        rows = await feed.rest_klines(symbol, interval, start_ms, end_ms, feed.venue.klines_limit)
         received = time.time_ns()
         bars = [self._codec.parse_rest_row(symbol, interval, row, received) for row in rows]
         bars = [bar for bar in bars if bar.open_time_ms >= start_ms]

@@ -121,7 +121,7 @@ class SettlingFeed(DataFeed):
     _symbols_checked: bool
 
     @abstractmethod
-    async def _rest_klines(
+    async def rest_klines(
         self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None, limit: int
     ) -> list[list[Any]]:
         """One ``klines`` request inside the weight budget (BackfillError on failure)."""
@@ -310,7 +310,7 @@ class SettlingFeed(DataFeed):
         limit = min(page, max(2, (top - cursor) // step + 2))
         try:
             while not self._stopping.is_set():
-                rows = await self._rest_klines(symbol, interval, cursor, end_ms, limit)
+                rows = await self.rest_klines(symbol, interval, cursor, end_ms, limit)
                 received = time.time_ns()
                 bars = [self._parse_row(symbol, interval, row, received) for row in rows]
                 for n, bar in enumerate(bars):
