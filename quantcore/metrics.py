@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from quantcore.config import ConfigError, MetricsConfig
 from quantcore.consumers.csv_recorder import CsvRecorder
-from quantcore.events import BAR, BarEvent, FeedState, epoch_ms
+from quantcore.events import BAR, BarEvent, FeedState, epoch_ms, utc_text
 from quantcore.feeds.base import DataFeed, StreamKey
 from quantcore.intervals import interval_ms
 from quantcore.recorder_health import recorders_health
@@ -146,12 +146,16 @@ def _stream_health(feed: DataFeed | None, key: StreamKey) -> StreamHealth:
     age = (_exchange_now_ms(feed) - last_ms - step) / 1000.0
     limit = 2 * step / 1000.0 + margin
     if age > limit:
-        return StreamHealth(
-            False,
-            f"last closed bar closed {age:.0f}s ago (exchange time), more than {limit:.0f}s",
-            stamp,
-            age,
-        )
+        reason = f"last closed bar closed {age:.0f}s ago (exchange time), more than {limit:.0f}s"
+        waits = getattr(feed, "waits", None)
+        wait: Any = None if waits is None else waits().get(key)
+        if wait is not None:
+            reason += (
+                f"; {wait.held} live bars held until REST shows the bar at "
+                f"{utc_text(epoch_ms(wait.missing_from))} (waiting since "
+                f"{wait.since:%Y-%m-%d %H:%M:%S})"
+            )
+        return StreamHealth(False, reason, stamp, age)
     return StreamHealth(True, "live", stamp, age)
 
 
