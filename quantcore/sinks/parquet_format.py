@@ -1,0 +1,278 @@
+"""The Parquet research store's layout, schema and conversions, shared by recorder and loader.
+
+Layout (Hive-style, read as is by pandas, Polars, DuckDB and Spark)::
+
+    {root}/_quantcore.json                      marks the folder as a store (and is locked)
+    {root}/venue=V/symbol=S/interval=I/year=YYYY/month=MM/data.parquet
+    {root}/venue=V/symbol=S/interval=I/year=YYYY/month=MM/_journal.csv  (bars not yet compacted)
+
+Names starting with ``_`` or ``.`` are skipped by every Parquet reader, so the journal,
+the lock and a compaction's temporary file are never seen as data. Prices and volumes are
+``decimal128(38, 18)``: 20 integer and 18 fractional digits hold every value Binance sends
+(at most 8 decimals, quote volumes below 10**11) exactly; ``scales`` keeps the number of
+decimals each exchange string had, so the strings themselves come back digit for digit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from quantcore.events import BarEvent
+
+MARKER = "_quantcore.json"
+DATA = "data.parquet"
+JOURNAL = "_journal.csv"
+TEMP = ".data.parquet.tmp"
+FORMAT = {"format": "quantcore-parquet", "version": 1}
+META_KEY = b"quantcore"
+META_VALUE = json.dumps(FORMAT, separators=(",", ":")).encode()
+
+PRECISION, SCALE = 38, 18
+DECIMAL = pa.decimal128(PRECISION, SCALE)
+TIME = pa.timestamp("ms", tz="UTC")
+EXACT_COLUMNS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+)
+"""Decimal columns, in the order their scales are packed into ``scales`` (5 bits each)."""
+JOURNAL_COLUMNS = ("open_time", "close_time", "event_time", "trades", *EXACT_COLUMNS)
+SCHEMA = pa.schema(
+    [
+        ("open_time", TIME),
+        ("close_time", TIME),
+        *((name, DECIMAL) for name in EXACT_COLUMNS[:6]),
+        ("trades", pa.int64()),
+        *((name, DECIMAL) for name in EXACT_COLUMNS[6:]),
+        ("event_time", TIME),
+        ("scales", pa.int64()),
+    ],
+    metadata={META_KEY: META_VALUE},
+)
+"""One month of one stream; symbol, interval, venue, year and month are in the path."""
+_JOURNAL_TYPES = {name: pa.int64() for name in JOURNAL_COLUMNS[:4]} | {
+    name: pa.string() for name in EXACT_COLUMNS
+}
+
+
+class StoreError(OSError):
+    """A store, file or value quantcore will not touch or cannot hold; the message names it.
+
+    An OSError so that the App reports it like any unusable output path: one line, exit 2."""
+
+
+def stream_dir(root: Path, venue: str, symbol: str, interval: str) -> Path:
+    for name, value in (("venue", venue), ("symbol", symbol), ("interval", interval)):
+        if not value or not value.replace("_", "").replace("-", "").isalnum():
+            raise StoreError(f"refusing {name} {value!r} in a store path: letters, digits, _ and -")
+    return root / f"venue={venue}" / f"symbol={symbol}" / f"interval={interval}"
+
+
+def month_dir(stream: Path, year: int, month: int) -> Path:
+    return stream / f"year={year:04d}" / f"month={month:02d}"
+
+
+def months(stream: Path) -> list[Path]:
+    """The stream's month folders, oldest first."""
+    if not stream.is_dir():
+        return []
+    found = [m for y in stream.glob("year=*") for m in y.glob("month=*") if m.is_dir()]
+    return sorted(found, key=lambda p: (p.parent.name, p.name))
+
+
+def journal_line(bar: BarEvent, open_ms: int) -> bytes:
+    """One journal row in :data:`JOURNAL_COLUMNS` order: times in ms, the exchange's strings."""
+    d = bar.decimals or bar.decimal_strings()
+    close_ms = open_ms + (bar.close_time - bar.open_time) // _MS
+    event_ms = (bar.event_time - _EPOCH) // _MS
+    return (
+        f"{open_ms},{close_ms},{event_ms},{bar.trades},{d.open},{d.high},{d.low},{d.close},"
+        f"{d.volume},{d.quote_volume},{d.taker_buy_volume},{d.taker_buy_quote_volume}\n"
+    ).encode("ascii")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def read_journal(path: Path) -> pa.Table:
+    """A journal's complete rows as a table of :data:`JOURNAL_COLUMNS` (strings for decimals)."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end == 0:
+        return pa.table({n: pa.array([], t) for n, t in _JOURNAL_TYPES.items()})
+    try:
+        return pacsv.read_csv(
+            pa.py_buffer(data[:end]),
+            read_options=pacsv.ReadOptions(column_names=list(JOURNAL_COLUMNS)),
+            convert_options=pacsv.ConvertOptions(column_types=_JOURNAL_TYPES),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise StoreError(f"{path}: not a quantcore journal ({exc}); left as is") from None
+
+
+def _scales(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Decimals after the point of each plain decimal string (0 without a point)."""
+    lengths = pc.utf8_length(column).to_numpy(zero_copy_only=False)
+    points = pc.find_substring(column, ".").to_numpy(zero_copy_only=False)
+    return np.where(points < 0, 0, lengths - points - 1).astype(np.int64)
+
+
+def to_store_table(journal: pa.Table) -> pa.Table:
+    """Journal rows → the store's :data:`SCHEMA` (exact decimals, UTC times, packed scales).
+
+    StoreError names the column when a value does not fit ``decimal128(38, 18)`` or is
+    not a plain decimal; nothing is rounded.
+    """
+    columns: dict[str, Any] = {}
+    packed = np.zeros(journal.num_rows, dtype=np.int64)
+    for i, name in enumerate(EXACT_COLUMNS):
+        text = journal.column(name)
+        try:
+            columns[name] = pc.cast(text, DECIMAL)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise StoreError(
+                f"column {name}: a value does not fit decimal(38, 18): {exc}"
+            ) from None
+        scales = _scales(text)
+        if len(scales) and (scales.max() > SCALE or scales.min() < 0):
+            raise StoreError(f"column {name}: more than {SCALE} decimals")
+        packed |= scales << (5 * i)
+    for name in ("open_time", "close_time", "event_time"):
+        columns[name] = pc.cast(journal.column(name), pa.timestamp("ms")).cast(TIME)
+    columns["trades"] = journal.column("trades")
+    columns["scales"] = pa.array(packed)
+    return pa.table({field.name: columns[field.name] for field in SCHEMA}, schema=SCHEMA)
+
+
+def check_ours(path: Path) -> None:
+    """StoreError unless ``path`` is a Parquet file written by this store (metadata key)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise StoreError(f"{path}: not a quantcore Parquet file ({exc}); left as is") from None
+    if meta.get(META_KEY) != META_VALUE:
+        raise StoreError(
+            f"{path}: not a quantcore Parquet file (no quantcore metadata); left as is"
+        )
+
+
+def row_count(path: Path) -> int:
+    """Rows in one Parquet file, from its footer."""
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def read_month(folder: Path) -> pa.Table:
+    """One month: its compacted file plus journal rows after it, in open-time order."""
+    parts = []
+    data = folder / DATA
+    last = -1
+    if data.exists():
+        check_ours(data)
+        table = pq.read_table(data, schema=SCHEMA)
+        parts.append(table)
+        if table.num_rows:
+            last = pc.max(table.column("open_time")).cast(pa.int64()).as_py()
+    journal = folder / JOURNAL
+    if journal.exists():
+        rows = read_journal(journal)
+        rows = rows.filter(pc.greater(rows.column("open_time"), last))
+        if rows.num_rows:
+            parts.append(to_store_table(rows))
+    if not parts:
+        return SCHEMA.empty_table()
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+def last_open_ms(folder: Path) -> int | None:
+    """Newest open time (ms) in one month: the journal's last row, else the file's maximum."""
+    journal = folder / JOURNAL
+    if journal.exists():
+        rows = read_journal(journal)
+        if rows.num_rows:
+            return int(rows.column("open_time")[-1].as_py())
+    data = folder / DATA
+    if data.exists():
+        check_ours(data)
+        table = pq.read_table(data, columns=["open_time"])
+        if table.num_rows:
+            return int(pc.max(table.column("open_time")).cast(pa.int64()).as_py())
+    return None
+
+
+def write_atomically(folder: Path, table: pa.Table) -> None:
+    """Write ``data.parquet`` under a hidden temporary name, fsync it, rename it into place
+    and fsync the folder: a reader sees the old file or the new one, never half of one."""
+    temp = folder / TEMP
+    with temp.open("wb") as handle:
+        pq.write_table(table, handle, compression="zstd")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, folder / DATA)
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def exact_strings(column: pa.ChunkedArray, scales: np.ndarray) -> np.ndarray:
+    """A decimal column as the exchange's strings: each value with the decimals it came with."""
+    out = np.empty(len(column), dtype=object)
+    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    for scale in np.unique(scales):
+        rows = np.flatnonzero(scales == scale)
+        taken = pc.cast(values.take(pa.array(rows)), pa.decimal128(PRECISION, int(scale)))
+        text = pc.cast(taken, pa.string()).to_numpy(zero_copy_only=False)
+        zero = "0." + "0" * int(scale) if scale else "0"
+        out[rows] = [zero if s.startswith("0E") else s for s in text]
+    return out
+
+
+def exact_floats(column: pa.ChunkedArray) -> np.ndarray:
+    """A decimal column as the nearest floats, exactly as ``float(text)`` of each value.
+
+    Each value is ``m / 10**s`` (``s`` the column's largest scale); for ``m < 2**53`` that
+    one IEEE division is correctly rounded; the rare larger ``m`` go through their text,
+    which Arrow parses correctly rounded. Arrow's decimal→float cast can be 1 ulp off.
+    """
+    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(values) == 0:
+        return np.empty(0)
+    for scale in range(0, SCALE + 1):
+        try:
+            scaled = pc.cast(values, pa.decimal128(PRECISION, scale))
+            break
+        except pa.ArrowInvalid:
+            continue
+    words = np.frombuffer(
+        scaled.buffers()[1], dtype=np.uint64, count=2 * (scaled.offset + len(scaled))
+    )
+    words = words[2 * scaled.offset :].reshape(-1, 2)
+    low, high = words[:, 0], words[:, 1]
+    small = (high == 0) & (low < (1 << 53))
+    out = low.astype(np.float64) / float(10**scale)
+    large = np.flatnonzero(~small)
+    if len(large):
+        text = pc.cast(values.take(pa.array(large)), pa.string())
+        out[large] = pc.cast(text, pa.float64()).to_numpy()
+    return out
