@@ -163,7 +163,7 @@ class ParquetRecorder(Component):
         self._lock: WriterLock | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._compactions: list[Future[int]] = []
-        self._closed_lost = 0
+        self._closed_lost = self._closed_written = 0
         self.stop_grace = 30.0
 
     def _open_store(self) -> None:
@@ -248,7 +248,8 @@ class ParquetRecorder(Component):
 
     @property
     def rows_written(self) -> int:
-        return sum(s.written for s in self._streams.values())
+        """Bars appended to the journals (durable against a process crash), this run."""
+        return self._closed_written + sum(s.written for s in self._streams.values())
 
     async def stop(self) -> None:
         """Wait for background compactions, compact each current month, release the lock."""
@@ -262,6 +263,7 @@ class ParquetRecorder(Component):
                 self._executor = None
             self._compactions.clear()
             self._closed_lost += sum(s.lost for s in self._streams.values())
+            self._closed_written += sum(s.written for s in self._streams.values())
             self._streams.clear()
             if self._lock is not None:
                 self._lock.release()

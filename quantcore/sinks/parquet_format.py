@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime, timedelta
+from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,44 @@ def last_open_ms(folder: Path) -> int | None:
     return None
 
 
+def read_stream(
+    root: Path, symbol: str, interval: str, lo: int | None, hi: int | None, venue: str | None
+) -> pa.Table:
+    """One stream's rows with ``lo <= open_time < hi`` (ms; None: unbounded), in order.
+
+    Only the months overlapping the range are opened. StoreError names a root that is
+    not a store, a stream it lacks, or a stream held for several venues (pass ``venue``).
+    """
+    if not (root / MARKER).is_file():
+        raise StoreError(f"{root}: not a quantcore Parquet store (no {MARKER})")
+    venues = [venue] if venue else sorted(p.name[6:] for p in root.glob("venue=*"))
+    folders = [stream_dir(root, v, symbol, interval) for v in venues]
+    found = [f for f in folders if f.is_dir()]
+    if not found:
+        raise StoreError(f"{root}: no bars of {symbol} {interval} in this store")
+    if len(found) > 1:
+        raise StoreError(f"{root}: {symbol} {interval} is held for several venues; pass venue=")
+    parts = []
+    for folder in months(found[0]):
+        year, month = int(folder.parent.name[5:]), int(folder.name[6:])
+        first = int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000)
+        following = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+        if (hi is not None and first >= hi) or (
+            lo is not None and following.timestamp() * 1000 <= lo
+        ):
+            continue
+        parts.append(read_month(folder))
+    table = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
+    times = table.column("open_time").cast(pa.int64())
+    if lo is not None or hi is not None:
+        keep = pc.and_(
+            pc.greater_equal(times, lo if lo is not None else -(1 << 62)),
+            pc.less(times, hi if hi is not None else 1 << 62),
+        )
+        table = table.filter(keep)
+    return table
+
+
 def write_atomically(folder: Path, table: pa.Table) -> None:
     """Write ``data.parquet`` under a hidden temporary name, fsync it, rename it into place
     and fsync the folder: a reader sees the old file or the new one, never half of one."""
@@ -235,43 +274,78 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _unscaled(values: pa.Array, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each decimal(38, 18) value as the integer ``m = value * 10**scale`` (exact when the
+    value has at most ``scale`` decimals) and whether ``m`` fits 64 bits.
+
+    The 128-bit integers are divided by ``10**(18 - scale)`` in 32-bit limbs (long
+    division by at most ``10**9`` a step, so every partial fits 64 bits), all in numpy.
+    """
+    count = len(values)
+    words = np.frombuffer(values.buffers()[1], dtype=np.uint64, count=2 * (values.offset + count))
+    words = words[2 * values.offset :].reshape(-1, 2)
+    low, high = words[:, 0], words[:, 1]
+    limbs = [high >> _32, high & _MASK, low >> _32, low & _MASK]
+    shift = SCALE - scale
+    while shift:
+        step = min(shift, 9)
+        divisor = np.uint64(10**step)
+        rest = np.zeros(count, dtype=np.uint64)
+        quotients = []
+        for limb in limbs:
+            partial = (rest << _32) | limb
+            quotients.append(partial // divisor)
+            rest = partial % divisor
+        limbs, shift = quotients, shift - step
+    return (limbs[2] << _32) | limbs[3], (limbs[0] == 0) & (limbs[1] == 0)
+
+
+_WIDE = Context(prec=PRECISION + 2)
+_32 = np.uint64(32)
+_MASK = np.uint64(0xFFFFFFFF)
+
+
+def _whole(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
 def exact_strings(column: pa.ChunkedArray, scales: np.ndarray) -> np.ndarray:
     """A decimal column as the exchange's strings: each value with the decimals it came with."""
-    out = np.empty(len(column), dtype=object)
-    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    for scale in np.unique(scales):
+    values = _whole(column)
+    out = np.empty(len(values), dtype=object)
+    for scale in (int(s) for s in np.unique(scales)):
         rows = np.flatnonzero(scales == scale)
-        taken = pc.cast(values.take(pa.array(rows)), pa.decimal128(PRECISION, int(scale)))
-        text = pc.cast(taken, pa.string()).to_numpy(zero_copy_only=False)
-        zero = "0." + "0" * int(scale) if scale else "0"
-        out[rows] = [zero if s.startswith("0E") else s for s in text]
+        taken = values.take(pa.array(rows))
+        unscaled, fits = _unscaled(taken, scale)
+        digits = pc.utf8_lpad(pa.array(unscaled).cast(pa.string()), scale + 1, "0")
+        if scale:
+            digits = pc.binary_join_element_wise(
+                pc.utf8_slice_codeunits(digits, 0, -scale),
+                pc.utf8_slice_codeunits(digits, -scale, 1 << 30),
+                ".",
+            )
+        text = digits.to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(~fits):
+            exact = taken[i].as_py().quantize(Decimal(1).scaleb(-scale), context=_WIDE)
+            text[i] = format(exact, "f")
+        out[rows] = text
     return out
 
 
-def exact_floats(column: pa.ChunkedArray) -> np.ndarray:
+def exact_floats(column: pa.ChunkedArray, scales: np.ndarray) -> np.ndarray:
     """A decimal column as the nearest floats, exactly as ``float(text)`` of each value.
 
     Each value is ``m / 10**s`` (``s`` the column's largest scale); for ``m < 2**53`` that
     one IEEE division is correctly rounded; the rare larger ``m`` go through their text,
     which Arrow parses correctly rounded. Arrow's decimal→float cast can be 1 ulp off.
     """
-    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = _whole(column)
     if len(values) == 0:
         return np.empty(0)
-    for scale in range(0, SCALE + 1):
-        try:
-            scaled = pc.cast(values, pa.decimal128(PRECISION, scale))
-            break
-        except pa.ArrowInvalid:
-            continue
-    words = np.frombuffer(
-        scaled.buffers()[1], dtype=np.uint64, count=2 * (scaled.offset + len(scaled))
-    )
-    words = words[2 * scaled.offset :].reshape(-1, 2)
-    low, high = words[:, 0], words[:, 1]
-    small = (high == 0) & (low < (1 << 53))
-    out = low.astype(np.float64) / float(10**scale)
-    large = np.flatnonzero(~small)
+    scale = int(scales.max())
+    unscaled, fits = _unscaled(values, scale)
+    out = unscaled.astype(np.float64) / float(10**scale)
+    large = np.flatnonzero(~(fits & (unscaled < np.uint64(1 << 53))))
     if len(large):
         text = pc.cast(values.take(pa.array(large)), pa.string())
         out[large] = pc.cast(text, pa.float64()).to_numpy()
