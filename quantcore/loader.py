@@ -34,6 +34,9 @@ _SOURCE_OF = {
     "baseVolume": "quote_volume",
 }
 """HistoryStore column → the stores' column (``baseVolume`` is the quote volume, k.q)."""
+_FLOAT_PRECISION: dict[str, Any] = (
+    {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -95,12 +98,14 @@ def _frame(times: np.ndarray, values: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def _from_csv(path: Path, lo: int | None, hi: int | None, exact: bool) -> pd.DataFrame:
+    """pandas' C parser; before pandas 3 only its ``round_trip`` mode rounds every float
+    correctly (pandas 3 does by default and deprecates the option)."""
     try:
         frame = pd.read_csv(
             path,
             dtype={name: str for name in _VALUES} if exact else dict.fromkeys(_VALUES, "float64"),
-            float_precision="round_trip",
             engine="c",
+            **_FLOAT_PRECISION,
         )
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise LoadError(f"{path}: not a quantcore CSV ({exc})") from None
