@@ -192,17 +192,23 @@ def _from_parquet(
     venue: str | None,
 ) -> pd.DataFrame:
     """The month files (and journals not yet compacted) overlapping the range, converted."""
+    import pyarrow as pa
+
     from quantcore.sinks import parquet_format as fmt
 
+    names = [_SOURCE_OF[name] for name in _VALUES]
+    wanted = [*names, "scales"] if exact else [f"{name}_float" for name in names]
     try:
-        table = fmt.read_stream(root, symbol, interval, lo, hi, venue)
+        table = fmt.read_stream(root, symbol, interval, lo, hi, venue, wanted)
     except fmt.StoreError as exc:
         raise LoadError(str(exc)) from None
-    times = table.column("open_time").to_numpy().view(np.int64)
+    times = table.column("open_time").cast(pa.int64()).to_numpy()
     values: dict[str, np.ndarray] = {}
-    scales = table.column("scales").to_numpy()
-    for name in _VALUES:
-        column = table.column(_SOURCE_OF[name])
-        own = (scales >> (5 * fmt.EXACT_COLUMNS.index(_SOURCE_OF[name]))) & 31
-        values[name] = fmt.exact_strings(column, own) if exact else fmt.exact_floats(column, own)
+    scales = table.column("scales").to_numpy() if exact else None
+    for name, stored in zip(_VALUES, names, strict=True):
+        if scales is None:
+            values[name] = table.column(f"{stored}_float").to_numpy()
+        else:
+            own = (scales >> (5 * fmt.EXACT_COLUMNS.index(stored))) & 31
+            values[name] = fmt.exact_strings(table.column(stored), own)
     return _frame(times, values)

@@ -194,7 +194,9 @@ def test_decimal_38_18_holds_every_binance_tick_step_limit_and_huge_volume() -> 
         texts = fmt.exact_strings(stored, own)
         assert list(texts) == [row[position] for row in rows], name
         assert stored.to_pylist() == [Decimal(row[position]) for row in rows]
-        assert list(fmt.exact_floats(stored, own)) == [float(row[position]) for row in rows]
+        if name in fmt.FLOAT_COLUMNS:
+            floats = table.column(f"{name}_float").to_pylist()
+            assert floats == [float(row[position]) for row in rows], name
 
 
 def test_a_value_that_does_not_fit_is_refused_not_rounded() -> None:
