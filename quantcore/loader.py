@@ -192,8 +192,6 @@ def _from_parquet(
     venue: str | None,
 ) -> pd.DataFrame:
     """The month files (and journals not yet compacted) overlapping the range, converted."""
-    import pyarrow as pa
-
     from quantcore.sinks import parquet_format as fmt
 
     names = [_SOURCE_OF[name] for name in _VALUES]
@@ -202,7 +200,7 @@ def _from_parquet(
         table = fmt.read_stream(root, symbol, interval, lo, hi, venue, wanted)
     except fmt.StoreError as exc:
         raise LoadError(str(exc)) from None
-    times = table.column("open_time").cast(pa.int64()).to_numpy()
+    times = table.column("open_time").to_numpy().view(np.int64)
     values: dict[str, np.ndarray] = {}
     scales = table.column("scales").to_numpy() if exact else None
     for name, stored in zip(_VALUES, names, strict=True):
