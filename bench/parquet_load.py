@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
-from _common import Reporter, best_and_median, parser
+from _common import Reporter, best_and_median, median, parser
 
 import quantcore
 from quantcore.consumers.csv_recorder import CsvRecorder
@@ -64,16 +64,19 @@ def _values(d: BarDecimals) -> tuple[str, ...]:
             d.taker_buy_quote_volume)  # fmt: skip
 
 
-def live_cpu_per_bar(on_bar: Callable[[BarEvent], None], bars: list[BarEvent]) -> float:
-    """Median thread CPU (µs) of one ``on_bar`` call, each after a 1 ms pause (live-like)."""
-    samples = []
+def live_cpu_per_bar(
+    first: Callable[[BarEvent], None], second: Callable[[BarEvent], None], bars: list[BarEvent]
+) -> tuple[float, float]:
+    """Median thread CPU (µs) of one call of each recorder's ``on_bar``, each after a 1 ms
+    pause (live-like: caches cold again), the two taking turns so both see the same load."""
+    samples: tuple[list[float], list[float]] = ([], [])
     for bar in bars:
-        time.sleep(0.001)
-        start = time.thread_time_ns()
-        on_bar(bar)
-        samples.append((time.thread_time_ns() - start) / 1000)
-    samples.sort()
-    return samples[len(samples) // 2]
+        for on_bar, own in ((first, samples[0]), (second, samples[1])):
+            time.sleep(0.001)
+            start = time.thread_time_ns()
+            on_bar(bar)
+            own.append((time.thread_time_ns() - start) / 1000)
+    return (median(samples[0]), median(samples[1]))
 
 
 def folder_bytes(root: Path) -> int:
@@ -95,8 +98,7 @@ async def main() -> None:
         csv = CsvRecorder(path=str(folder / "{symbol}_{interval}.csv"))
         store = ParquetRecorder(root=str(folder / "store"))
         sample = args.live_sample
-        csv_live = live_cpu_per_bar(csv.on_bar, bars[:sample])
-        parquet_live = live_cpu_per_bar(store.on_bar, bars[:sample])
+        csv_live, parquet_live = live_cpu_per_bar(csv.on_bar, store.on_bar, bars[:sample])
         for bar in bars[sample:]:
             csv.on_bar(bar)
             store.on_bar(bar)
