@@ -79,6 +79,8 @@ class _Stream:
         self.start_ms = self.end_ms = 0
         self.written = 0
         self.lost = 0
+        self.size = 0
+        self.failed = False
         for month in fmt.months(folder):
             compact(month)
         self.last_ms: int | None = None
@@ -88,31 +90,50 @@ class _Stream:
                 break
 
     def write(self, bar: BarEvent) -> Path | None:
-        """Append the bar's journal line; returns the month folder to compact if it closed."""
+        """Append the bar's journal line; returns the month folder to compact if it closed.
+
+        After a failed append the stream appends nothing more this run (each later bar is
+        counted lost, so the run ends non-zero): the journal stays gap-free and a restart
+        backfills from its last row. A partly written line is cut off first.
+        """
         open_ms = bar.open_time_ms
         if self.last_ms is not None and open_ms <= self.last_ms:
             return None
+        if self.failed:
+            self.lost += 1
+            return None
         closed = None
-        if not self.start_ms <= open_ms < self.end_ms:
-            closed = self.month_dir if self.fd >= 0 else None
-            self._open_month(open_ms)
-        line = fmt.journal_line(bar, open_ms)
+        size = -1
         try:
+            if not self.start_ms <= open_ms < self.end_ms:
+                closed = self.month_dir if self.fd >= 0 else None
+                self._open_month(open_ms)
+            size = self.size
+            line = fmt.journal_line(bar, open_ms)
             _write_all(self.fd, line)
             if self.fsync:
                 os.fsync(self.fd)
         except OSError as exc:
-            self.lost += 1
-            log.error(
-                "%s: cannot append the bar of %s to the journal (%s); a restart backfills it",
-                self.folder,
-                utc_text(open_ms),
-                exc.strerror or exc,
-            )
+            self._failed(open_ms, size, exc)
             return closed
+        self.size = size + len(line)
         self.last_ms = open_ms
         self.written += 1
         return closed
+
+    def _failed(self, open_ms: int, size: int, exc: OSError) -> None:
+        self.failed = True
+        self.lost += 1
+        if size >= 0 and self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, size)
+        log.error(
+            "%s: cannot append the bar of %s to the journal (%s); recording of this stream "
+            "stops here (gap-free), a restart backfills from its last bar",
+            self.folder,
+            utc_text(open_ms),
+            exc.strerror or exc,
+        )
 
     def _open_month(self, open_ms: int) -> None:
         self.close()
@@ -124,6 +145,7 @@ class _Stream:
             os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
             0o644,
         )
+        self.size = os.fstat(self.fd).st_size
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from quantcore.consumers.csv_recorder import CsvRecorder
 from quantcore.consumers.history import HistoryStore
 from quantcore.events import BarDecimals, BarEvent
 from quantcore.sim.formats import read_data
+from quantcore.sinks import parquet as parquet_module
 from quantcore.sinks import parquet_format as fmt
 from quantcore.sinks.parquet import ParquetRecorder
 from quantcore.sinks.parquet_format import StoreError
@@ -278,3 +280,38 @@ def test_constructible_from_yaml_params_and_bad_names_refused(tmp_path: Path) ->
     assert isinstance(component, ParquetRecorder) and component.venue == "x-y"
     with pytest.raises(StoreError, match=r"refusing venue '\.\./x'"):
         ParquetRecorder(root=str(tmp_path), venue="../x")
+
+
+async def test_a_failed_append_stops_the_stream_gap_free_and_a_restart_fills_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "store"
+    bars = [make_bar(i) for i in range(10)]
+    real_write = parquet_module._write_all
+
+    def full_disk(fd: int, data: bytes) -> None:
+        if b",105," in data:  # bar 5 (trades 105): part of its line lands, then ENOSPC
+            os.write(fd, data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(fd, data)
+
+    monkeypatch.setattr(parquet_module, "_write_all", full_disk)
+    recorder = ParquetRecorder(root=str(root))
+    bus = EventBus()
+    await start_all(bus, [recorder], [STREAM])
+    publish(bus, bars)
+    await bus.drain()
+    journal = root / MONTH_FOLDER / "_journal.csv"
+    assert journal.read_bytes().endswith(fmt.journal_line(bars[4], bars[4].open_time_ms))
+    await stop_all(bus, [recorder])
+    assert (recorder.rows_written, recorder.unrecorded()) == (5, 5)
+    monkeypatch.setattr(parquet_module, "_write_all", real_write)
+
+    again = ParquetRecorder(root=str(root))
+    assert again.resume_point(*STREAM) == bars[4].open_time_ms
+    bus = EventBus()
+    await start_all(bus, [again], [STREAM])
+    publish(bus, bars)
+    await stop_all(bus, [again])
+    frame = quantcore.load(*STREAM, source=root, exact=True)
+    assert list(frame["open"]) == [b.decimal_strings().open for b in bars]
