@@ -196,9 +196,17 @@ def row_count(path: Path) -> int:
 
 def read_month(folder: Path, columns: list[str] | None = None) -> pa.Table:
     """One month (``columns`` only, if given; ``open_time`` always): its compacted file
-    plus the journal rows after it, in open-time order."""
+    plus the journal rows after it, in open-time order.
+
+    The journal is read before the file: if a compaction renames the new file in between,
+    its rows are in that file, and the journal rows it already holds are skipped.
+    """
     if columns is not None and "open_time" not in columns:
         columns = ["open_time", *columns]
+    try:
+        rows = read_journal(folder / JOURNAL)
+    except FileNotFoundError:
+        rows = None
     parts = []
     data = folder / DATA
     last = -1
@@ -208,9 +216,7 @@ def read_month(folder: Path, columns: list[str] | None = None) -> pa.Table:
         parts.append(table)
         if table.num_rows:
             last = table.column("open_time")[-1].cast(pa.int64()).as_py()
-    journal = folder / JOURNAL
-    if journal.exists():
-        rows = read_journal(journal)
+    if rows is not None:
         rows = rows.filter(pc.greater(rows.column("open_time"), last))
         if rows.num_rows:
             new = to_store_table(rows)
