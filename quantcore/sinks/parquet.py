@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -110,7 +111,8 @@ class _Stream:
                 self._open_month(open_ms)
             size = self.size
             line = fmt.journal_line(bar, open_ms)
-            _write_all(self.fd, line)
+            if os.write(self.fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "short write (disk full?)")
             if self.fsync:
                 os.fsync(self.fd)
         except OSError as exc:
@@ -152,12 +154,6 @@ class _Stream:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = -1
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class ParquetRecorder(Component):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -287,15 +286,14 @@ async def test_a_failed_append_stops_the_stream_gap_free_and_a_restart_fills_it(
 ) -> None:
     root = tmp_path / "store"
     bars = [make_bar(i) for i in range(10)]
-    real_write = parquet_module._write_all
+    real_write = os.write
 
-    def full_disk(fd: int, data: bytes) -> None:
-        if b",105," in data:  # bar 5 (trades 105): part of its line lands, then ENOSPC
-            os.write(fd, data[:10])
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(fd, data)
+    def full_disk(fd: int, data: bytes) -> int:
+        if b",105," in data:  # bar 5 (trades 105): part of its line lands, then the disk is full
+            return real_write(fd, data[:10])
+        return real_write(fd, data)
 
-    monkeypatch.setattr(parquet_module, "_write_all", full_disk)
+    monkeypatch.setattr(parquet_module.os, "write", full_disk)
     recorder = ParquetRecorder(root=str(root))
     bus = EventBus()
     await start_all(bus, [recorder], [STREAM])
@@ -305,7 +303,7 @@ async def test_a_failed_append_stops_the_stream_gap_free_and_a_restart_fills_it(
     assert journal.read_bytes().endswith(fmt.journal_line(bars[4], bars[4].open_time_ms))
     await stop_all(bus, [recorder])
     assert (recorder.rows_written, recorder.unrecorded()) == (5, 5)
-    monkeypatch.setattr(parquet_module, "_write_all", real_write)
+    monkeypatch.setattr(parquet_module.os, "write", real_write)
 
     again = ParquetRecorder(root=str(root))
     assert again.resume_point(*STREAM) == bars[4].open_time_ms
