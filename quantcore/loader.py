@@ -37,6 +37,9 @@ _SOURCE_OF = {
 _FLOAT_PRECISION: dict[str, Any] = (
     {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
 )
+_TEXT = pd.Series([], dtype=str).dtype
+"""pandas' own string dtype (pandas 3: Arrow-backed ``str``; pandas 2: object), the same
+as ``read_csv(dtype=str)`` gives, so exact frames from every source compare equal."""
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -91,7 +94,7 @@ def load(
     return _from_csv(path, lo, hi, exact)
 
 
-def _frame(times: np.ndarray, values: dict[str, np.ndarray]) -> pd.DataFrame:
+def _frame(times: np.ndarray, values: dict[str, Any]) -> pd.DataFrame:
     columns: dict[str, Any] = {name: values[name] for name in _VALUES}
     columns["datetime"] = np.asarray(times, dtype=np.int64).view("datetime64[ms]")
     return pd.DataFrame(columns, copy=False)
@@ -208,5 +211,5 @@ def _from_parquet(
             values[name] = table.column(f"{stored}_float").to_numpy()
         else:
             own = (scales >> (5 * fmt.EXACT_COLUMNS.index(stored))) & 31
-            values[name] = fmt.exact_strings(table.column(stored), own)
+            values[name] = pd.array(fmt.exact_strings(table.column(stored), own), dtype=_TEXT)
     return _frame(times, values)

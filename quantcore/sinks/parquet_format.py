@@ -364,24 +364,34 @@ def _whole(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
-def exact_strings(column: pa.ChunkedArray, scales: np.ndarray) -> np.ndarray:
-    """A decimal column as the exchange's strings: each value with the decimals it came with."""
+def exact_strings(column: pa.ChunkedArray, scales: np.ndarray) -> pa.Array:
+    """A decimal column as the exchange's strings (an Arrow string array, in row order):
+    each value with the decimals it came with, built column-wise in Arrow and numpy."""
     values = _whole(column)
-    out = np.empty(len(values), dtype=object)
+    groups, positions = [], []
     for scale in (int(s) for s in np.unique(scales)):
         rows = np.flatnonzero(scales == scale)
         taken = values.take(pa.array(rows))
         unscaled, fits = _unscaled(taken, scale)
-        digits = pc.utf8_lpad(pa.array(unscaled).cast(pa.string()), scale + 1, "0")
         if scale:
-            digits = pc.binary_join_element_wise(
-                pc.utf8_slice_codeunits(digits, 0, -scale),
-                pc.utf8_slice_codeunits(digits, -scale, 1 << 30),
-                ".",
-            )
-        text = digits.to_numpy(zero_copy_only=False)
-        for i in np.flatnonzero(~fits):
-            exact = taken[i].as_py().quantize(Decimal(1).scaleb(-scale), context=_WIDE)
-            text[i] = format(exact, "f")
-        out[rows] = text
-    return out
+            unit = np.uint64(10**scale)
+            whole = pa.array(unscaled // unit).cast(pa.string())
+            fraction = pc.ascii_lpad(pa.array(unscaled % unit).cast(pa.string()), scale, "0")
+            digits = pc.binary_join_element_wise(whole, fraction, ".")
+        else:
+            digits = pa.array(unscaled).cast(pa.string())
+        wide = np.flatnonzero(~fits)
+        if len(wide):
+            step = Decimal(1).scaleb(-scale)
+            texts = [format(taken[int(i)].as_py().quantize(step, context=_WIDE), "f") for i in wide]
+            mask = np.zeros(len(rows), dtype=bool)
+            mask[wide] = True
+            digits = pc.replace_with_mask(digits, pa.array(mask), pa.array(texts))
+        groups.append(digits)
+        positions.append(rows)
+    if len(groups) == 1:
+        return groups[0]
+    if not groups:
+        return pa.array([], pa.string())
+    order = np.argsort(np.concatenate(positions), kind="stable")
+    return pa.concat_arrays(groups).take(pa.array(order))

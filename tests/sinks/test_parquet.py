@@ -192,7 +192,7 @@ def test_decimal_38_18_holds_every_binance_tick_step_limit_and_huge_volume() -> 
     for position, name in enumerate(fmt.EXACT_COLUMNS):
         stored = table.column(name)
         own = (scales >> (5 * position)) & 31
-        texts = fmt.exact_strings(stored, own)
+        texts = fmt.exact_strings(stored, own).to_pylist()
         assert list(texts) == [row[position] for row in rows], name
         assert stored.to_pylist() == [Decimal(row[position]) for row in rows]
         if name in fmt.FLOAT_COLUMNS:

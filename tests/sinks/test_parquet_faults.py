@@ -73,11 +73,11 @@ async def test_parquet_equals_the_csv_and_the_exchange_after_faults(
     position = fmt.EXACT_COLUMNS.index
     taker = fmt.exact_strings(
         table.column("taker_buy_volume"), (scales >> (5 * position("taker_buy_volume"))) & 31
-    )
+    ).to_pylist()
     taker_quote = fmt.exact_strings(
         table.column("taker_buy_quote_volume"),
         (scales >> (5 * position("taker_buy_quote_volume"))) & 31,
-    )
+    ).to_pylist()
     opens = table.column("open_time").to_numpy().view("int64")
     closes = table.column("close_time").to_numpy().view("int64")
     trades = table.column("trades").to_pylist()
