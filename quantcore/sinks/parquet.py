@@ -161,7 +161,7 @@ class ParquetRecorder(Component):
 
     ``venue`` names the partition (the config's venue name); ``fsync=True`` makes each
     journal line durable against power loss (a disk flush per bar); the default survives
-    a process crash. One process writes a store at a time (``_quantcore.json.lock``).
+    a process crash. One process writes a venue of a store at a time (``_venue=V.lock``).
     """
 
     def __init__(
@@ -185,16 +185,16 @@ class ParquetRecorder(Component):
         self.stop_grace = 30.0
 
     def _open_store(self) -> None:
-        """Verify ``root`` is empty or a store of ours, then take its one-writer lock."""
+        """Verify ``root`` is empty or a store of ours, mark it, then lock this venue in it.
+
+        One writer per venue of a store (``_venue=V.lock``): venues write disjoint folders,
+        so one process per venue may share a root; the marker is written atomically first.
+        """
         if self._lock is not None:
             return
         marker = self.root / fmt.MARKER
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"{self.root}: not a folder; left as is")
-        if self.root.is_dir() and not marker.exists() and any(self.root.iterdir()):
-            raise StoreError(
-                f"{self.root}: not a quantcore Parquet store (no {fmt.MARKER}); left as is"
-            )
         if marker.exists():
             try:
                 found = json.loads(marker.read_bytes())
@@ -202,18 +202,22 @@ class ParquetRecorder(Component):
                 found = None
             if not isinstance(found, dict) or found.get("format") != fmt.FORMAT["format"]:
                 raise StoreError(f"{marker}: not a quantcore store marker; left as is")
-        self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            self._lock = lock_for_writing(marker)
-        except FileBusyError as exc:
-            raise StoreError(str(exc)) from None
-        if not marker.exists() or marker.stat().st_size == 0:
-            temp = self.root / f".{fmt.MARKER}.tmp"
+        elif self.root.is_dir() and any(not p.name.startswith(".") for p in self.root.iterdir()):
+            raise StoreError(
+                f"{self.root}: not a quantcore Parquet store (no {fmt.MARKER}); left as is"
+            )
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            temp = self.root / f".{fmt.MARKER}.{os.getpid()}.tmp"
             temp.write_bytes(fmt.META_VALUE + b"\n")
             with temp.open("rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(temp, marker)
             fmt.fsync_dir(self.root)
+        try:
+            self._lock = lock_for_writing(self.root / f"_venue={self.venue}")
+        except FileBusyError as exc:
+            raise StoreError(str(exc)) from None
 
     def _stream(self, symbol: str, interval: str) -> _Stream:
         key = (symbol, interval)

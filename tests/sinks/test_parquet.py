@@ -91,7 +91,7 @@ async def test_same_bars_as_the_csv_string_for_string_and_floats_as_the_history(
     assert recorder.rows_written == 50 and recorder.unrecorded() == 0
 
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert files == ["_quantcore.json", "_quantcore.json.lock", f"{MONTH_FOLDER}/data.parquet"]
+    assert files == ["_quantcore.json", "_venue=binance-spot.lock", f"{MONTH_FOLDER}/data.parquet"]
     table = pq.read_table(root / MONTH_FOLDER / "data.parquet")
     assert table.schema.field("quote_volume").type == pa.decimal128(38, 18)
     assert table.schema.field("open_time").type == pa.timestamp("ms", tz="UTC")
@@ -221,7 +221,9 @@ async def test_one_writer_per_store_and_foreign_folders_and_files_are_refused(
     first = ParquetRecorder(root=str(root))
     bus = EventBus()
     await start_all(bus, [first], [STREAM])
-    with pytest.raises(StoreError, match=rf"_quantcore.json is being written .*pid {os.getpid()}"):
+    with pytest.raises(
+        StoreError, match=rf"_venue=binance-spot is being written .*pid {os.getpid()}"
+    ):
         await ParquetRecorder(root=str(root)).start()
     await stop_all(bus, [first])
 
@@ -313,3 +315,21 @@ async def test_a_failed_append_stops_the_stream_gap_free_and_a_restart_fills_it(
     await stop_all(bus, [again])
     frame = quantcore.load(*STREAM, source=root, exact=True)
     assert list(frame["open"]) == [b.decimal_strings().open for b in bars]
+
+
+async def test_two_venues_share_a_store_one_writer_each(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    spot, usdm = (
+        ParquetRecorder(root=str(root)),
+        ParquetRecorder(root=str(root), venue="binance-usdm"),
+    )
+    bus = EventBus()
+    await start_all(bus, [spot, usdm], [STREAM])
+    with pytest.raises(StoreError, match="_venue=binance-usdm is being written"):
+        await ParquetRecorder(root=str(root), venue="binance-usdm").start()
+    publish(bus, [make_bar(i) for i in range(3)])
+    await stop_all(bus, [spot, usdm])
+    with pytest.raises(quantcore.LoadError, match="held for several venues; pass venue="):
+        quantcore.load(*STREAM, source=root)
+    frame = quantcore.load(*STREAM, source=root, venue="binance-usdm", exact=True)
+    assert list(frame["close"]) == [make_bar(i).decimal_strings().close for i in range(3)]

@@ -89,13 +89,13 @@ async def test_a_second_process_on_the_same_store_is_refused(tmp_path: Path) -> 
     async with LocalExchange([ReplaySource.from_file(CSV_BTC)], speed=600) as exchange:
         config = write_config(tmp_path, exchange, csv=False)
         first = await start_app(config)
-        marker = tmp_path / "store" / "_quantcore.json.lock"
+        marker = tmp_path / "store" / "_venue=binance-spot.lock"
         await wait_until(marker.exists, 30, "the first process to lock the store")
         second = await start_app(config)
         _, err = await asyncio.wait_for(second.communicate(), 30)
         assert second.returncode == 2
         assert err.decode() == (
-            f"quantcore: ParquetRecorder: {tmp_path / 'store' / '_quantcore.json'} is being "
+            f"quantcore: ParquetRecorder: {tmp_path / 'store' / '_venue=binance-spot'} is being "
             f"written by another quantcore process (pid {first.pid})\n"
         )
         first.send_signal(signal.SIGTERM)
