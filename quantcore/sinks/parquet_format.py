@@ -2,14 +2,15 @@
 
 Layout (Hive-style, read as is by pandas, Polars, DuckDB and Spark)::
 
-    {root}/_quantcore.json                      marks the folder as a store (and is locked)
+    {root}/_quantcore.json                      marks the folder as a store
+    {root}/_venue=V.lock                        one writer per venue (quantcore.filelock)
     {root}/venue=V/symbol=S/interval=I/year=YYYY/month=MM/data.parquet
     {root}/venue=V/symbol=S/interval=I/year=YYYY/month=MM/_journal.csv  (bars not yet compacted)
 
 Names starting with ``_`` or ``.`` are skipped by every Parquet reader, so the journal,
 the lock and a compaction's temporary file are never seen as data. Prices and volumes are
 ``decimal128(38, 18)``: 20 integer and 18 fractional digits hold every value Binance sends
-(at most 8 decimals, quote volumes below 10**11) exactly; ``scales`` keeps the number of
+(at most 8 decimals, far below 10**20) exactly; ``scales`` keeps the number of
 decimals each exchange string had, so the strings themselves come back digit for digit.
 """
 
@@ -54,8 +55,8 @@ EXACT_COLUMNS = (
 )
 """Decimal columns, in the order their scales are packed into ``scales`` (5 bits each)."""
 FLOAT_COLUMNS = EXACT_COLUMNS[:6]
-"""Also stored as float64 (``open_float`` …): exactly ``float(text)``, read without decoding
-a decimal, which is what makes loading 10x faster than parsing a CSV."""
+"""Also stored as float64 (``open_float`` …): exactly ``float(text)``, so a load reads plain
+doubles instead of decoding and correctly rounding decimals (slower than parsing a CSV)."""
 JOURNAL_COLUMNS = ("open_time", "close_time", "event_time", "trades", *EXACT_COLUMNS)
 SCHEMA = pa.schema(
     [
