@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from quantcore.consumers.console import ConsoleLogger
     from quantcore.consumers.csv_recorder import CsvRecorder
     from quantcore.consumers.history import HistoryStore
+    from quantcore.loader import LoadError, load
     from quantcore.logs import configure_logging
 
 _LAZY = {
@@ -42,6 +43,8 @@ _LAZY = {
     "ConsoleLogger": "quantcore.consumers.console",
     "CsvRecorder": "quantcore.consumers.csv_recorder",
     "HistoryStore": "quantcore.consumers.history",
+    "load": "quantcore.loader",
+    "LoadError": "quantcore.loader",
 }
 
 
@@ -69,9 +72,11 @@ __all__ = [
     "FeedState",
     "FeedStatus",
     "HistoryStore",
+    "LoadError",
     "Side",
     "SignalEvent",
     "configure_logging",
+    "load",
     "load_config",
     "parse_config",
 ]

@@ -39,6 +39,7 @@ BUILTIN_CONSUMERS = {
     "console": "quantcore.consumers.console:ConsoleLogger",
     "aggregator": "quantcore.consumers.aggregator:BarAggregator",
     "sqlite": "quantcore.sinks.sqlite:SqliteRecorder",
+    "parquet": "quantcore.sinks.parquet:ParquetRecorder",
     "postgres": "quantcore.sinks.postgres:PostgresRecorder",
     "redis": "quantcore.sinks.redis_streams:RedisStreamPublisher",
 }

@@ -1,0 +1,189 @@
+"""The research store: one year of 1m bars loaded from Parquet vs ``pandas.read_csv``.
+
+One symbol, 525,600 bars of 2023 from the local exchange's seeded generator, recorded
+through the ParquetRecorder and the CsvRecorder (the same closed bars, as the codec
+builds them). Then, in the same run:
+
+- ``quantcore.load`` from the Parquet store against ``pandas.read_csv`` of the same CSV
+  (best of 3 each; target: at least 10x faster);
+- disk bytes per bar of both;
+- CPU per bar of each recorder at live-like rates: bars handed over one at a time with a
+  pause between them (a cold cache, as live), plus the Parquet recorder's compactions
+  spread over the bars they compact (target: within the CSV recorder's).
+
+Run: python bench/parquet_load.py [--bars 525600] [--live-sample 3000]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+from _common import Reporter, best_and_median, median, parser
+
+import quantcore
+from quantcore.consumers.csv_recorder import CsvRecorder
+from quantcore.events import BarDecimals, BarEvent
+from quantcore.sim.generator import RandomWalkSource
+from quantcore.sinks import parquet_format as fmt
+from quantcore.sinks.parquet import ParquetRecorder, compact
+
+SYMBOL, INTERVAL = "BTCUSDT", "1m"
+START = datetime(2023, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def year_of_bars(count: int) -> list[BarEvent]:
+    """``count`` closed 1m bars from 2023-01-01, as the codec builds them from the frames."""
+    start_ms = int(START.timestamp() * 1000)
+    source = RandomWalkSource(SYMBOL, INTERVAL, seed=1)
+    bars = []
+    for kline in (bar.kline() for bar in source.bars(start_ms, start_ms + count * 60_000)):
+        k = kline
+        d = BarDecimals(k.open, k.high, k.low, k.close, k.volume, k.quote_volume,
+                        k.taker_buy_base, k.taker_buy_quote)  # fmt: skip
+        opened = _EPOCH + timedelta(milliseconds=k.open_time)
+        closed = _EPOCH + timedelta(milliseconds=k.close_time)
+        floats = [float(text) for text in _values(d)]
+        o, h, lo, c, v, q, tv, tq = floats
+        event = closed + timedelta(milliseconds=1)
+        bar = BarEvent(SYMBOL, INTERVAL, opened, closed, o, h, lo, c, v, q, k.trades, tv, tq,
+                       True, event, 0, d)  # fmt: skip
+        bars.append(bar)
+    return bars
+
+
+def _values(d: BarDecimals) -> tuple[str, ...]:
+    return (d.open, d.high, d.low, d.close, d.volume, d.quote_volume, d.taker_buy_volume,
+            d.taker_buy_quote_volume)  # fmt: skip
+
+
+def live_cpu_per_bar(
+    first: Callable[[BarEvent], None], second: Callable[[BarEvent], None], bars: list[BarEvent]
+) -> tuple[float, float]:
+    """Median thread CPU (µs) of one call of each recorder's ``on_bar``, each after a 1 ms
+    pause (live-like: caches cold again), the two taking turns so both see the same load."""
+    samples: tuple[list[float], list[float]] = ([], [])
+    for bar in bars:
+        for on_bar, own in ((first, samples[0]), (second, samples[1])):
+            time.sleep(0.001)
+            start = time.thread_time_ns()
+            on_bar(bar)
+            own.append((time.thread_time_ns() - start) / 1000)
+    return (median(samples[0]), median(samples[1]))
+
+
+def folder_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+async def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--bars", type=int, default=525_600)
+    p.add_argument("--live-sample", type=int, default=3000)
+    args = p.parse_args()
+    report = Reporter("parquet_load", args.results)
+    bars = year_of_bars(args.bars)
+    report.note(f"{len(bars):,} bars of {SYMBOL} {INTERVAL} from {bars[0].open_time:%Y-%m-%d}")
+
+    with tempfile.TemporaryDirectory(prefix="qc-parquet-") as tmp:
+        folder = Path(tmp)
+        csv_path = folder / f"{SYMBOL}_{INTERVAL}.csv"
+        csv = CsvRecorder(path=str(folder / "{symbol}_{interval}.csv"))
+        store = ParquetRecorder(root=str(folder / "store"))
+        sample = args.live_sample
+        csv_live, parquet_live = live_cpu_per_bar(csv.on_bar, store.on_bar, bars[:sample])
+        for bar in bars[sample:]:
+            csv.on_bar(bar)
+            store.on_bar(bar)
+        await csv.stop()
+        await store.stop()
+
+        # Compaction, timed alone: every month's journal merged into its file again.
+        stream = fmt.stream_dir(folder / "store", store.venue, SYMBOL, INTERVAL)
+        again = folder / "again"
+        compact_cpu = 0.0
+        by_month: dict[tuple[str, str], list[bytes]] = {}
+        for bar in bars:
+            by_month.setdefault(month_of(bar), []).append(fmt.journal_line(bar, bar.open_time_ms))
+        for month in fmt.months(stream):
+            target = again / month.relative_to(folder / "store")
+            target.mkdir(parents=True)
+            journal = fmt.row_count(month / fmt.DATA)
+            (target / fmt.JOURNAL).write_bytes(b"".join(by_month[month.parent.name, month.name]))
+            start = time.process_time()
+            assert compact(target) == journal
+            compact_cpu += time.process_time() - start
+        compaction = compact_cpu / len(bars) * 1e6
+        parquet_total = parquet_live + compaction
+        report.add("CsvRecorder CPU per bar (live-like)", f"{csv_live:.1f} µs")
+        report.add(
+            "ParquetRecorder CPU per bar (live-like, journal append + compaction share)",
+            f"{parquet_total:.1f} µs ({parquet_live:.1f} + {compaction:.1f})",
+            baseline=f"CsvRecorder {csv_live:.1f} µs",
+            ratio=f"{parquet_total / csv_live:.2f}x",
+            target="<= CSV recorder",
+            met=parquet_total <= csv_live,
+        )
+
+        # The timings below start from a clean heap: the year of BarEvents is dropped.
+        count = len(bars)
+        del bars, by_month
+        gc.collect()
+
+        def time_parquet() -> float:
+            start = time.perf_counter()
+            frame = quantcore.load(SYMBOL, INTERVAL, source=folder / "store")
+            assert len(frame) == count
+            return time.perf_counter() - start
+
+        def time_csv() -> float:
+            start = time.perf_counter()
+            frame = pd.read_csv(csv_path)
+            assert len(frame) == count
+            return time.perf_counter() - start
+
+        parquet_best, _ = best_and_median(time_parquet, 3)
+        csv_best, _ = best_and_median(time_csv, 3)
+        ratio = csv_best / parquet_best
+        report.add(
+            f"quantcore.load from Parquet, {count:,} bars",
+            f"{parquet_best * 1000:.0f} ms",
+            baseline=f"pandas.read_csv {csv_best * 1000:.0f} ms",
+            ratio=f"{ratio:.1f}x faster",
+            target=">= 10x faster",
+            met=ratio >= 10,
+        )
+        exact_best, _ = best_and_median(
+            lambda: _timed(lambda: quantcore.load(SYMBOL, INTERVAL, source=folder / "store",
+                                                  exact=True)), 1)  # fmt: skip
+        report.add("quantcore.load(exact=True) from Parquet", f"{exact_best * 1000:.0f} ms")
+        store_bytes = folder_bytes(folder / "store")
+        csv_bytes = csv_path.stat().st_size
+        report.add(
+            "disk bytes per bar, Parquet store (all 14 fields)",
+            f"{store_bytes / count:.1f} B",
+            baseline=f"CSV (7 fields) {csv_bytes / count:.1f} B",
+            ratio=f"{store_bytes / csv_bytes:.2f}x",
+        )
+    report.save()
+
+
+def month_of(bar: BarEvent) -> tuple[str, str]:
+    return (f"year={bar.open_time.year:04d}", f"month={bar.open_time.month:02d}")
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,292 @@
+"""ParquetRecorder: closed bars in a Hive-partitioned Parquet store that research tools read.
+
+Each bar is appended as one line to its month's hidden journal (as cheap as a CSV line,
+and a process crash loses nothing the OS accepted). A month's journal is compacted into
+that month's ``data.parquet`` when the month closes, when the recorder stops, and at the
+next start after a crash: rows are merged in a background thread, written under a hidden
+temporary name, fsynced and renamed into place, so readers only ever see whole files.
+Layout and schema: :mod:`quantcore.sinks.parquet_format`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import errno
+import json
+import logging
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from quantcore.component import Component
+from quantcore.events import BarEvent, utc_text
+from quantcore.filelock import FileBusyError, WriterLock, lock_for_writing
+from quantcore.sinks import parquet_format as fmt
+from quantcore.sinks.parquet_format import StoreError
+
+log = logging.getLogger(__name__)
+
+
+def month_bounds(open_ms: int) -> tuple[int, int, int, int]:
+    """(year, month, first ms of the month, first ms of the next month), all UTC."""
+    tm = time.gmtime(open_ms // 1000)
+    year, month = tm.tm_year, tm.tm_mon
+    start = calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
+    following = (year + 1, 1) if month == 12 else (year, month + 1)
+    end = calendar.timegm((*following, 1, 0, 0, 0)) * 1000
+    return year, month, start, end
+
+
+def compact(folder: Path) -> int:
+    """Merge a month's journal into its ``data.parquet`` (atomically), then drop the journal.
+
+    Idempotent: journal rows already in the file (a crash between rename and unlink) are
+    skipped. Bytes after the journal's last newline (a line torn by kill -9) are dropped:
+    that bar was never acknowledged, so the feed fetches it again. Returns rows added.
+    """
+    journal = folder / fmt.JOURNAL
+    if not journal.exists():
+        return 0
+    size = journal.stat().st_size
+    before = 0
+    data = folder / fmt.DATA
+    if data.exists():
+        fmt.check_ours(data)
+        before = fmt.row_count(data)
+    table = fmt.read_month(folder)
+    added: int = table.num_rows - before
+    if added:
+        fmt.write_atomically(folder, table)
+    with open(journal, "rb") as handle:
+        tail = handle.read()[-1:]
+    if size and tail != b"\n":
+        log.warning("%s: dropped a torn last journal line left by an interrupted write", journal)
+    journal.unlink()
+    fmt.fsync_dir(folder)
+    return added
+
+
+class _Stream:
+    """One (symbol, interval): its folder, the open journal of the current month, its last bar."""
+
+    def __init__(self, folder: Path, fsync: bool) -> None:
+        self.folder = folder
+        self.fsync = fsync
+        self.fd = -1
+        self.month_dir: Path | None = None
+        self.start_ms = self.end_ms = 0
+        self.written = 0
+        self.lost = 0
+        self.size = 0
+        self.failed = False
+        for month in fmt.months(folder):
+            compact(month)
+        self.last_ms: int | None = None
+        for month in reversed(fmt.months(folder)):
+            self.last_ms = fmt.last_open_ms(month)
+            if self.last_ms is not None:
+                break
+
+    def write(self, bar: BarEvent) -> Path | None:
+        """Append the bar's journal line; returns the month folder to compact if it closed.
+
+        After a failed append the stream appends nothing more this run (each later bar is
+        counted lost, so the run ends non-zero): the journal stays gap-free and a restart
+        backfills from its last row. A partly written line is cut off first.
+        """
+        open_ms = bar.open_time_ms
+        if self.last_ms is not None and open_ms <= self.last_ms:
+            return None
+        if self.failed:
+            self.lost += 1
+            return None
+        closed = None
+        size = -1
+        try:
+            if not self.start_ms <= open_ms < self.end_ms:
+                closed = self.month_dir if self.fd >= 0 else None
+                self._open_month(open_ms)
+            size = self.size
+            line = fmt.journal_line(bar, open_ms)
+            if os.write(self.fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "short write (disk full?)")
+            if self.fsync:
+                os.fsync(self.fd)
+        except OSError as exc:
+            self._failed(open_ms, size, exc)
+            return closed
+        self.size = size + len(line)
+        self.last_ms = open_ms
+        self.written += 1
+        return closed
+
+    def _failed(self, open_ms: int, size: int, exc: OSError) -> None:
+        self.failed = True
+        self.lost += 1
+        if size >= 0 and self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, size)
+        log.error(
+            "%s: cannot append the bar of %s to the journal (%s); recording of this stream "
+            "stops here (gap-free), a restart backfills from its last bar",
+            self.folder,
+            utc_text(open_ms),
+            exc.strerror or exc,
+        )
+
+    def _open_month(self, open_ms: int) -> None:
+        self.close()
+        year, month, self.start_ms, self.end_ms = month_bounds(open_ms)
+        self.month_dir = fmt.month_dir(self.folder, year, month)
+        self.month_dir.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(
+            self.month_dir / fmt.JOURNAL,
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+            0o644,
+        )
+        self.size = os.fstat(self.fd).st_size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+class ParquetRecorder(Component):
+    """Records closed bars under ``root`` in ``venue=/symbol=/interval=/year=/month=`` folders.
+
+    ``venue`` names the partition (the config's venue name); ``fsync=True`` makes each
+    journal line durable against power loss (a disk flush per bar); the default survives
+    a process crash. One process writes a venue of a store at a time (``_venue=V.lock``).
+    """
+
+    def __init__(
+        self,
+        *,
+        root: str = "data/parquet",
+        venue: str = "binance-spot",
+        fsync: bool = False,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        self.root = Path(root)
+        self.venue = venue
+        fmt.stream_dir(self.root, venue, "BTCUSDT", "1m")
+        self.fsync = fsync
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._lock: WriterLock | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._compactions: list[Future[int]] = []
+        self._closed_lost = self._closed_written = 0
+        self.stop_grace = 30.0
+
+    def _open_store(self) -> None:
+        """Verify ``root`` is empty or a store of ours, mark it, then lock this venue in it.
+
+        One writer per venue of a store (``_venue=V.lock``): venues write disjoint folders,
+        so one process per venue may share a root; the marker is written atomically first.
+        """
+        if self._lock is not None:
+            return
+        marker = self.root / fmt.MARKER
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{self.root}: not a folder; left as is")
+        if marker.exists():
+            try:
+                found = json.loads(marker.read_bytes())
+            except ValueError:
+                found = None
+            if not isinstance(found, dict) or found.get("format") != fmt.FORMAT["format"]:
+                raise StoreError(f"{marker}: not a quantcore store marker; left as is")
+        elif self.root.is_dir() and any(not p.name.startswith(".") for p in self.root.iterdir()):
+            raise StoreError(
+                f"{self.root}: not a quantcore Parquet store (no {fmt.MARKER}); left as is"
+            )
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            temp = self.root / f".{fmt.MARKER}.{os.getpid()}.tmp"
+            temp.write_bytes(fmt.META_VALUE + b"\n")
+            with temp.open("rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temp, marker)
+            fmt.fsync_dir(self.root)
+        try:
+            self._lock = lock_for_writing(self.root / f"_venue={self.venue}")
+        except FileBusyError as exc:
+            raise StoreError(str(exc)) from None
+
+    def _stream(self, symbol: str, interval: str) -> _Stream:
+        key = (symbol, interval)
+        stream = self._streams.get(key)
+        if stream is None:
+            self._open_store()
+            folder = fmt.stream_dir(self.root, self.venue, symbol, interval)
+            stream = self._streams[key] = _Stream(folder, self.fsync)
+        return stream
+
+    async def start(self) -> None:
+        self._open_store()
+        for symbol, interval in self.context.streams:
+            self._stream(symbol, interval)
+
+    def resume_point(self, symbol: str, interval: str) -> int | None:
+        return self._stream(symbol, interval).last_ms
+
+    def on_bar(self, bar: BarEvent) -> None:
+        closed = self._stream(bar.symbol, bar.interval).write(bar)
+        if closed is not None:
+            self._compact_later(closed)
+
+    def _compact_later(self, folder: Path) -> None:
+        """Compact a closed month in the background thread (the loop never waits on it)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="parquet-compact")
+        self._compactions = [f for f in self._compactions if not f.done()]
+        self._compactions.append(self._executor.submit(self._compact_logged, folder))
+
+    @staticmethod
+    def _compact_logged(folder: Path) -> int:
+        try:
+            return compact(folder)
+        except (OSError, ValueError) as exc:
+            log.error(
+                "%s: compaction failed (%s); the journal is kept for the next start", folder, exc
+            )
+            return 0
+
+    def compact_all(self) -> None:
+        """Close every journal and compact the current months (on stop; synchronous)."""
+        for stream in self._streams.values():
+            stream.close()
+            if stream.month_dir is not None:
+                self._compact_logged(stream.month_dir)
+
+    def unrecorded(self) -> int:
+        return self._closed_lost + sum(s.lost for s in self._streams.values())
+
+    @property
+    def rows_written(self) -> int:
+        """Bars appended to the journals (durable against a process crash), this run."""
+        return self._closed_written + sum(s.written for s in self._streams.values())
+
+    async def stop(self) -> None:
+        """Wait for background compactions, compact each current month, release the lock."""
+        try:
+            for future in self._compactions:
+                await asyncio.wrap_future(future)
+            await asyncio.to_thread(self.compact_all)
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+            self._compactions.clear()
+            self._closed_lost += sum(s.lost for s in self._streams.values())
+            self._closed_written += sum(s.written for s in self._streams.values())
+            self._streams.clear()
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None

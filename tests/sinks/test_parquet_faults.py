@@ -1,0 +1,91 @@
+"""The Parquet store ends equal to the CSV, string for string, after the fault-schedule run
+(drops, stalls, restarts, malformed/duplicate/out-of-order frames), and every field it
+keeps beyond the CSV's (close time, trades, taker volumes) equals the exchange's bar."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+import quantcore
+from quantcore.app import App
+from quantcore.sim import LocalExchange, ReplaySource
+from quantcore.sinks import parquet_format as fmt
+from tests.harness import app_config, caught_up, csv_rows, inject_faults, truth_since, wait_until
+from tests.paths import CSV_BTC, CSV_SHIB
+
+BARS = 150
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("symbol", "data"), [("BTCUSDT", CSV_BTC), ("SHIBUSDT", CSV_SHIB)])
+async def test_parquet_equals_the_csv_and_the_exchange_after_faults(
+    tmp_path: Path, symbol: str, data: Path
+) -> None:
+    csv_path = tmp_path / f"{symbol}_1m.csv"
+    root = tmp_path / "store"
+    exchange = LocalExchange([ReplaySource.from_file(data, symbol)], speed=1200, updates_per_bar=4)
+    async with exchange:
+        config = app_config(
+            exchange,
+            str(tmp_path / "{symbol}_{interval}.csv"),
+            streams=[{"symbol": symbol, "interval": "1m"}],
+            feed={"stall_timeout": 0.5, "reconnect": {"initial_delay": 0.05, "max_delay": 0.3}},
+            consumers=[
+                {"class": "csv", "params": {"path": str(tmp_path / "{symbol}_{interval}.csv")}},
+                {"class": "parquet", "params": {"root": str(root)}},
+            ],
+        )
+        app = App(config)
+        run = asyncio.create_task(app.run())
+        await wait_until(
+            lambda: csv_path.exists() and len(csv_path.read_text().splitlines()) > 3,
+            10,
+            "first bars",
+        )
+        faults = await inject_faults(
+            exchange,
+            random.Random(7),
+            lambda: len(exchange.closed_klines(symbol, "1m")) >= BARS,
+            symbol=symbol,
+        )
+        await wait_until(lambda: caught_up(exchange, csv_path, symbol), 20, "the CSV to catch up")
+        app.stop()
+        await asyncio.wait_for(run, 20)
+        rows = csv_rows(csv_path)
+        assert rows == truth_since(exchange, rows[0], len(rows), symbol=symbol)
+        truth = {k.open_time: k for k in exchange.closed_klines(symbol, "1m", since_ms=0)}
+    assert len(rows) >= BARS - 10 and len(set(faults)) >= 4, faults
+
+    exact = quantcore.load(symbol, "1m", source=root, exact=True)
+    stamps = exact["datetime"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    values = exact[["close", "high", "low", "open", "volume", "baseVolume"]]
+    stored = [
+        (*v, s) for v, s in zip(values.itertuples(index=False, name=None), stamps, strict=True)
+    ]
+    assert stored == rows
+
+    table = fmt.read_stream(root, symbol, "1m", None, None, None)
+    scales = table.column("scales").to_numpy()
+    position = fmt.EXACT_COLUMNS.index
+    taker = fmt.exact_strings(
+        table.column("taker_buy_volume"), (scales >> (5 * position("taker_buy_volume"))) & 31
+    ).to_pylist()
+    taker_quote = fmt.exact_strings(
+        table.column("taker_buy_quote_volume"),
+        (scales >> (5 * position("taker_buy_quote_volume"))) & 31,
+    ).to_pylist()
+    opens = table.column("open_time").to_numpy().view("int64")
+    closes = table.column("close_time").to_numpy().view("int64")
+    trades = table.column("trades").to_pylist()
+    for i, open_ms in enumerate(opens):
+        k = truth[int(open_ms)]
+        assert (int(closes[i]), trades[i], taker[i], taker_quote[i]) == (
+            k.close_time,
+            k.trades,
+            k.taker_buy_base,
+            k.taker_buy_quote,
+        )
