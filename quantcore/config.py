@@ -345,6 +345,8 @@ def _venue_paths(
                 params["path"] = f"data/{venue.name}/{{symbol}}_{{interval}}.csv"
             elif not spot and isinstance(path, str) and not alone:
                 params["path"] = _in_folder(path, venue.name)
+        elif target == BUILTIN_CONSUMERS["parquet"]:
+            params.setdefault("venue", venue.name)  # one root holds every venue's partitions
         elif spot or alone:
             pass
         elif target == BUILTIN_CONSUMERS["sqlite"]:
