@@ -33,6 +33,7 @@ from quantcore.intervals import interval_ms
 from quantcore.logs import configure_logging
 from quantcore.metrics import MetricsServer
 from quantcore.sinks.schema import FloatTableError
+from quantcore.startfiles import NewFiles
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ class App:
         """With more than one venue: one App per venue, run side by side (own bus,
         components and feed, so a symbol listed on two venues stays two series)."""
         self._owns_signals = True
+        self._new_files: NewFiles | None = None
+        """What this run's recorders may create; removed again if the start is refused."""
         for part in self.parts:
             part._owns_signals = False  # Ctrl-C reaches this App, which stops every part
 
@@ -132,9 +135,11 @@ class App:
                     self.stop()
                 try:
                     summaries = await asyncio.gather(*runs)
-                except BaseException:
+                except BaseException as exc:
                     self.stop()
                     await asyncio.gather(*runs, return_exceptions=True)
+                    if isinstance(exc, ConfigError):  # the others were stopped, not refused
+                        NewFiles.combined(part._new_files for part in self.parts).remove()
                     raise
         finally:
             if self.metrics is not None:
@@ -160,6 +165,8 @@ class App:
         for component in self.components:
             component.attach(self.context)
         started_components: list[Component] = []
+        new_files = self._new_files = NewFiles(self.components, self.config.streams)
+        refused = False
         try:
             for component in self.components:
                 try:
@@ -183,10 +190,15 @@ class App:
                     await feed.run()
                 if feed.fatal is not None:
                     raise ConfigError(self._fatal_text(feed))
+        except ConfigError:
+            refused = True
+            raise
         finally:
             await self._shutdown(started_components)
             if self.metrics is not None:
                 await self.metrics.stop()
+            if refused:
+                new_files.remove()
         return self._summary(time.monotonic() - started)
 
     async def _shutdown(self, components: list[Component]) -> None:
