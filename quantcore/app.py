@@ -240,6 +240,16 @@ class App:
             if key is not None and isinstance(c, CsvRecorder) and c.resume_point(*key) is not None
         ]
         reason = feed.fatal or ""
+        if reason.startswith("unknown symbol "):
+            named = set(reason.partition(":")[0].removeprefix("unknown symbol ").split(", "))
+            fields = [
+                f"{self.config.stream_field(key)}.symbol"
+                for key in self.config.streams
+                if key[0] in named
+            ]
+            where = ", ".join(dict.fromkeys(fields)) or "streams"
+            hint = "; exchange.local.symbols lists what it generates" if self.config.local else ""
+            return f"{self.config.source}: {where} (venue {self.config.venue}): {reason}{hint}"
         return f"{', '.join(holders)}: {reason}" if holders else reason
 
     def _resume_points(self) -> dict[StreamKey, int]:
@@ -336,8 +346,9 @@ def start_local_exchange(
 ) -> Any:
     """Build (not yet start) the embedded local exchange serving these streams.
 
-    Replay files come from ``local.data`` (``[SYMBOL=]FILE``); every other symbol is
-    played by the seeded random-walk generator. A bad file is a config error. With
+    Replay files come from ``local.data`` (``[SYMBOL=]FILE``); the symbols of
+    ``local.symbols`` are played by the seeded random-walk generator; any other is not
+    listed, so the feed refuses it as it would against Binance. A bad file is a config error. With
     only generated symbols, the market clock starts no earlier than just after the
     latest bar already recorded (the generator is a pure function of time), so an
     offline demo that ran ahead of the wall clock continues where it stopped.
@@ -351,9 +362,10 @@ def start_local_exchange(
             now_ms = int(time.time() * 1000)
             after = max(open_ms + interval_ms(i) for (_, i), open_ms in resume.items())
             start_ms = after if after > now_ms else None
+        generated = set(local.symbols) - {source.symbol for source in sources}
         return LocalExchange(
             sources,
-            symbols=sorted({symbol for symbol, _ in streams}),
+            symbols=sorted({symbol for symbol, _ in streams} & generated),
             intervals=sorted({interval for _, interval in streams}),
             seed=local.seed,
             speed=local.rate,
