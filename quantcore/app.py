@@ -296,16 +296,19 @@ class App:
             yield
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
             try:
                 loop.add_signal_handler(sig, self.stop)
-                installed.append(sig)
+                installed.append((sig, previous))
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
         try:
             yield
         finally:
-            for sig in installed:
+            for sig, previous in installed:
                 loop.remove_signal_handler(sig)
+                if previous is not None:
+                    signal.signal(sig, previous)  # e.g. the CLI's: a late signal still stops
 
     @contextlib.contextmanager
     def _deadline(self, duration: float | None) -> Any:
