@@ -125,6 +125,22 @@ def test_a_bad_db_touches_nothing(tmp_path: Path, force: bool) -> None:
     assert result.returncode == 2 and existing.read_bytes() == b"keep me\n"
 
 
+def test_out_in_a_missing_folder_or_on_a_folder_is_one_line(tmp_path: Path, db: Path) -> None:
+    before = files(tmp_path)
+    missing = tmp_path / "no" / "such" / "x.csv"
+    result = export(*args(db, missing), cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"export: {missing}: folder {missing.parent} does not exist\n",
+    )
+    result = export(*args(db, tmp_path, "--force"), cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"export: {tmp_path}: is a folder; --out needs a file name\n",
+    )
+    assert files(tmp_path) == before
+
+
 @pytest.mark.parametrize(("symbol", "interval"), [("NOPEUSDT", "1m"), ("BTCUSDT", "5m")])
 def test_a_stream_without_bars_writes_nothing_and_exits_1(
     tmp_path: Path, db: Path, symbol: str, interval: str

@@ -114,6 +114,8 @@ def check_target(out: Path, db: Path, force: bool) -> None:
         raise ExportError(f"{out}: is the database being exported ({db}); choose another --out")
     if out.is_dir():
         raise ExportError(f"{out}: is a folder; --out needs a file name")
+    if not out.parent.is_dir():
+        raise ExportError(f"{out}: folder {out.parent} does not exist")
     if out.exists() and not out.is_file():
         raise ExportError(f"{out}: is not a regular file; left as is (use --out - for stdout)")
     busy = holder(out)
