@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-import msgspec.inspect
 import yaml
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from quantcore.backoff import Backoff
 from quantcore.component import Component
+from quantcore.config_errors import schema_error
 from quantcore.envvars import EnvVarError, substitute
 from quantcore.feeds.base import ReconnectPolicy
 from quantcore.feeds.binance.feed import BinanceFeedSettings
@@ -288,7 +288,7 @@ def parse_config(
     try:
         doc = msgspec.convert(raw, _Document)
     except msgspec.ValidationError as exc:
-        raise _schema_error(str(exc), raw) from None
+        raise ConfigError(schema_error(str(exc), raw, _Document)) from None
     exchange = doc.exchange
     local = LocalExchangeConfig() if exchange.local is True else exchange.local or None
     if local is not None and exchange.redis is not None:
@@ -302,6 +302,14 @@ def parse_config(
         venue = _venue(msgspec.structs.replace(exchange, venue=venue_name))[1]
     indices = stream_indices or tuple(range(len(doc.streams or ())))
     streams = _streams(doc.streams, venue, indices)
+    if local is not None and not local.data:  # a replay file's symbol is known at start
+        for (symbol, _), i in zip(streams, indices, strict=True):
+            if symbol not in local.symbols:
+                raise ConfigError(
+                    f"streams[{i}].symbol (venue {venue_name}): unknown symbol {symbol}: not in "
+                    f"exchange.local.symbols ({', '.join(local.symbols)}), what the embedded "
+                    "local exchange generates"
+                )
     logs = doc.logging
     level = logs.level.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -552,52 +560,3 @@ def _url(raw: str, where: str, scheme: str = "http", root: str = "api") -> str:
     if not base.endswith(f"/{root}"):
         raise ConfigError(f"{where}: {raw!r}: expected the REST base ending in /{root}")
     return base
-
-
-_KINDS = {"float": "a number", "int": "an integer", "str": "a string", "bool": "true or false",
-          "object": "a mapping", "array": "a list", "null": "empty"}  # fmt: skip
-_PATH = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-
-
-def _schema_error(message: str, raw: Any) -> ConfigError:
-    """msgspec's ``Expected `int` >= 1, got ... - at `$.feed.x``` → ``feed.x: 0 is not an
-    integer >= 1``: the field path, the value as written, what was expected."""
-    problem, _, at = message.partition(" - at `$")
-    path = at.rstrip("`")
-    where = path.lstrip(".") or "config"
-    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", problem)
-    if unknown:
-        allowed = ", ".join(sorted(_keys(path)))
-        return ConfigError(f"{where}.{unknown[1]}: unknown setting (allowed: {allowed})")
-    missing = re.fullmatch(r"Object missing required field `(.*)`", problem)
-    if missing:
-        return ConfigError(f"{where}.{missing[1]}: missing")
-    value: Any = raw
-    for key, index in _PATH.findall(path):
-        value = value[int(index)] if index else value.get(key)
-    expected = problem.removeprefix("Expected ").partition(", got")[0]
-    if expected == problem:
-        return ConfigError(f"{where}: {value!r}: {problem}")
-    words = re.sub(
-        r"`([a-z]+)`", lambda m: _KINDS.get(m[1], m[1]), expected.replace(" | ", "` or `")
-    )
-    return ConfigError(f"{where}: {value!r} is not {words}")
-
-
-def _keys(path: str) -> list[str]:
-    """The settings the schema allows in the mapping at ``path`` (for the error message)."""
-    options = _structs(msgspec.inspect.type_info(_Document))
-    for key, _ in _PATH.findall(path):
-        if key:
-            fields = (f for option in options for f in option.fields if f.encode_name == key)
-            options = [struct for f in fields for struct in _structs(f.type)]
-    return [f.encode_name for option in options for f in option.fields]
-
-
-def _structs(info: msgspec.inspect.Type) -> list[msgspec.inspect.StructType]:
-    """The mapping schemas a type admits, through unions and lists."""
-    if isinstance(info, msgspec.inspect.UnionType):
-        return [struct for option in info.types for struct in _structs(option)]
-    if isinstance(info, msgspec.inspect.ListType):
-        return _structs(info.item_type)
-    return [info] if isinstance(info, msgspec.inspect.StructType) else []
