@@ -25,6 +25,7 @@ from quantcore.consumers.csv_recorder import HEADER, format_row
 from quantcore.envvars import EnvVarError, substitute
 from quantcore.redact import redact
 from quantcore.sim import LocalExchange
+from tests.paths import REST_BTC
 from tests.sinks.helpers import make_bar
 
 pytestmark = pytest.mark.timeout(120)
@@ -127,16 +128,18 @@ async def test_unknown_symbol_is_refused_by_the_embedded_exchange_as_by_a_standa
     tmp_path: Path,
 ) -> None:
     """NOPECOIN is refused against a standalone local exchange that plays BTCUSDT; the
-    embedded one refuses it the same way (it used to play it as a random walk). Either
-    refusal names the file, the field and the venue; the existing CSV stays byte for byte,
-    and nothing new (no header-only CSV, no .lock, no folder) is left behind."""
+    embedded one, replaying BTCUSDT from a file, refuses it the same way at start (it used
+    to play it as a random walk). Each refusal names the file, the field and the venue;
+    the existing CSV stays byte for byte, and nothing new (no header-only CSV, no .lock,
+    no folder) is left behind."""
     streams = [{"symbol": "BTCUSDT"}, {"symbol": "NOPECOIN"}]
     for where in ("standalone", "embedded"):
         folder = tmp_path / where
         folder.mkdir()
         existing_csv(folder)
         if where == "embedded":
-            config = write(folder, {"exchange": LOCAL, "streams": streams, "consumers": [CSV]})
+            local = {"local": {"speed": 60, "data": [f"BTCUSDT={REST_BTC}"]}}
+            config = write(folder, {"exchange": local, "streams": streams, "consumers": [CSV]})
             before = files(folder)
             result = quantcore("run", str(config), cwd=folder)
             rest = r"http://127\.0\.0\.1:\d+/api"
@@ -157,9 +160,30 @@ async def test_unknown_symbol_is_refused_by_the_embedded_exchange_as_by_a_standa
         assert files(folder) == before, where
 
 
+def test_unknown_symbol_of_the_generating_embedded_exchange_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    """Without replay files the embedded exchange's symbols are known from the config, so
+    validate refuses NOPECOIN too, before anything starts."""
+    config = write(tmp_path, {"exchange": LOCAL, "streams": [{"symbol": "BTCUSDT"},
+                              {"symbol": "nope-coin"}], "consumers": [CSV]})  # fmt: skip
+    for command in ("validate", "run"):
+        assert one_line_exit_2(quantcore(command, str(config), cwd=tmp_path)) == (
+            f"quantcore: {config}: streams[1].symbol (venue binance-spot): unknown symbol "
+            "NOPECOIN: not in exchange.local.symbols (BTCUSDT, ETHUSDT, BNBUSDT, SOLUSDT, "
+            "XRPUSDT, DOGEUSDT, BTCUSD_PERP, ETHUSD_PERP), what the embedded local exchange "
+            "generates\n"
+        )
+    assert files(tmp_path) == {"c.yaml": config.read_bytes()}
+    raw = yaml.safe_load(config.read_text())
+    raw["exchange"]["local"]["symbols"] = ["BTCUSDT", "NOPECOIN"]
+    assert quantcore("validate", str(write(tmp_path, raw)), cwd=tmp_path).returncode == 0
+
+
 def test_refused_start_leaves_no_new_files_and_folders(tmp_path: Path) -> None:
     """Nothing existed before: after the refusal, nothing exists (no data/ folder)."""
-    config = write(tmp_path, {"exchange": LOCAL, "streams": [{"symbol": "NOPECOIN"}],
+    local = {"local": {"speed": 60, "data": [f"BTCUSDT={REST_BTC}"]}}
+    config = write(tmp_path, {"exchange": local, "streams": [{"symbol": "NOPECOIN"}],
                               "consumers": [CSV, {"class": "sqlite",
                                                   "params": {"path": "data/db/bars.sqlite"}}]})  # fmt: skip
     before = files(tmp_path)
@@ -179,11 +203,14 @@ def test_a_venues_refused_symbol_names_the_stream_and_the_venue(tmp_path: Path) 
     """The third stream's symbol, unknown to USD-M: the line names streams[2].symbol and
     binance-usdm (it named neither). The whole run stops (exit 2), as for any config
     error: recording some venues while the config says more would be a half start."""
-    config = write(tmp_path, {"exchange": LOCAL, "streams": VENUES, "consumers": [CSV]})
+    local = {"local": {"speed": 60, "data": [f"BTCUSDT={REST_BTC}"]}}  # refused at start
+    config = write(tmp_path, {"exchange": local, "streams": VENUES, "consumers": [CSV]})
     line = one_line_exit_2(quantcore("run", str(config), cwd=tmp_path))
     assert line.startswith(
         f"quantcore: {config}: streams[2].symbol (venue binance-usdm): unknown symbol NOPEUSDT:"
+        " not listed by http://127.0.0.1:"
     ), line
+    assert "/fapi/v1/exchangeInfo; exchange.local.symbols lists what it generates\n" in line
     assert files(tmp_path) == {"c.yaml": config.read_bytes()}
 
 
