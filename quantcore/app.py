@@ -351,10 +351,10 @@ def start_local_exchange(
 
     Replay files come from ``local.data`` (``[SYMBOL=]FILE``); the symbols of
     ``local.symbols`` are played by the seeded random-walk generator; any other is not
-    listed, so the feed refuses it as it would against Binance. A bad file is a config error. With
-    only generated symbols, the market clock starts no earlier than just after the
-    latest bar already recorded (the generator is a pure function of time), so an
-    offline demo that ran ahead of the wall clock continues where it stopped.
+    listed, so the feed refuses it as it would against Binance. A bad file is a config
+    error. With only generated symbols, the market clock starts no earlier than just
+    after the latest bar already recorded (the generator is a pure function of time), so
+    an offline demo that ran ahead of the wall clock continues where it stopped.
     """
     from quantcore.sim import DataFileError, LocalExchange, sources_from_specs
 

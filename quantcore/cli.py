@@ -130,7 +130,8 @@ def describe_config(config: AppConfig) -> list[str]:
         local = config.local
         speed = "max" if local.rate is None else f"{local.rate:g}x"
         specs = local.data if isinstance(local.data, tuple) else ()
-        data = ", ".join(specs) or f"seeded random walk (seed {local.seed})"
+        walk = f"seeded random walk (seed {local.seed}) of {', '.join(local.symbols)}"
+        data = ", ".join(specs) or walk
         lines.append(f"exchange: local on 127.0.0.1 port {local.port or 'any'}, speed {speed}")
         lines.append(f"  data: {data}; history_bars={local.history_bars}")
     elif config.redis is not None:
