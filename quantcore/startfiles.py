@@ -118,7 +118,7 @@ def _empty_database(path: Path) -> bool:
 def _unlink(*paths: Path) -> list[Path]:
     gone = []
     for path in paths:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # gone, or never possible (a file as folder)
             os.unlink(path)
             gone.append(path)
     return gone
