@@ -18,6 +18,7 @@ import logging
 import math
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -258,8 +259,8 @@ _active: _Stopper | None = None
 def _stop_on_signals() -> Iterator[_Stopper]:
     """Install a :class:`_Stopper` for SIGINT and SIGTERM (or reuse the one installed)."""
     global _active
-    if _active is not None:
-        yield _active
+    if _active is not None or threading.current_thread() is not threading.main_thread():
+        yield _active or _Stopper()  # only the main thread may install signal handlers
         return
     stopper = _active = _Stopper()
     previous = {sig: signal.signal(sig, stopper) for sig in (signal.SIGINT, signal.SIGTERM)}
