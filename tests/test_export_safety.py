@@ -162,7 +162,8 @@ def test_a_stream_without_bars_writes_nothing_and_exits_1(
 def test_a_csv_a_running_recorder_holds_is_refused_byte_for_byte(tmp_path: Path, db: Path) -> None:
     """The demo records into data/demo/BTCUSDT_1m.csv in its own process; export aimed at
     that file (with and without --force) is refused naming the recorder's pid, and the
-    recorder's file stays a whole quantcore CSV: every byte it had stays, rows go on."""
+    file is byte for byte what it was (the recorder paused by SIGSTOP, lock held, while
+    export runs), and the recorder goes on: a whole quantcore CSV, every row recorded."""
     recorder = subprocess.Popen(
         [sys.executable, "-m", "quantcore", "run", str(REPO / "config" / "demo.yaml")],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -174,14 +175,18 @@ def test_a_csv_a_running_recorder_holds_is_refused_byte_for_byte(tmp_path: Path,
             assert time.monotonic() < deadline, "the demo recorded nothing"
             time.sleep(0.1)
         for flag in ([], ["--force"]):
-            before = csv.read_bytes()
-            result = export(*args(db, csv, *flag), cwd=tmp_path)
+            os.kill(recorder.pid, signal.SIGSTOP)  # holds its lock, appends nothing meanwhile
+            try:
+                before = csv.read_bytes()
+                result = export(*args(db, csv, *flag), cwd=tmp_path)
+                assert csv.read_bytes() == before, "byte for byte"
+            finally:
+                os.kill(recorder.pid, signal.SIGCONT)
             assert result.returncode == 2
             assert result.stderr == (
                 f"export: {csv}: is being written by a quantcore process "
                 f"(pid {recorder.pid}); left as is\n"
             )
-            assert csv.read_bytes().startswith(before), "nothing the recorder wrote changed"
         assert sorted(p.name for p in csv.parent.iterdir()) == [
             "BTCUSDT_1m.csv",
             "BTCUSDT_1m.csv.lock",
