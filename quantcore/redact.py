@@ -12,7 +12,7 @@ import logging
 import re
 
 MASK = "***"
-_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*:)[^@\s'\"]+@")
+_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s'\"]*:)[^@/?#\s'\"]+@")
 _PAIR = re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s'\"&,;)]+)", re.I)
 _SECRET_KEYS = ("password", "passwd", "secret", "token")
 

@@ -446,6 +446,8 @@ def test_logs_never_show_a_password(tmp_path: Path) -> None:
         ("host=db password='s3 cret' port=5", "host=db password=*** port=5"),
         ("ws://127.0.0.1:40123/ http://h:80/api", "ws://127.0.0.1:40123/ http://h:80/api"),
         ("postgresql://trader@db/m", "postgresql://trader@db/m"),
+        ("ws://127.0.0.1:9443/ws/btcusdt@kline_1m", "ws://127.0.0.1:9443/ws/btcusdt@kline_1m"),
+        ("http://h:80/x?mail=a@b.c", "http://h:80/x?mail=a@b.c"),
     ],
 )
 def test_redact_hides_every_password_form(text: str, shown: str) -> None:
