@@ -103,10 +103,13 @@ def test_sigterm_in_the_first_moments_exits_0_with_the_summary(tmp_path: Path, m
     )  # fmt: skip
     csv = tmp_path / "data" / "BTCUSDT_1m.csv"
     deadline = time.monotonic() + 30
-    while not (catches_sigterm(process.pid) and (moment == "importing" or csv.exists())):
+    ready = (lambda: catches_sigterm(process.pid)) if moment == "importing" else csv.exists
+    while not ready():
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.001)
+    started = csv.exists()
     os.kill(process.pid, signal.SIGTERM)
+    assert moment != "importing" or not started, "the handler is there before anything starts"
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert SUMMARY.match(out.strip().splitlines()[-1]), out
