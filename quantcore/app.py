@@ -34,6 +34,7 @@ from quantcore.logs import configure_logging
 from quantcore.metrics import MetricsServer
 from quantcore.sinks.refill import BarHistory
 from quantcore.sinks.schema import FloatTableError
+from quantcore.startfiles import NewFiles
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class App:
         """With more than one venue: one App per venue, run side by side (own bus,
         components and feed, so a symbol listed on two venues stays two series)."""
         self._owns_signals = True
+        self._new_files: NewFiles | None = None
+        """What this run's recorders may create; removed again if the start is refused."""
         for part in self.parts:
             part._owns_signals = False  # Ctrl-C reaches this App, which stops every part
             part.context.request_stop = self.stop
@@ -134,9 +137,11 @@ class App:
                     self.stop()
                 try:
                     summaries = await asyncio.gather(*runs)
-                except BaseException:
+                except BaseException as exc:
                     self.stop()
                     await asyncio.gather(*runs, return_exceptions=True)
+                    if isinstance(exc, ConfigError):  # the others were stopped, not refused
+                        NewFiles.combined(part._new_files for part in self.parts).remove()
                     raise
         finally:
             if self.metrics is not None:
@@ -162,6 +167,8 @@ class App:
         for component in self.components:
             component.attach(self.context)
         started_components: list[Component] = []
+        new_files = self._new_files = NewFiles(self.components, self.config.streams)
+        refused = False
         try:
             for component in self.components:
                 try:
@@ -186,10 +193,15 @@ class App:
                     await feed.run()
                 if feed.fatal is not None:
                     raise ConfigError(self._fatal_text(feed))
+        except ConfigError:
+            refused = True
+            raise
         finally:
             await self._shutdown(started_components)
             if self.metrics is not None:
                 await self.metrics.stop()
+            if refused:
+                new_files.remove()
         return self._summary(time.monotonic() - started)
 
     async def _shutdown(self, components: list[Component]) -> None:
@@ -231,6 +243,16 @@ class App:
             if key is not None and isinstance(c, CsvRecorder) and c.resume_point(*key) is not None
         ]
         reason = feed.fatal or ""
+        if reason.startswith("unknown symbol "):
+            named = set(reason.partition(":")[0].removeprefix("unknown symbol ").split(", "))
+            fields = [
+                f"{self.config.stream_field(key)}.symbol"
+                for key in self.config.streams
+                if key[0] in named
+            ]
+            where = ", ".join(dict.fromkeys(fields)) or "streams"
+            hint = "; exchange.local.symbols lists what it generates" if self.config.local else ""
+            return f"{self.config.source}: {where} (venue {self.config.venue}): {reason}{hint}"
         return f"{', '.join(holders)}: {reason}" if holders else reason
 
     def _resume_points(self) -> dict[StreamKey, int]:
@@ -283,16 +305,19 @@ class App:
             yield
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
             try:
                 loop.add_signal_handler(sig, self.stop)
-                installed.append(sig)
+                installed.append((sig, previous))
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
         try:
             yield
         finally:
-            for sig in installed:
+            for sig, previous in installed:
                 loop.remove_signal_handler(sig)
+                if previous is not None:
+                    signal.signal(sig, previous)  # e.g. the CLI's: a late signal still stops
 
     @contextlib.contextmanager
     def _deadline(self, duration: float | None) -> Any:
@@ -341,11 +366,12 @@ def start_local_exchange(
 ) -> Any:
     """Build (not yet start) the embedded local exchange serving these streams.
 
-    Replay files come from ``local.data`` (``[SYMBOL=]FILE``); every other symbol is
-    played by the seeded random-walk generator. A bad file is a config error. With
-    only generated symbols, the market clock starts no earlier than just after the
-    latest bar already recorded (the generator is a pure function of time), so an
-    offline demo that ran ahead of the wall clock continues where it stopped.
+    Replay files come from ``local.data`` (``[SYMBOL=]FILE``); the symbols of
+    ``local.symbols`` are played by the seeded random-walk generator; any other is not
+    listed, so the feed refuses it as it would against Binance. A bad file is a config
+    error. With only generated symbols, the market clock starts no earlier than just
+    after the latest bar already recorded (the generator is a pure function of time), so
+    an offline demo that ran ahead of the wall clock continues where it stopped.
     """
     from quantcore.sim import DataFileError, LocalExchange, sources_from_specs
 
@@ -356,9 +382,10 @@ def start_local_exchange(
             now_ms = int(time.time() * 1000)
             after = max(open_ms + interval_ms(i) for (_, i), open_ms in resume.items())
             start_ms = after if after > now_ms else None
+        generated = set(local.symbols) - {source.symbol for source in sources}
         return LocalExchange(
             sources,
-            symbols=sorted({symbol for symbol, _ in streams}),
+            symbols=sorted({symbol for symbol, _ in streams} & generated),
             intervals=sorted({interval for _, interval in streams}),
             seed=local.seed,
             speed=local.rate,

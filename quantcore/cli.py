@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import ipaddress
+import logging
 import math
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from quantcore.config import AppConfig, ConfigError, load_config
-from quantcore.logs import configure_logging
+from quantcore.redact import MASK, redact, secret_key
+
+if TYPE_CHECKING:
+    from quantcore.app import App
+    from quantcore.config import AppConfig, MetricsConfig
+
+log = logging.getLogger("quantcore")
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -75,8 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # ``run`` answers Ctrl-C / SIGTERM gracefully from here on, before the heavy imports.
+    guard = _stop_on_signals() if words[:1] == ["run"] else contextlib.nullcontext()
+    with guard:
+        args = build_parser().parse_args(words)
+        code: int = args.handler(args)
     return code
 
 
@@ -93,6 +108,8 @@ def _simulate(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     """Load and check the config, build its components (their parameters are checked,
     nothing is opened or connected), print the resolved settings; exit 2 if bad."""
+    from quantcore.config import ConfigError, load_config
+
     try:
         config = load_config(args.config)
         for spec in config.consumers:
@@ -101,9 +118,9 @@ def _validate(args: argparse.Namespace) -> int:
         message = str(exc)
         if not message.startswith(f"{args.config}:"):
             message = f"{args.config}: {message}"
-        print(f"quantcore: {message}", file=sys.stderr)
+        print(redact(f"quantcore: {message}"), file=sys.stderr)
         return EXIT_BAD_INPUT
-    print("\n".join(describe_config(config)))
+    print(redact("\n".join(describe_config(config))))
     return EXIT_OK
 
 
@@ -114,7 +131,8 @@ def describe_config(config: AppConfig) -> list[str]:
         local = config.local
         speed = "max" if local.rate is None else f"{local.rate:g}x"
         specs = local.data if isinstance(local.data, tuple) else ()
-        data = ", ".join(specs) or f"seeded random walk (seed {local.seed})"
+        walk = f"seeded random walk (seed {local.seed}) of {', '.join(local.symbols)}"
+        data = ", ".join(specs) or walk
         lines.append(f"exchange: local on 127.0.0.1 port {local.port or 'any'}, speed {speed}")
         lines.append(f"  data: {data}; history_bars={local.history_bars}")
     elif config.redis is not None:
@@ -147,7 +165,8 @@ def describe_config(config: AppConfig) -> list[str]:
     lines.append(f"consumers ({len(config.consumers)}):")
     for spec in config.consumers:
         target = f"{spec.cls.__module__}:{spec.cls.__qualname__}"
-        params = f" {dict(spec.params)}" if spec.params else ""
+        masked = {k: MASK if secret_key(k) else v for k, v in spec.params.items()}
+        params = f" {masked}" if masked else ""
         lines.append(f"  {target}{params}")
     runtime = config.runtime
     lines.append(
@@ -155,24 +174,51 @@ def describe_config(config: AppConfig) -> list[str]:
         f"stop_timeout={runtime.stop_timeout:g}"
     )
     lines.append(f"logging: level={config.log_level}")
+    if config.metrics is not None:
+        metrics = config.metrics
+        exposed = f" ({exposure(metrics)})" if exposure(metrics) else ""
+        lines.append(f"metrics: http://{metrics.host}:{metrics.port}/metrics{exposed}")
     return lines
 
 
-def run_command(config_path: str, duration: float | None, max_bars: int | None) -> int:
-    from quantcore.app import App
-
+def exposure(metrics: MetricsConfig) -> str | None:
+    """Why the metrics endpoint is reachable from other machines, or None on loopback."""
+    host = metrics.host
     try:
-        config = load_config(config_path)
-        if max_bars is not None and max_bars < 1:
-            raise ConfigError(f"--max-bars: {max_bars} is not a positive integer")
-        configure_logging(config.log_level, config.log_file)
-        app = App(config)
-        summary = asyncio.run(app.run(duration=duration, max_bars=max_bars))
-    except ConfigError as exc:
-        print(f"quantcore: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        return EXIT_OK
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None
+    return (
+        f"metrics.host {host!r} is not loopback: /metrics and /health are served without "
+        "authentication to every network this host reaches; use 127.0.0.1 unless a "
+        "firewall or proxy guards the port"
+    )
+
+
+def run_command(config_path: str, duration: float | None, max_bars: int | None) -> int:
+    with _stop_on_signals() as holder:
+        from quantcore.app import App
+        from quantcore.config import ConfigError, load_config
+        from quantcore.logs import configure_logging
+
+        try:
+            config = load_config(config_path)
+            if max_bars is not None and max_bars < 1:
+                raise ConfigError(f"--max-bars: {max_bars} is not a positive integer")
+            configure_logging(config.log_level, config.log_file)
+            if config.metrics is not None and (warning := exposure(config.metrics)):
+                log.warning("%s", warning)
+            app = holder.app = App(config)
+            if holder.stopped:
+                app.stop()
+            summary = asyncio.run(app.run(duration=duration, max_bars=max_bars))
+        except ConfigError as exc:
+            print(redact(f"quantcore: {exc}"), file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            return EXIT_OK
     print(summary.line(), flush=True)
     if summary.incomplete:
         print(
@@ -182,6 +228,48 @@ def run_command(config_path: str, duration: float | None, max_bars: int | None) 
         )
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+class _Stopper:
+    """Ctrl-C / SIGTERM from the moment ``run`` starts: before the App's own handlers
+    exist (imports, config, components and local exchange starting) and after they are
+    removed (shutdown), a signal asks the App to stop instead of killing the process,
+    so the README's promise holds at any time: exit 0 with the summary."""
+
+    def __init__(self) -> None:
+        self.app: App | None = None
+        self.stopped = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.stopped = True
+        if self.app is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.app.stop()
+            return
+        loop.call_soon_threadsafe(self.app.stop)
+
+
+_active: _Stopper | None = None
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_Stopper]:
+    """Install a :class:`_Stopper` for SIGINT and SIGTERM (or reuse the one installed)."""
+    global _active
+    if _active is not None or threading.current_thread() is not threading.main_thread():
+        yield _active or _Stopper()  # only the main thread may install signal handlers
+        return
+    stopper = _active = _Stopper()
+    previous = {sig: signal.signal(sig, stopper) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stopper
+    finally:
+        _active = None
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _positive(text: str) -> float:

@@ -20,18 +20,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-import msgspec.inspect
 import yaml
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from quantcore.backoff import Backoff
 from quantcore.component import Component
+from quantcore.config_errors import schema_error
+from quantcore.envvars import EnvVarError, substitute
 from quantcore.feeds.base import ReconnectPolicy
 from quantcore.feeds.binance.feed import BinanceFeedSettings
 from quantcore.feeds.binance.limits import ConnectLimits, RestLimits
 from quantcore.feeds.binance.transport import Transport
 from quantcore.feeds.binance.venues import SPOT, SPOT_NAME, Venue
 from quantcore.intervals import interval_ms
+from quantcore.templates import TemplateError, check_template, csv_file_clash
 
 BUILTIN_CONSUMERS = {
     "history": "quantcore.consumers.history:HistoryStore",
@@ -63,8 +65,15 @@ class _Section(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A YAML mapping: unknown keys are errors, not silently ignored typos."""
 
 
+LOCAL_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT",
+                 "BTCUSD_PERP", "ETHUSD_PERP")  # fmt: skip
+"""What the embedded local exchange lists and generates unless ``symbols`` says otherwise."""
+
+
 class LocalExchangeConfig(_Section, frozen=True):
-    """Start the embedded local exchange and point the feed at it (offline runs)."""
+    """Start the embedded local exchange and point the feed at it (offline runs). It lists
+    the symbols it replays (``data``) and generates (``symbols``); like the standalone
+    ``simulate``, it refuses any other, so a typo is an error, not a random walk."""
 
     speed: Annotated[float, Meta(gt=0)] | Literal["max"] = 60.0
     seed: Index = 7
@@ -73,10 +82,12 @@ class LocalExchangeConfig(_Section, frozen=True):
     port: Index = 0
     history_bars: Index = 0
     updates_per_bar: Index | None = None
+    symbols: tuple[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{2,30}$")], ...] = LOCAL_SYMBOLS
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, tuple):
             msgspec.structs.force_setattr(self, "data", (self.data,) if self.data else ())
+        msgspec.structs.force_setattr(self, "symbols", tuple(s.upper() for s in self.symbols))
 
     @property
     def rate(self) -> float | None:
@@ -212,6 +223,10 @@ class ConsumerSpec:
             return self.cls(**self.params)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self.where}.params: {exc}") from None
+        except Exception as exc:  # a user's component: any failure is a refused start
+            raise ConfigError(
+                f"{self.where}: {self.cls.__name__}(...) failed: {type(exc).__name__}: {exc}"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +247,13 @@ class AppConfig:
     """With streams of more than one venue: one config per venue (its streams, URLs,
     local exchange and consumers, CSV paths and sink keys holding the venue), run side
     by side; this one then holds every stream and no consumers of its own."""
+    stream_fields: tuple[str, ...] = ()
+    """Per stream, where the config lists it (``streams[2]``), for error messages."""
+
+    def stream_field(self, key: tuple[str, str]) -> str:
+        """``streams[2]`` for a configured (symbol, interval), counting every venue's."""
+        fields = dict(zip(self.streams, self.stream_fields, strict=False))
+        return fields.get(key, "streams")
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -241,6 +263,11 @@ def load_config(path: str | Path) -> AppConfig:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read config: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{source}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save the config as UTF-8"
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -249,17 +276,20 @@ def load_config(path: str | Path) -> AppConfig:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
     try:
-        return parse_config(raw, source)
-    except ConfigError as exc:
+        return parse_config(substitute(raw), source)
+    except (ConfigError, EnvVarError) as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
-    """Validate an already-loaded mapping (the YAML document)."""
+def parse_config(
+    raw: Any, source: str = "<config>", stream_indices: tuple[int, ...] = ()
+) -> AppConfig:
+    """Validate an already-loaded mapping (the YAML document); ``stream_indices``: where
+    each listed stream stands in the whole document (a venue's part lists only its own)."""
     try:
         doc = msgspec.convert(raw, _Document)
     except msgspec.ValidationError as exc:
-        raise _schema_error(str(exc), raw) from None
+        raise ConfigError(schema_error(str(exc), raw, _Document)) from None
     exchange = doc.exchange
     local = LocalExchangeConfig() if exchange.local is True else exchange.local or None
     if local is not None and exchange.redis is not None:
@@ -271,7 +301,16 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     if by_venue:
         venue_name = next(iter(by_venue))
         venue = _venue(msgspec.structs.replace(exchange, venue=venue_name))[1]
-    streams = _streams(doc.streams, venue)
+    indices = stream_indices or tuple(range(len(doc.streams or ())))
+    streams = _streams(doc.streams, venue, indices)
+    if local is not None and not local.data:  # a replay file's symbol is known at start
+        for (symbol, _), i in zip(streams, indices, strict=True):
+            if symbol not in local.symbols:
+                raise ConfigError(
+                    f"streams[{i}].symbol (venue {venue_name}): unknown symbol {symbol}: not in "
+                    f"exchange.local.symbols ({', '.join(local.symbols)}), what the embedded "
+                    "local exchange generates"
+                )
     logs = doc.logging
     level = logs.level.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -280,20 +319,33 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     ws_url, rest_url = _urls(exchange, venue)
     feed = _feed(doc.feed, venue, ws_url, rest_url)
     consumers = _consumers(_venue_paths(doc.consumers, venue, alone=True))
-    return AppConfig(
+    fields = tuple(f"streams[{i}]" for i in indices)
+    config = AppConfig(
         source, streams, feed, consumers, local, level, exchange.redis, doc.runtime, log_file,
-        doc.metrics, venue_name,
+        doc.metrics, venue_name, stream_fields=fields,
     )  # fmt: skip
+    if not stream_indices:
+        _check_files([config])
+    return config
 
 
-def _by_venue(raw: list[_Stream] | None, default: str) -> dict[str, list[_Stream]]:
-    groups: dict[str, list[_Stream]] = {}
-    for entry in raw or ():
-        groups.setdefault(entry.venue or default, []).append(entry)
+def _check_files(parts: list[AppConfig]) -> None:
+    problem = csv_file_clash(parts)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
+def _by_venue(raw: list[_Stream] | None, default: str) -> dict[str, list[tuple[int, _Stream]]]:
+    """The streams of each venue, each with its index in the whole ``streams:`` list."""
+    groups: dict[str, list[tuple[int, _Stream]]] = {}
+    for i, entry in enumerate(raw or ()):
+        groups.setdefault(entry.venue or default, []).append((i, entry))
     return groups
 
 
-def _split(raw: Any, doc: _Document, by_venue: dict[str, list[_Stream]], source: str) -> AppConfig:
+def _split(
+    raw: Any, doc: _Document, by_venue: dict[str, list[tuple[int, _Stream]]], source: str
+) -> AppConfig:
     """One config per venue; URLs given in ``exchange`` belong to ``exchange.venue``;
     ``metrics`` stays with the whole (one endpoint for every venue), never a part's."""
     if doc.exchange.redis is not None:
@@ -308,16 +360,20 @@ def _split(raw: Any, doc: _Document, by_venue: dict[str, list[_Stream]], source:
         local = exchange.get("local")
         if isinstance(local, dict) and local.get("port"):
             exchange["local"] = {**local, "port": int(local["port"]) + n}
-        listed = [{"symbol": e.symbol, "interval": e.interval} for e in entries]
-        sub = parse_config({**raw, "exchange": exchange, "streams": listed}, source)
+        listed = [{"symbol": e.symbol, "interval": e.interval} for _, e in entries]
+        indices = tuple(i for i, _ in entries)
+        sub = parse_config({**raw, "exchange": exchange, "streams": listed}, source, indices)
         _, venue = _venue(msgspec.structs.replace(doc.exchange, venue=name))
         consumers = _consumers(_venue_paths(doc.consumers, venue, alone=False))
         parts.append(dataclasses.replace(sub, consumers=consumers, metrics=None))
+    _check_files(parts)
     first = parts[0]
     streams = tuple(key for part in parts for key in part.streams)
+    fields = tuple(field for part in parts for field in part.stream_fields)
     return dataclasses.replace(
-        first, streams=streams, consumers=(), metrics=doc.metrics, parts=tuple(parts)
-    )
+        first, streams=streams, consumers=(), metrics=doc.metrics, parts=tuple(parts),
+        stream_fields=fields,
+    )  # fmt: skip
 
 
 def _venue_paths(
@@ -333,12 +389,17 @@ def _venue_paths(
     entries = raw if raw is not None else ["history", "csv", "console"]
     spot = venue.name == SPOT_NAME
     out: list[str | _Consumer] = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
         spec = entry if isinstance(entry, _Consumer) else _Consumer(target=entry)
         params = dict(spec.params or {})
         target = BUILTIN_CONSUMERS.get(spec.target, spec.target)
         if target == BUILTIN_CONSUMERS["csv"]:
             path = params.get("path")
+            if isinstance(path, str):
+                try:
+                    check_template(path, f"consumers[{i}].params.path")
+                except TemplateError as exc:
+                    raise ConfigError(str(exc)) from None
             if isinstance(path, str) and "{venue}" in path:
                 params["path"] = path.replace("{venue}", venue.name)
             elif not spot and path is None:
@@ -433,13 +494,15 @@ def normalize_symbol(value: str, where: str, venue: Venue = SPOT) -> str:
     return symbol
 
 
-def _streams(raw: list[_Stream] | None, venue: Venue = SPOT) -> tuple[tuple[str, str], ...]:
+def _streams(
+    raw: list[_Stream] | None, venue: Venue = SPOT, indices: tuple[int, ...] = ()
+) -> tuple[tuple[str, str], ...]:
     if raw is None:
         raise ConfigError("streams: missing; list at least one {symbol: BTCUSDT, interval: 1m}")
     if not raw:
         raise ConfigError("streams: expected a non-empty list of {symbol, interval}")
     out: list[tuple[str, str]] = []
-    for i, entry in enumerate(raw):
+    for i, entry in zip(indices or range(len(raw)), raw, strict=True):
         where = f"streams[{i}]"
         symbol = normalize_symbol(entry.symbol, f"{where}.symbol", venue)
         try:
@@ -474,6 +537,10 @@ def import_component(target: str, where: str) -> type[Component]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"{where}: cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # a SyntaxError, or whatever the module raises on import
+        raise ConfigError(
+            f"{where}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Component)):
         raise ConfigError(f"{where}: {dotted!r} is not a quantcore Component subclass")
@@ -496,52 +563,3 @@ def _url(raw: str, where: str, scheme: str = "http", root: str = "api") -> str:
     if not base.endswith(f"/{root}"):
         raise ConfigError(f"{where}: {raw!r}: expected the REST base ending in /{root}")
     return base
-
-
-_KINDS = {"float": "a number", "int": "an integer", "str": "a string", "bool": "true or false",
-          "object": "a mapping", "array": "a list", "null": "empty"}  # fmt: skip
-_PATH = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-
-
-def _schema_error(message: str, raw: Any) -> ConfigError:
-    """msgspec's ``Expected `int` >= 1, got ... - at `$.feed.x``` → ``feed.x: 0 is not an
-    integer >= 1``: the field path, the value as written, what was expected."""
-    problem, _, at = message.partition(" - at `$")
-    path = at.rstrip("`")
-    where = path.lstrip(".") or "config"
-    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", problem)
-    if unknown:
-        allowed = ", ".join(sorted(_keys(path)))
-        return ConfigError(f"{where}.{unknown[1]}: unknown setting (allowed: {allowed})")
-    missing = re.fullmatch(r"Object missing required field `(.*)`", problem)
-    if missing:
-        return ConfigError(f"{where}.{missing[1]}: missing")
-    value: Any = raw
-    for key, index in _PATH.findall(path):
-        value = value[int(index)] if index else value.get(key)
-    expected = problem.removeprefix("Expected ").partition(", got")[0]
-    if expected == problem:
-        return ConfigError(f"{where}: {value!r}: {problem}")
-    words = re.sub(
-        r"`([a-z]+)`", lambda m: _KINDS.get(m[1], m[1]), expected.replace(" | ", "` or `")
-    )
-    return ConfigError(f"{where}: {value!r} is not {words}")
-
-
-def _keys(path: str) -> list[str]:
-    """The settings the schema allows in the mapping at ``path`` (for the error message)."""
-    options = _structs(msgspec.inspect.type_info(_Document))
-    for key, _ in _PATH.findall(path):
-        if key:
-            fields = (f for option in options for f in option.fields if f.encode_name == key)
-            options = [struct for f in fields for struct in _structs(f.type)]
-    return [f.encode_name for option in options for f in option.fields]
-
-
-def _structs(info: msgspec.inspect.Type) -> list[msgspec.inspect.StructType]:
-    """The mapping schemas a type admits, through unions and lists."""
-    if isinstance(info, msgspec.inspect.UnionType):
-        return [struct for option in info.types for struct in _structs(option)]
-    if isinstance(info, msgspec.inspect.ListType):
-        return _structs(info.item_type)
-    return [info] if isinstance(info, msgspec.inspect.StructType) else []

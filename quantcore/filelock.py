@@ -71,3 +71,24 @@ def _holder(sidecar: Path) -> str:
         return sidecar.read_bytes()[:32].decode("ascii", "replace").strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+def holder(path: Path) -> str | None:
+    """Who writes ``path`` now: ``"pid N"`` when a live quantcore writer holds its lock
+    (on the file itself, as CsvRecorder does, or on its sidecar, as SqliteRecorder does),
+    else None. Creates nothing: a probe for tools that must not touch a file in use."""
+    sidecar = lock_path(path)
+    for candidate in (path, sidecar):
+        try:
+            fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return f"pid {_holder(sidecar)}"
+            raise
+        finally:
+            os.close(fd)
+    return None

@@ -2,6 +2,7 @@
 
 Unexpected errors carry their traceback (at DEBUG where one could repeat per bar);
 python-binance's own warnings stay visible, and ``logging.file`` adds a rotating file.
+Every line is redacted (:mod:`quantcore.redact`): a DSN's password never reaches a log.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 from logging.handlers import RotatingFileHandler
 from typing import TYPE_CHECKING
 
+from quantcore.redact import RedactingFormatter
+
 if TYPE_CHECKING:
     from quantcore.config import LogFile
 
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
 def configure_logging(level: str, file: LogFile | None = None) -> None:
     """UTC timestamps on every line, to stdout and, if ``file`` is given, to a file
     rotated by the standard library's :class:`RotatingFileHandler`."""
-    formatter = logging.Formatter("%(asctime)sZ %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S")
+    formatter = RedactingFormatter("%(asctime)sZ %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S")
     formatter.converter = time.gmtime
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if file is not None:

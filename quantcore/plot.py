@@ -2,7 +2,9 @@
 
 Plain matplotlib drawn on an Agg canvas (no pyplot, no display, no global backend switch),
 imported only when a chart is drawn so ``quantcore run`` never pays for it. A file that
-is not a quantcore CSV is reported as one line naming the file and the problem (exit 2).
+is not a quantcore CSV is reported as one line naming the file and the problem (exit 2),
+and so is one whose rows repeat a bar or go back in time: a chart of it would show a bar
+twice or out of place, so the damage is named instead (``quantcore check`` lists all).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -95,7 +98,28 @@ def read_bars(path: Path, last: int | None = None) -> pd.DataFrame:
     stamps = pd.to_datetime(frame["datetime"], format=DATETIME_FORMAT, errors="coerce")
     _check(path, frame["datetime"], stamps.isna(), "datetime")
     out["datetime"] = stamps
+    _check_order(path, frame["datetime"], stamps.to_numpy(dtype="datetime64[ms]"))
     return out if last is None else out.iloc[-last:].reset_index(drop=True)
+
+
+def _check_order(path: Path, raw: pd.Series[str], times: np.ndarray[Any, Any]) -> None:
+    """PlotError at the first row whose time is not after the previous row's."""
+    back = np.flatnonzero(times[1:] <= times[:-1])
+    if not len(back):
+        return
+    row = int(back[0]) + 1
+    line = row + 2  # the header is line 1
+    hint = f"quantcore check {path} lists every problem"
+    if (times[:row] == times[row]).any():
+        first = int(np.flatnonzero(times[:row] == times[row])[0]) + 2
+        raise PlotError(
+            f"{path}: line {line}: {raw.iloc[row]} again (first on line {first}): a duplicate "
+            f"row, not plotted twice; {hint}"
+        )
+    raise PlotError(
+        f"{path}: line {line}: {raw.iloc[row]} is before line {line - 1} "
+        f"({raw.iloc[row - 1]}): rows out of time order; {hint}"
+    )
 
 
 def render(frame: pd.DataFrame, out: Path, title: str) -> Chart:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from quantcore.cli import build_parser
@@ -85,7 +86,17 @@ def test_dockerfile_builds_from_this_repo_and_runs_unprivileged() -> None:
     load_config(REPO / default_config)
 
 
-def test_compose_runs_the_recorder_with_redis_and_postgres() -> None:
+def test_compose_runs_the_recorder_with_redis_and_postgres(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The passwords live in the environment only: compose requires them (``${VAR:?}``),
+    hands them to the servers and the recorder, whose config says ``${VAR}``."""
+    secrets = {"QUANTCORE_PG_PASSWORD": "pg-s3cret", "QUANTCORE_REDIS_PASSWORD": "rd-s3cret"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    texts = [(DEPLOY / name).read_text() for name in ("compose.yaml", "compose.quantcore.yaml")]
+    for text in texts:
+        assert "s3cret" not in text and ":quantcore@" not in text, "no password in the files"
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
     assert set(services) == {"recorder", "postgres", "redis"}
@@ -100,7 +111,13 @@ def test_compose_runs_the_recorder_with_redis_and_postgres() -> None:
     names = {spec.cls.__name__: dict(spec.params) for spec in config.consumers}
     pg = services["postgres"]["environment"]
     user, password, db = pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"]
-    assert names["PostgresRecorder"]["dsn"] == f"postgresql://{user}:{password}@postgres:5432/{db}"
-    assert names["RedisStreamPublisher"]["url"].startswith("redis://redis:6379/")
+    required = "${QUANTCORE_PG_PASSWORD:?set QUANTCORE_PG_PASSWORD}"
+    assert password == recorder["environment"]["QUANTCORE_PG_PASSWORD"] == required
+    redis_password = "${QUANTCORE_REDIS_PASSWORD:?set QUANTCORE_REDIS_PASSWORD}"
+    assert services["redis"]["environment"]["REDISCLI_AUTH"] == redis_password
+    assert recorder["environment"]["QUANTCORE_REDIS_PASSWORD"] == redis_password
+    assert "--requirepass" in services["redis"]["command"][-1]
+    assert names["PostgresRecorder"]["dsn"] == (f"postgresql://{user}:pg-s3cret@postgres:5432/{db}")
+    assert names["RedisStreamPublisher"]["url"] == "redis://:rd-s3cret@redis:6379/0"
     for service in services.values():
         assert "healthcheck" in service or service is recorder

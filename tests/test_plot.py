@@ -159,3 +159,34 @@ def test_needs_no_display_whatever_the_configured_backend(
     )
     assert result.returncode == 0, result.stderr
     assert png_size(out) == (1200, 700)
+
+
+@pytest.mark.parametrize("order", ["duplicate", "backwards"])
+def test_rows_repeated_or_out_of_order_are_named_not_drawn(
+    recorded_csv: Path, tmp_path: Path, order: str
+) -> None:
+    """A CSV with a bar twice (a copy appended by hand, two writers) or a row back in
+    time: the chart would show that bar twice or out of place, so plot names the row
+    and exits 2 without drawing; ``quantcore check`` lists every problem."""
+    lines = recorded_csv.read_text().splitlines(keepends=True)
+    if order == "duplicate":
+        damaged = [*lines[:30], lines[10], *lines[30:]]
+        problem = f"line 31: {lines[10].rstrip().rsplit(',', 1)[1]} again (first on line 11)"
+        problem += ": a duplicate row, not plotted twice"
+    else:
+        damaged = [*lines[:10], lines[11], lines[10], *lines[12:]]
+        problem = (
+            f"line 12: {lines[10].rstrip().rsplit(',', 1)[1]} is before line 11 "
+            f"({lines[11].rstrip().rsplit(',', 1)[1]}): rows out of time order"
+        )
+    path = tmp_path / "BTCUSDT_1m.csv"
+    path.write_text("".join(damaged))
+    result = subprocess.run(
+        [sys.executable, "-m", "quantcore", "plot", str(path), "--out", str(tmp_path / "x.png")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"quantcore plot: {path}: {problem}; quantcore check {path} lists every problem\n"
+    )
+    assert result.stdout == "" and not (tmp_path / "x.png").exists()
