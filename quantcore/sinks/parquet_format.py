@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
 from pathlib import Path
@@ -31,6 +30,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from quantcore.events import BarEvent
+from quantcore.sinks.rows import DECIMAL_COLUMNS
 
 MARKER = "_quantcore.json"
 DATA = "data.parquet"
@@ -43,16 +43,7 @@ META_VALUE = json.dumps(FORMAT, separators=(",", ":")).encode()
 PRECISION, SCALE = 38, 18
 DECIMAL = pa.decimal128(PRECISION, SCALE)
 TIME = pa.timestamp("ms", tz="UTC")
-EXACT_COLUMNS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-)
+EXACT_COLUMNS = DECIMAL_COLUMNS
 """Decimal columns, in the order their scales are packed into ``scales`` (5 bits each)."""
 FLOAT_COLUMNS = EXACT_COLUMNS[:6]
 """Also stored as float64 (``open_float`` …): exactly ``float(text)``, so a load reads plain
@@ -277,8 +268,7 @@ def read_stream(
         ):
             continue
         wanted.append(folder)
-    with ThreadPoolExecutor(min(4, len(wanted) or 1)) as pool:
-        parts = list(pool.map(lambda folder: read_month(folder, columns), wanted))
+    parts = [read_month(folder, columns) for folder in wanted]  # pyarrow decodes in parallel
     empty = SCHEMA.empty_table()
     table = pa.concat_tables(parts) if parts else empty.select(columns or empty.column_names)
     times = table.column("open_time").cast(pa.int64())

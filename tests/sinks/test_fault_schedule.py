@@ -1,7 +1,9 @@
 """Every sink ends equal to the CSV after a fault-schedule run through python-binance
 (drops, stalls, restarts, malformed/duplicate/out-of-order frames), and the CSV equals
 the exchange's ground truth string for string: the ordering/dedup guarantees and exact
-decimals hold for all of them, for a busy symbol and a tiny-priced one (SHIBUSDT)."""
+decimals hold for all of them, for a busy symbol and a tiny-priced one (SHIBUSDT). The
+Parquet store's fields beyond the CSV's (close time, trades, taker volumes) equal the
+exchange's bar too."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+import quantcore
 from quantcore.app import App
 from quantcore.consumers.csv_recorder import HEADER, format_row
 from quantcore.sim import LocalExchange, ReplaySource
+from quantcore.sinks import parquet_format as fmt
 from quantcore.sinks import schema
 from quantcore.sinks.export import export_csv
 from quantcore.sinks.rows import from_row
@@ -28,12 +32,13 @@ BARS = 150
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("symbol", "data"), [("BTCUSDT", CSV_BTC), ("SHIBUSDT", CSV_SHIB)])
-async def test_sqlite_and_postgres_equal_the_csv_after_faults(
+async def test_every_sink_equals_the_csv_after_faults(
     tmp_path: Path, postgres_server: PostgresServer, unique: str, symbol: str, data: Path
 ) -> None:
     table = f"bars_{unique}"
     csv_path = tmp_path / f"{symbol}_1m.csv"
     db = tmp_path / "bars.sqlite"
+    root = tmp_path / "store"
     source = ReplaySource.from_file(data, symbol)
     exchange = LocalExchange([source], speed=1200, updates_per_bar=4)
     async with exchange:
@@ -49,6 +54,7 @@ async def test_sqlite_and_postgres_equal_the_csv_after_faults(
                     "class": "postgres",
                     "params": {"dsn": postgres_server.dsn, "table": table, "max_delay": 0.05},
                 },
+                {"class": "parquet", "params": {"root": str(root)}},
             ],
         )
         app = App(config)
@@ -69,6 +75,7 @@ async def test_sqlite_and_postgres_equal_the_csv_after_faults(
         await asyncio.wait_for(run, 20)
         rows = csv_rows(csv_path)
         assert rows == truth_since(exchange, rows[0], len(rows), symbol=symbol)
+        truth = {k.open_time: k for k in exchange.closed_klines(symbol, "1m", since_ms=0)}
     assert len(rows) >= BARS - 10 and len(set(faults)) >= 4, faults
 
     csv_text = csv_path.read_text()
@@ -82,3 +89,33 @@ async def test_sqlite_and_postgres_equal_the_csv_after_faults(
         )
         stored = await cursor.fetchall()
     assert HEADER + "".join(format_row(from_row(row)) for row in stored) == csv_text
+
+    exact = quantcore.load(symbol, "1m", source=root, exact=True)
+    stamps = exact["datetime"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    values = exact[["close", "high", "low", "open", "volume", "baseVolume"]]
+    stored = [
+        (*v, s) for v, s in zip(values.itertuples(index=False, name=None), stamps, strict=True)
+    ]
+    assert stored == rows
+
+    table = fmt.read_stream(root, symbol, "1m", None, None, None)
+    scales = table.column("scales").to_numpy()
+    position = fmt.EXACT_COLUMNS.index
+    taker = fmt.exact_strings(
+        table.column("taker_buy_volume"), (scales >> (5 * position("taker_buy_volume"))) & 31
+    ).to_pylist()
+    taker_quote = fmt.exact_strings(
+        table.column("taker_buy_quote_volume"),
+        (scales >> (5 * position("taker_buy_quote_volume"))) & 31,
+    ).to_pylist()
+    opens = table.column("open_time").to_numpy().view("int64")
+    closes = table.column("close_time").to_numpy().view("int64")
+    trades = table.column("trades").to_pylist()
+    for i, open_ms in enumerate(opens):
+        k = truth[int(open_ms)]
+        assert (int(closes[i]), trades[i], taker[i], taker_quote[i]) == (
+            k.close_time,
+            k.trades,
+            k.taker_buy_base,
+            k.taker_buy_quote,
+        )
