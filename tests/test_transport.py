@@ -1,10 +1,10 @@
-"""The direct websockets transport's delivery contract, against a real socket on 127.0.0.1.
+"""The direct transports' delivery contract (picows, websockets), against a real socket on 127.0.0.1.
 
 Every message in order (also those that arrived before ``run``, fragmented ones, and
 frames cut anywhere by TCP), pings answered, a failing callback ends ``run`` with its
 own exception, ``detach`` ends it quietly, and a closed connection or a protocol error
-is :class:`SocketClosed`. Each test runs with the public ``recv`` loop, and also with
-the frame cutter where the installed websockets is one it runs on (16, 17); CI runs
+is :class:`SocketClosed`. Each test runs with picows, websockets' public ``recv`` loop,
+and the frame cutter where the installed websockets is one it runs on (16, 17); CI runs
 this file again on the lowest websockets setup.cfg allows.
 """
 
@@ -28,6 +28,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from quantcore.app import App
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
+from quantcore.feeds.binance.picows_socket import PicowsSocket
 from quantcore.feeds.binance.transport import (
     WEBSOCKETS_VERSION,
     PublicSocket,
@@ -43,7 +44,7 @@ from tests.paths import REST_BTC
 Script = Callable[[ServerConnection], Awaitable[None]]
 Opener = Callable[[str, list[str], int], Awaitable[StreamSocket]]
 
-_OPENERS: dict[str, Opener] = {"public": PublicSocket.open}
+_OPENERS: dict[str, Opener] = {"public": PublicSocket.open, "picows": PicowsSocket.open}
 if cutting_supported():
     from quantcore.feeds.binance.cutter import CuttingSocket
 
@@ -259,6 +260,46 @@ async def test_a_masked_server_frame_is_a_protocol_error(opener: Opener) -> None
     assert got == [b"ok"]
 
 
+@pytest.mark.parametrize(
+    ("stream", "why"),
+    [
+        (_frame(b"lone", opcode=0x0), "a continuation without a message to continue"),
+        (_frame(b"a", fin=False) + _frame(b"b"), "a new message inside a fragmented one"),
+        (bytes([0xC1, 3]) + b"bad", "a reserved bit without a negotiated extension"),
+    ],
+)
+async def test_a_frame_out_of_place_is_a_protocol_error(
+    opener: Opener, stream: bytes, why: str
+) -> None:
+    """RFC 6455 5.2 and 5.4: the connection ends (1002), nothing of it is delivered."""
+    got: list[bytes] = []
+    async with _raw_server([_frame(b"ok") + stream + _frame(b"never")], []) as url:
+        socket = await opener(url, ["btcusdt@kline_1m"], 1000)
+        try:
+            with pytest.raises(SocketClosed, match="1002"):
+                await asyncio.wait_for(socket.run(got.append), 5)
+        finally:
+            await socket.close()
+    assert got == [b"ok"], why
+
+
+async def test_a_fragmented_message_cut_anywhere_arrives_whole(opener: Opener) -> None:
+    """Binance sends no fragments, but a message in several frames (text, then
+    continuations, a ping between them) is one message, also split down to single bytes."""
+    parts = [b'{"part":1,', b"", b'"x":"' + b"y" * 70_000 + b'",', b'"end":true}']
+    stream = _frame(parts[0], fin=False)
+    stream += _frame(parts[1], opcode=0x0, fin=False) + _frame(b"p", opcode=0x9)
+    stream += _frame(parts[2], opcode=0x0, fin=False) + _frame(parts[3], opcode=0x0)
+    stream += _frame(b"after")
+    async with _raw_server(_split(stream, 3), []) as url:
+        socket = await opener(url, ["btcusdt@kline_1m"], 1000)
+        try:
+            got = await _run_until(socket, 2)
+        finally:
+            await socket.close()
+    assert got == [b"".join(parts), b"after"]
+
+
 _KLINE = (
     b'{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1700000000123,"s":"BTCUSDT",'
     b'"k":{"t":1699999980000,"T":1700000039999,"s":"BTCUSDT","i":"1m","f":1,"L":2,'
@@ -355,6 +396,26 @@ async def test_the_websockets_transport_reads_the_installed_version_right(opener
     assert type(socket).__name__ == expected, WEBSOCKETS_VERSION
 
 
+async def test_the_picows_transport_opens_a_picows_socket() -> None:
+    async def script(ws: ServerConnection) -> None:
+        await ws.send("hello")
+
+    async with serve(script, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        socket = await open_socket(
+            "picows",
+            None,
+            f"ws://127.0.0.1:{port}/",
+            ["btcusdt@kline_1m"],
+            100,  # type: ignore[arg-type]
+        )
+        try:
+            assert await _run_until(socket, 1) == [b"hello"]
+        finally:
+            await socket.close()
+    assert isinstance(socket, PicowsSocket)
+
+
 @asynccontextmanager
 async def _corrupting_relay(upstream: str, injected: list[bytes]) -> AsyncIterator[str]:
     """A WebSocket server in front of the local exchange: relays its frames unchanged,
@@ -405,18 +466,19 @@ async def _relay(ws: ClientConnection, writer: asyncio.StreamWriter, injected: l
         await writer.drain()
 
 
+@pytest.mark.parametrize("direct", ["picows", "websockets"])
 async def test_a_closed_bar_that_is_not_utf8_is_counted_malformed_never_recorded(
-    tmp_path: Path,
+    tmp_path: Path, direct: str
 ) -> None:
-    """End to end with ``feed.transport: websockets`` (the path the installed websockets
-    takes): the corrupted copy arrives first; the CSV still holds the exchange's bars
-    exactly, and the feed counted one malformed frame."""
+    """End to end with ``feed.transport: picows`` and ``websockets`` (the path the
+    installed websockets takes): the corrupted copy arrives first; the CSV still holds
+    the exchange's bars exactly, and the feed counted one malformed frame."""
     template = str(tmp_path / "{symbol}_{interval}.csv")
     injected: list[bytes] = []
     source = ReplaySource.from_file(REST_BTC)
     async with LocalExchange([source], updates_per_bar=3) as exchange:
         async with _corrupting_relay(exchange.ws_url, injected) as relay_url:
-            config = app_config(exchange, template, feed={"transport": "websockets"})
+            config = app_config(exchange, template, feed={"transport": direct})
             config = replace(config, feed=replace(config.feed, ws_url=relay_url))  # type: ignore[arg-type]
             app = App(config)
             await app.run(max_bars=10)
