@@ -1,9 +1,11 @@
 """End to end: local exchange (own process, speed max) → transport → quantcore App → CSV.
 
 The same blast (a fresh exchange with the same seed each time) is read, in alternating
-rounds, by the App with each transport (``feed.transport``: websockets, python-binance;
-HistoryStore + CsvRecorder) and by two bare loops that only receive: python-binance's
-socket, and websockets + ``orjson.loads`` (the floor any Python client pays). The figure
+rounds, by the App with each transport (``feed.transport``: picows, websockets,
+python-binance; HistoryStore + CsvRecorder) and by three bare loops that only receive:
+python-binance's socket, websockets + ``orjson.loads``, and picows + ``orjson.loads``
+(Cython framing, one callback per frame: the floor any Python client pays, which every
+client is reported against). The figure
 is the client process's CPU time (user + sys) per frame, median of the rounds: it is the
 real cost whether or not the exchange is the limit.
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
+import picows
 import websockets
 from _common import (
     BLAST_START_DELAY,
@@ -176,6 +179,50 @@ async def run_floor(exchange: ExchangeProcess, names: list[str], frames: int) ->
     return Run(frames - 1, last[0] - first[0], last[1] - first[1], exchange_cpu)
 
 
+class _PicowsFloor(picows.WSListener):
+    """picows + orjson alone: decode each frame's payload, note the clocks at the first
+    and the last frame, do nothing else (the cheapest Python client of this stream)."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__()
+        self.left = frames
+        self.first = self.last = (0.0, 0.0)
+        self.done = asyncio.get_running_loop().create_future()
+
+    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        if frame.msg_type is not _PICOWS_TEXT:
+            return
+        orjson.loads(frame.get_payload_as_bytes())
+        self.left -= 1
+        if not self.first[0]:
+            self.first = (time.perf_counter(), time.process_time())
+        elif not self.left:
+            self.last = (time.perf_counter(), time.process_time())
+            self.done.set_result(None)
+
+    def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
+        if not self.done.done():
+            self.done.set_exception(RuntimeError(f"picows floor: {self.left} frames short"))
+
+
+_PICOWS_TEXT = picows.WSMsgType.TEXT
+
+
+async def run_picows_floor(exchange: ExchangeProcess, names: list[str], frames: int) -> Run:
+    """picows + orjson alone: receive and decode ``frames`` messages, do nothing else."""
+    url = f"{exchange.ws_url}stream?streams={'/'.join(stream_name(n, '1m') for n in names)}"
+    exchange_load = _ExchangeLoad(exchange.pid)
+    transport, listener = await picows.ws_connect(lambda: _PicowsFloor(frames), url)
+    assert isinstance(listener, _PicowsFloor)
+    try:
+        await asyncio.wait_for(listener.done, 120)
+    finally:
+        transport.disconnect()
+    exchange_cpu = exchange_load.share()
+    first, last = listener.first, listener.last
+    return Run(frames - 1, last[0] - first[0], last[1] - first[1], exchange_cpu)
+
+
 PEERS = {
     "peer:cryptofeed": ("cryptofeed_client.py", "cryptofeed"),
     "peer:unicorn": ("unicorn_client.py", "unicorn-binance-websocket-api"),
@@ -255,10 +302,12 @@ async def main_async() -> None:
     versions = await peer_versions(args.peers_python) if args.peers_python else {}
 
     kinds: tuple[str, ...] = (
+        "app:picows",
         "app:websockets",
         "app:python-binance",
         "bare:python-binance",
         "bare:websockets",
+        "bare:picows",
     )
     if args.peers_python:
         kinds += tuple(PEERS)
@@ -272,6 +321,8 @@ async def main_async() -> None:
                     frames = frames or run.frames + 1
                 elif kind == "bare:python-binance":
                     run = await run_bare(exchange, names, blast)
+                elif kind == "bare:picows":
+                    run = await run_picows_floor(exchange, names, blast)
                 elif kind in PEERS:
                     run = await run_peer(exchange, args.peers_python, kind, blast, bars)
                 else:
@@ -280,7 +331,7 @@ async def main_async() -> None:
 
     cpu = {kind: median([r.cpu_us for r in rs]) for kind, rs in runs.items()}
     rate = {kind: max(r.rate for r in rs) for kind, rs in runs.items()}
-    floor = cpu["bare:websockets"]
+    floor = cpu["bare:picows"]
     out.note(
         f"blast of {bars:,} real BTCUSDT 1m bars x {args.updates_per_bar} frames = {frames:,} "
         f"frames per run, pre-rendered, server in its own process; median of {args.rounds} "
@@ -288,10 +339,12 @@ async def main_async() -> None:
         f"load {load_average()}"
     )
     labels = {
+        "app:picows": "quantcore, transport picows (App -> HistoryStore + CSV)",
         "app:websockets": "quantcore, transport websockets (App -> HistoryStore + CSV)",
         "app:python-binance": "quantcore, transport python-binance (App -> HistoryStore + CSV)",
         "bare:python-binance": "bare python-binance receive loop (no CSV)",
-        "bare:websockets": "websockets + orjson loop (floor, no CSV)",
+        "bare:websockets": "websockets + orjson loop (no CSV)",
+        "bare:picows": "picows + orjson listener (floor, no CSV)",
     }
     if args.peers_python:
         cf, ub = (versions[name] for _, name in PEERS.values())
@@ -312,7 +365,7 @@ async def main_async() -> None:
         )
     for kind in kinds:
         target, met = "", None
-        if kind == "app:websockets":
+        if kind == "app:picows":
             target, met = "<= 1.5x floor", cpu[kind] / floor <= 1.5
         out.add(
             f"client CPU per frame: {labels[kind]}",
