@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from quantcore.config import AppConfig, ConfigError, load_config
 from quantcore.logs import configure_logging
@@ -152,10 +152,24 @@ def describe_config(config: AppConfig) -> list[str]:
     runtime = config.runtime
     lines.append(
         f"runtime: queue_size={runtime.queue_size} max_backlog={runtime.max_backlog} "
-        f"stop_timeout={runtime.stop_timeout:g}"
+        f"stop_timeout={runtime.stop_timeout:g} loop={runtime.loop}"
     )
     lines.append(f"logging: level={config.log_level}")
     return lines
+
+
+def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``runtime.loop``: asyncio's own loop (None), or uvloop's if it is installed."""
+    if kind != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise ConfigError(
+            "runtime.loop: 'uvloop' is not installed (pip install 'quantcore[fast]')"
+        ) from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def run_command(config_path: str, duration: float | None, max_bars: int | None) -> int:
@@ -167,7 +181,8 @@ def run_command(config_path: str, duration: float | None, max_bars: int | None) 
             raise ConfigError(f"--max-bars: {max_bars} is not a positive integer")
         configure_logging(config.log_level, config.log_file)
         app = App(config)
-        summary = asyncio.run(app.run(duration=duration, max_bars=max_bars))
+        with asyncio.Runner(loop_factory=loop_factory(config.runtime.loop)) as runner:
+            summary = runner.run(app.run(duration=duration, max_bars=max_bars))
     except ConfigError as exc:
         print(f"quantcore: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -16,17 +16,24 @@ import contextlib
 import hashlib
 import logging
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import orjson
 import pytest
+import uvloop
+import yaml
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from quantcore.app import App
+from quantcore.cli import loop_factory
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
 from quantcore.feeds.binance.picows_socket import PicowsSocket
 from quantcore.feeds.binance.transport import (
@@ -39,7 +46,7 @@ from quantcore.feeds.binance.transport import (
 )
 from quantcore.sim import LocalExchange, ReplaySource
 from tests.harness import app_config, csv_rows, truth_row
-from tests.paths import REST_BTC
+from tests.paths import REPO, REST_BTC
 
 Script = Callable[[ServerConnection], Awaitable[None]]
 Opener = Callable[[str, list[str], int], Awaitable[StreamSocket]]
@@ -487,3 +494,24 @@ async def test_a_closed_bar_that_is_not_utf8_is_counted_malformed_never_recorded
     rows = csv_rows(tmp_path / "BTCUSDT_1m.csv")
     assert rows == truth[:10]
     assert app.feed is not None and app.feed.stats.malformed == 1, app.feed.stats.summary()
+
+
+def test_runtime_loop_uvloop_records_the_demo_on_picows(tmp_path: Path) -> None:
+    """``runtime.loop: uvloop`` with ``feed.transport: picows``: ``quantcore run`` records
+    consecutive bars and exits 0; the loop factory is uvloop's (asyncio's own: None)."""
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["feed"]["transport"] = "picows"
+    config["runtime"] = {"loop": "uvloop"}
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "quantcore", "run", str(path), "--max-bars", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = csv_rows(tmp_path / "data" / "demo" / "BTCUSDT_1m.csv")
+    minutes = [datetime.strptime(row[6], "%Y-%m-%d %H:%M:%S") for row in rows]
+    assert len(rows) == 3 and all(b - a == timedelta(minutes=1) for a, b in pairwise(minutes))
+    assert "bars recorded=3" in result.stdout.splitlines()[-1]
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None
