@@ -24,6 +24,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -34,6 +35,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from quantcore.app import App
 from quantcore.cli import loop_factory
+from quantcore.events import BarEvent
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
 from quantcore.feeds.binance.picows_socket import PicowsSocket
 from quantcore.feeds.binance.transport import (
@@ -515,3 +517,32 @@ def test_runtime_loop_uvloop_records_the_demo_on_picows(tmp_path: Path) -> None:
     assert "bars recorded=3" in result.stdout.splitlines()[-1]
     assert loop_factory("uvloop") is uvloop.new_event_loop
     assert loop_factory("asyncio") is None
+
+
+async def test_updates_nobody_subscribes_to_build_no_bar_event(
+    tmp_path: Path, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV-only recorder (nobody subscribes to ``bar.partial``): in-progress updates
+    are decoded and keep the stream's state, but become no BarEvent; only closed bars are
+    converted, and the CSV holds the exchange's bars exactly, in order, none missing."""
+    template = str(tmp_path / "{symbol}_{interval}.csv")
+    converted: list[BarEvent] = []
+    convert = KlineCodec.convert
+
+    def spy(codec: KlineCodec, *args: Any) -> BarEvent:
+        bar = convert(codec, *args)
+        converted.append(bar)
+        return bar
+
+    monkeypatch.setattr(KlineCodec, "convert", spy)
+    async with LocalExchange([ReplaySource.from_file(REST_BTC)], updates_per_bar=5) as exchange:
+        consumers = [{"class": "csv", "params": {"path": template}}]
+        feed = {"transport": transport, "stall_timeout": 2}
+        app = App(app_config(exchange, template, feed=feed, consumers=consumers))
+        await app.run(max_bars=20)
+        truth = [truth_row(k) for k in exchange.closed_klines("BTCUSDT", "1m", since_ms=0)]
+    assert csv_rows(tmp_path / "BTCUSDT_1m.csv") == truth[:20]
+    assert app.feed is not None
+    stats = app.feed.stats
+    assert stats.partials >= 20 * 3 and not stats.malformed, stats.summary()
+    assert converted and all(bar.closed for bar in converted), len(converted)
