@@ -116,31 +116,63 @@ class _Probe(Component):
         self.events += 1
 
 
-async def run_app(exchange: ExchangeProcess, names: list[str], bars: int, transport: str) -> Run:
-    """The App until ``bars`` closed bars went out; HistoryStore + CsvRecorder, no console."""
-    probe = _Probe(bars)
+class _ClosedProbe(_Probe):
+    """For a CSV-only App, where nobody subscribes to ``bar.partial``: timed from the
+    first closed bar to the last, the frames between them counted by the feed."""
+
+    def __init__(self, bars: int) -> None:
+        super().__init__(bars)
+        self.app: App | None = None
+        self.frames = (0, 0)
+
+    def _feed_frames(self) -> int:
+        assert self.app is not None and self.app.feed is not None
+        return self.app.feed.stats.frames
+
+    on_bar_partial = Component.on_bar_partial  # not overridden: not subscribed
+
+    def on_bar(self, bar: BarEvent) -> None:
+        self.events += 1
+        self.bars += 1
+        if self.bars == 1:
+            self.first = (time.perf_counter(), time.process_time())
+            self.frames = (self._feed_frames(), 0)
+        elif self.bars == self.target:
+            self.last = (time.perf_counter(), time.process_time())
+            self.frames = (self.frames[0], self._feed_frames())
+
+
+async def run_app(
+    exchange: ExchangeProcess, names: list[str], bars: int, transport: str, history: bool = True
+) -> Run:
+    """The App until ``bars`` closed bars went out; HistoryStore + CsvRecorder, no console
+    (``history=False``: CsvRecorder alone, so nobody subscribes to ``bar.partial``)."""
+    probe = _Probe(bars) if history else _ClosedProbe(bars)
     with tempfile.TemporaryDirectory(prefix="qc-bench-") as tmp:
         config = app_config(exchange.ws_url, exchange.rest_url, names, tmp)
         # The blast's clock stands after its last bar: nothing is old enough to skip.
         feed = replace(config.feed, transport=transport, backfill_limit=10**6)  # type: ignore[arg-type]
-        config = replace(config, feed=feed)
+        consumers = config.consumers if history else config.consumers[1:]
+        config = replace(config, feed=feed, consumers=consumers)
         app = App(config, [probe])
+        if isinstance(probe, _ClosedProbe):
+            probe.app = app
         exchange_load = _ExchangeLoad(exchange.pid)
         await app.run(max_bars=bars, duration=120)
         exchange_cpu = exchange_load.share()
     assert app.feed is not None
     stats = app.feed.stats
-    if stats.partials + stats.bars != probe.events or stats.bars != bars or stats.malformed:
+    events = stats.bars if isinstance(probe, _ClosedProbe) else stats.partials + stats.bars
+    if events != probe.events or stats.bars != bars or stats.malformed:
         raise RuntimeError(f"app run incomplete: {stats.summary()}")
     if not probe.connected or probe.live - probe.connected > BLAST_START_DELAY / 2:
         # Frames parsed before the pump ran would be decoded outside the timed span.
         raise RuntimeError("the App went live after the blast began: figure not comparable")
-    return Run(
-        probe.events - 1,
-        probe.last[0] - probe.first[0],
-        probe.last[1] - probe.first[1],
-        exchange_cpu,
-    )
+    if isinstance(probe, _ClosedProbe):
+        frames = probe.frames[1] - probe.frames[0]
+    else:
+        frames = probe.events - 1
+    return Run(frames, probe.last[0] - probe.first[0], probe.last[1] - probe.first[1], exchange_cpu)
 
 
 async def run_bare(exchange: ExchangeProcess, names: list[str], frames: int) -> Run:
@@ -305,6 +337,7 @@ async def main_async() -> None:
         "app:picows",
         "app:websockets",
         "app:python-binance",
+        "csv:picows",
         "bare:python-binance",
         "bare:websockets",
         "bare:picows",
@@ -319,6 +352,8 @@ async def main_async() -> None:
                 if kind.startswith("app:"):
                     run = await run_app(exchange, names, bars, kind[4:])
                     frames = frames or run.frames + 1
+                elif kind.startswith("csv:"):
+                    run = await run_app(exchange, names, bars, kind[4:], history=False)
                 elif kind == "bare:python-binance":
                     run = await run_bare(exchange, names, blast)
                 elif kind == "bare:picows":
@@ -342,6 +377,7 @@ async def main_async() -> None:
         "app:picows": "quantcore, transport picows (App -> HistoryStore + CSV)",
         "app:websockets": "quantcore, transport websockets (App -> HistoryStore + CSV)",
         "app:python-binance": "quantcore, transport python-binance (App -> HistoryStore + CSV)",
+        "csv:picows": "quantcore, transport picows, CSV only (nobody consumes partials)",
         "bare:python-binance": "bare python-binance receive loop (no CSV)",
         "bare:websockets": "websockets + orjson loop (no CSV)",
         "bare:picows": "picows + orjson listener (floor, no CSV)",
