@@ -106,9 +106,9 @@ class BinanceFeedSettings:
     ws_url: str = ""
     rest_url: str = ""
     venue: Venue = SPOT
-    transport: Transport = "websockets"
-    """How frames are read: websockets directly (default: a fifth of the CPU per frame, see
-    README Performance) or python-binance's socket."""
+    transport: Transport = "picows"
+    """How frames are read: picows (default: the least CPU per frame through public API
+    only, see README Performance), websockets directly, or python-binance's socket."""
     max_queue_size: int = 100_000
     stall_timeout: float = 10.0
     """Seconds without any frame before REST is asked whether the market moved."""
