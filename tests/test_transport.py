@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import logging
 import random
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -496,6 +497,45 @@ async def test_a_closed_bar_that_is_not_utf8_is_counted_malformed_never_recorded
     rows = csv_rows(tmp_path / "BTCUSDT_1m.csv")
     assert rows == truth[:10]
     assert app.feed is not None and app.feed.stats.malformed == 1, app.feed.stats.summary()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (openssl)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_picows_reads_over_tls_and_verifies_the_server(
+    certificate: tuple[Path, Path],
+) -> None:
+    """``wss:`` goes through picows' ``ssl_context``: a certificate the system does not
+    trust is refused; with a context that trusts it, frames arrive."""
+    cert, key = certificate
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("over tls")
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, ssl=server_context) as server:
+        url = f"wss://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await PicowsSocket.open(url, ["btcusdt@kline_1m"], 10)
+        trusting = ssl.create_default_context(cafile=str(cert))
+        socket = await PicowsSocket.open(url, ["btcusdt@kline_1m"], 10, ssl_context=trusting)
+        try:
+            got = await _run_until(socket, 1)
+        finally:
+            await socket.close()
+    assert got == [b"over tls"]
 
 
 def test_runtime_loop_uvloop_records_the_demo_on_picows(tmp_path: Path) -> None:

@@ -157,9 +157,19 @@ class PicowsSocket:
         self._listener = listener
 
     @classmethod
-    async def open(cls, ws_url: str, names: Sequence[str], max_queue: int) -> PicowsSocket:
+    async def open(
+        cls,
+        ws_url: str,
+        names: Sequence[str],
+        max_queue: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> PicowsSocket:
+        """Connect; ``wss:`` verifies the server against the system's trust store unless
+        ``ssl_context`` says otherwise (picows' ``ssl_context``)."""
         url = f"{ws_url}stream?streams={'/'.join(names)}"
-        context = ssl.create_default_context() if url.startswith("wss:") else None
+        context = ssl_context
+        if context is None and url.startswith("wss:"):
+            context = ssl.create_default_context()
         # Binance pings every 20 s and picows answers; its own ping after 20 s without
         # data (a pong due within 20 s) matches websockets' keepalive.
         transport, listener = await ws_connect(
