@@ -339,6 +339,27 @@ async def test_text_that_is_not_utf8_reaches_the_codec_which_refuses_it(opener: 
         codec.parse(got[2])  # valid UTF-8 beyond ASCII is only "not a kline"
 
 
+async def test_close_runs_the_closing_handshake(opener: Opener) -> None:
+    """``close`` ends the connection with a close frame (1000), not by dropping TCP."""
+    codes: list[int | None] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("one")
+        await ws.wait_closed()
+        codes.append(ws.close_code)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        socket = await opener(f"ws://127.0.0.1:{port}/", ["btcusdt@kline_1m"], 10)
+        assert await _run_until(socket, 1) == [b"one"]
+        await socket.close()
+        for _ in range(100):
+            if codes:
+                break
+            await asyncio.sleep(0.02)
+    assert codes == [1000]
+
+
 async def test_detach_ends_a_waiting_run_and_delivers_nothing_more(opener: Opener) -> None:
     async def script(ws: ServerConnection) -> None:
         await ws.send("one")

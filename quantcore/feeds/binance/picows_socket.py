@@ -61,6 +61,7 @@ class _Listener(WSListener):
         self.problem: str | None = None
         """Why the connection ended, when this side ended it or the server closed it."""
         self.detached = False
+        self.disconnected = False
         self.transport: WSTransport | None = None
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._parts: list[bytes] = []
@@ -137,6 +138,7 @@ class _Listener(WSListener):
             self.transport.underlying_transport.pause_reading()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.disconnected = True
         self.stop()
 
     def stop(self) -> None:
@@ -223,7 +225,7 @@ class PicowsSocket:
     async def close(self) -> None:
         transport = self._transport
         try:
-            if not transport.is_disconnected:
+            if not self._listener.disconnected:
                 transport.send_close(WSCloseCode.OK)
                 async with asyncio.timeout(1):
                     await transport.wait_disconnected()
