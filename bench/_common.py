@@ -98,7 +98,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--results", help="also write the figures as JSON to this file (run_all)")
     p.add_argument(
         "--transport",
-        choices=("websockets", "python-binance"),
+        choices=("picows", "websockets", "python-binance"),
         default="websockets",
         help="feed.transport of the App",
     )

@@ -1,9 +1,11 @@
 """End to end: local exchange (own process, speed max) → transport → quantcore App → CSV.
 
 The same blast (a fresh exchange with the same seed each time) is read, in alternating
-rounds, by the App with each transport (``feed.transport``: websockets, python-binance;
-HistoryStore + CsvRecorder) and by two bare loops that only receive: python-binance's
-socket, and websockets + ``orjson.loads`` (the floor any Python client pays). The figure
+rounds, by the App with each transport (``feed.transport``: picows, websockets,
+python-binance; HistoryStore + CsvRecorder) and by three bare loops that only receive:
+python-binance's socket, websockets + ``orjson.loads``, and picows + ``orjson.loads``
+(Cython framing, one callback per frame: the floor any Python client pays, which every
+client is reported against). The figure
 is the client process's CPU time (user + sys) per frame, median of the rounds: it is the
 real cost whether or not the exchange is the limit.
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
+import picows
 import websockets
 from _common import (
     BLAST_START_DELAY,
@@ -113,31 +116,63 @@ class _Probe(Component):
         self.events += 1
 
 
-async def run_app(exchange: ExchangeProcess, names: list[str], bars: int, transport: str) -> Run:
-    """The App until ``bars`` closed bars went out; HistoryStore + CsvRecorder, no console."""
-    probe = _Probe(bars)
+class _ClosedProbe(_Probe):
+    """For a CSV-only App, where nobody subscribes to ``bar.partial``: timed from the
+    first closed bar to the last, the frames between them counted by the feed."""
+
+    def __init__(self, bars: int) -> None:
+        super().__init__(bars)
+        self.app: App | None = None
+        self.frames = (0, 0)
+
+    def _feed_frames(self) -> int:
+        assert self.app is not None and self.app.feed is not None
+        return self.app.feed.stats.frames
+
+    on_bar_partial = Component.on_bar_partial  # not overridden: not subscribed
+
+    def on_bar(self, bar: BarEvent) -> None:
+        self.events += 1
+        self.bars += 1
+        if self.bars == 1:
+            self.first = (time.perf_counter(), time.process_time())
+            self.frames = (self._feed_frames(), 0)
+        elif self.bars == self.target:
+            self.last = (time.perf_counter(), time.process_time())
+            self.frames = (self.frames[0], self._feed_frames())
+
+
+async def run_app(
+    exchange: ExchangeProcess, names: list[str], bars: int, transport: str, history: bool = True
+) -> Run:
+    """The App until ``bars`` closed bars went out; HistoryStore + CsvRecorder, no console
+    (``history=False``: CsvRecorder alone, so nobody subscribes to ``bar.partial``)."""
+    probe = _Probe(bars) if history else _ClosedProbe(bars)
     with tempfile.TemporaryDirectory(prefix="qc-bench-") as tmp:
         config = app_config(exchange.ws_url, exchange.rest_url, names, tmp)
         # The blast's clock stands after its last bar: nothing is old enough to skip.
         feed = replace(config.feed, transport=transport, backfill_limit=10**6)  # type: ignore[arg-type]
-        config = replace(config, feed=feed)
+        consumers = config.consumers if history else config.consumers[1:]
+        config = replace(config, feed=feed, consumers=consumers)
         app = App(config, [probe])
+        if isinstance(probe, _ClosedProbe):
+            probe.app = app
         exchange_load = _ExchangeLoad(exchange.pid)
         await app.run(max_bars=bars, duration=120)
         exchange_cpu = exchange_load.share()
     assert app.feed is not None
     stats = app.feed.stats
-    if stats.partials + stats.bars != probe.events or stats.bars != bars or stats.malformed:
+    events = stats.bars if isinstance(probe, _ClosedProbe) else stats.partials + stats.bars
+    if events != probe.events or stats.bars != bars or stats.malformed:
         raise RuntimeError(f"app run incomplete: {stats.summary()}")
     if not probe.connected or probe.live - probe.connected > BLAST_START_DELAY / 2:
         # Frames parsed before the pump ran would be decoded outside the timed span.
         raise RuntimeError("the App went live after the blast began: figure not comparable")
-    return Run(
-        probe.events - 1,
-        probe.last[0] - probe.first[0],
-        probe.last[1] - probe.first[1],
-        exchange_cpu,
-    )
+    if isinstance(probe, _ClosedProbe):
+        frames = probe.frames[1] - probe.frames[0]
+    else:
+        frames = probe.events - 1
+    return Run(frames, probe.last[0] - probe.first[0], probe.last[1] - probe.first[1], exchange_cpu)
 
 
 async def run_bare(exchange: ExchangeProcess, names: list[str], frames: int) -> Run:
@@ -173,6 +208,50 @@ async def run_floor(exchange: ExchangeProcess, names: list[str], frames: int) ->
             loads(await ws.recv(decode=False))
         last = (time.perf_counter(), time.process_time())
     exchange_cpu = exchange_load.share()
+    return Run(frames - 1, last[0] - first[0], last[1] - first[1], exchange_cpu)
+
+
+class _PicowsFloor(picows.WSListener):
+    """picows + orjson alone: decode each frame's payload, note the clocks at the first
+    and the last frame, do nothing else (the cheapest Python client of this stream)."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__()
+        self.left = frames
+        self.first = self.last = (0.0, 0.0)
+        self.done = asyncio.get_running_loop().create_future()
+
+    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        if frame.msg_type is not _PICOWS_TEXT:
+            return
+        orjson.loads(frame.get_payload_as_bytes())
+        self.left -= 1
+        if not self.first[0]:
+            self.first = (time.perf_counter(), time.process_time())
+        elif not self.left:
+            self.last = (time.perf_counter(), time.process_time())
+            self.done.set_result(None)
+
+    def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
+        if not self.done.done():
+            self.done.set_exception(RuntimeError(f"picows floor: {self.left} frames short"))
+
+
+_PICOWS_TEXT = picows.WSMsgType.TEXT
+
+
+async def run_picows_floor(exchange: ExchangeProcess, names: list[str], frames: int) -> Run:
+    """picows + orjson alone: receive and decode ``frames`` messages, do nothing else."""
+    url = f"{exchange.ws_url}stream?streams={'/'.join(stream_name(n, '1m') for n in names)}"
+    exchange_load = _ExchangeLoad(exchange.pid)
+    transport, listener = await picows.ws_connect(lambda: _PicowsFloor(frames), url)
+    assert isinstance(listener, _PicowsFloor)
+    try:
+        await asyncio.wait_for(listener.done, 120)
+    finally:
+        transport.disconnect()
+    exchange_cpu = exchange_load.share()
+    first, last = listener.first, listener.last
     return Run(frames - 1, last[0] - first[0], last[1] - first[1], exchange_cpu)
 
 
@@ -255,10 +334,13 @@ async def main_async() -> None:
     versions = await peer_versions(args.peers_python) if args.peers_python else {}
 
     kinds: tuple[str, ...] = (
+        "app:picows",
         "app:websockets",
         "app:python-binance",
+        "csv:picows",
         "bare:python-binance",
         "bare:websockets",
+        "bare:picows",
     )
     if args.peers_python:
         kinds += tuple(PEERS)
@@ -270,8 +352,12 @@ async def main_async() -> None:
                 if kind.startswith("app:"):
                     run = await run_app(exchange, names, bars, kind[4:])
                     frames = frames or run.frames + 1
+                elif kind.startswith("csv:"):
+                    run = await run_app(exchange, names, bars, kind[4:], history=False)
                 elif kind == "bare:python-binance":
                     run = await run_bare(exchange, names, blast)
+                elif kind == "bare:picows":
+                    run = await run_picows_floor(exchange, names, blast)
                 elif kind in PEERS:
                     run = await run_peer(exchange, args.peers_python, kind, blast, bars)
                 else:
@@ -280,7 +366,7 @@ async def main_async() -> None:
 
     cpu = {kind: median([r.cpu_us for r in rs]) for kind, rs in runs.items()}
     rate = {kind: max(r.rate for r in rs) for kind, rs in runs.items()}
-    floor = cpu["bare:websockets"]
+    floor = cpu["bare:picows"]
     out.note(
         f"blast of {bars:,} real BTCUSDT 1m bars x {args.updates_per_bar} frames = {frames:,} "
         f"frames per run, pre-rendered, server in its own process; median of {args.rounds} "
@@ -288,10 +374,13 @@ async def main_async() -> None:
         f"load {load_average()}"
     )
     labels = {
+        "app:picows": "quantcore, transport picows (App -> HistoryStore + CSV)",
         "app:websockets": "quantcore, transport websockets (App -> HistoryStore + CSV)",
         "app:python-binance": "quantcore, transport python-binance (App -> HistoryStore + CSV)",
+        "csv:picows": "quantcore, transport picows, CSV only (nobody consumes partials)",
         "bare:python-binance": "bare python-binance receive loop (no CSV)",
-        "bare:websockets": "websockets + orjson loop (floor, no CSV)",
+        "bare:websockets": "websockets + orjson loop (no CSV)",
+        "bare:picows": "picows + orjson listener (floor, no CSV)",
     }
     if args.peers_python:
         cf, ub = (versions[name] for _, name in PEERS.values())
@@ -312,7 +401,7 @@ async def main_async() -> None:
         )
     for kind in kinds:
         target, met = "", None
-        if kind == "app:websockets":
+        if kind == "app:picows":
             target, met = "<= 1.5x floor", cpu[kind] / floor <= 1.5
         out.add(
             f"client CPU per frame: {labels[kind]}",

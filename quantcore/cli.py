@@ -19,7 +19,7 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from quantcore.redact import MASK, redact, secret_key
@@ -171,7 +171,7 @@ def describe_config(config: AppConfig) -> list[str]:
     runtime = config.runtime
     lines.append(
         f"runtime: queue_size={runtime.queue_size} max_backlog={runtime.max_backlog} "
-        f"stop_timeout={runtime.stop_timeout:g}"
+        f"stop_timeout={runtime.stop_timeout:g} loop={runtime.loop}"
     )
     lines.append(f"logging: level={config.log_level}")
     if config.metrics is not None:
@@ -197,6 +197,22 @@ def exposure(metrics: MetricsConfig) -> str | None:
     )
 
 
+def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``runtime.loop``: asyncio's own loop (None), or uvloop's if it is installed."""
+    from quantcore.config import ConfigError
+
+    if kind != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise ConfigError(
+            "runtime.loop: 'uvloop' is not installed (pip install 'quantcore[fast]')"
+        ) from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def run_command(config_path: str, duration: float | None, max_bars: int | None) -> int:
     with _stop_on_signals() as holder:
         from quantcore.app import App
@@ -213,7 +229,8 @@ def run_command(config_path: str, duration: float | None, max_bars: int | None) 
             app = holder.app = App(config)
             if holder.stopped:
                 app.stop()
-            summary = asyncio.run(app.run(duration=duration, max_bars=max_bars))
+            with asyncio.Runner(loop_factory=loop_factory(config.runtime.loop)) as runner:
+                summary = runner.run(app.run(duration=duration, max_bars=max_bars))
         except ConfigError as exc:
             print(redact(f"quantcore: {exc}"), file=sys.stderr)
             return EXIT_BAD_INPUT

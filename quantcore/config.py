@@ -111,6 +111,8 @@ class RuntimeConfig(_Section, frozen=True):
     queue_size: Count = 1_000
     max_backlog: Count = 1_000_000
     stop_timeout: Seconds = 5.0
+    loop: Literal["asyncio", "uvloop"] = "asyncio"
+    """The event loop ``quantcore run`` uses; uvloop must be installed (extra ``fast``)."""
 
 
 class MetricsConfig(_Section, frozen=True):

@@ -16,8 +16,8 @@ def btc_frames() -> list[dict[str, Any]]:
     return read_frames(WS_BTC)
 
 
-@pytest.fixture(params=["websockets", "python-binance"])
+@pytest.fixture(params=["picows", "websockets", "python-binance"])
 def transport(request: pytest.FixtureRequest) -> str:
-    """Both ways of reading the stream (``feed.transport``) must pass the same tests."""
+    """Every way of reading the stream (``feed.transport``) must pass the same tests."""
     value: str = request.param
     return value

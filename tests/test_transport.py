@@ -1,10 +1,10 @@
-"""The direct websockets transport's delivery contract, against a real socket on 127.0.0.1.
+"""The direct transports' delivery contract (picows, websockets), against a real socket on 127.0.0.1.
 
 Every message in order (also those that arrived before ``run``, fragmented ones, and
 frames cut anywhere by TCP), pings answered, a failing callback ends ``run`` with its
 own exception, ``detach`` ends it quietly, and a closed connection or a protocol error
-is :class:`SocketClosed`. Each test runs with the public ``recv`` loop, and also with
-the frame cutter where the installed websockets is one it runs on (16, 17); CI runs
+is :class:`SocketClosed`. Each test runs with picows, websockets' public ``recv`` loop,
+and the frame cutter where the installed websockets is one it runs on (16, 17); CI runs
 this file again on the lowest websockets setup.cfg allows.
 """
 
@@ -16,18 +16,29 @@ import contextlib
 import hashlib
 import logging
 import random
+import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+import uvloop
+import yaml
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from quantcore.app import App
+from quantcore.cli import loop_factory
+from quantcore.events import BarEvent
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
+from quantcore.feeds.binance.picows_socket import PicowsSocket
 from quantcore.feeds.binance.transport import (
     WEBSOCKETS_VERSION,
     PublicSocket,
@@ -38,12 +49,12 @@ from quantcore.feeds.binance.transport import (
 )
 from quantcore.sim import LocalExchange, ReplaySource
 from tests.harness import app_config, csv_rows, truth_row
-from tests.paths import REST_BTC
+from tests.paths import REPO, REST_BTC
 
 Script = Callable[[ServerConnection], Awaitable[None]]
 Opener = Callable[[str, list[str], int], Awaitable[StreamSocket]]
 
-_OPENERS: dict[str, Opener] = {"public": PublicSocket.open}
+_OPENERS: dict[str, Opener] = {"public": PublicSocket.open, "picows": PicowsSocket.open}
 if cutting_supported():
     from quantcore.feeds.binance.cutter import CuttingSocket
 
@@ -259,6 +270,46 @@ async def test_a_masked_server_frame_is_a_protocol_error(opener: Opener) -> None
     assert got == [b"ok"]
 
 
+@pytest.mark.parametrize(
+    ("stream", "why"),
+    [
+        (_frame(b"lone", opcode=0x0), "a continuation without a message to continue"),
+        (_frame(b"a", fin=False) + _frame(b"b"), "a new message inside a fragmented one"),
+        (bytes([0xC1, 3]) + b"bad", "a reserved bit without a negotiated extension"),
+    ],
+)
+async def test_a_frame_out_of_place_is_a_protocol_error(
+    opener: Opener, stream: bytes, why: str
+) -> None:
+    """RFC 6455 5.2 and 5.4: the connection ends (1002), nothing of it is delivered."""
+    got: list[bytes] = []
+    async with _raw_server([_frame(b"ok") + stream + _frame(b"never")], []) as url:
+        socket = await opener(url, ["btcusdt@kline_1m"], 1000)
+        try:
+            with pytest.raises(SocketClosed, match="1002"):
+                await asyncio.wait_for(socket.run(got.append), 5)
+        finally:
+            await socket.close()
+    assert got == [b"ok"], why
+
+
+async def test_a_fragmented_message_cut_anywhere_arrives_whole(opener: Opener) -> None:
+    """Binance sends no fragments, but a message in several frames (text, then
+    continuations, a ping between them) is one message, also split down to single bytes."""
+    parts = [b'{"part":1,', b"", b'"x":"' + b"y" * 70_000 + b'",', b'"end":true}']
+    stream = _frame(parts[0], fin=False)
+    stream += _frame(parts[1], opcode=0x0, fin=False) + _frame(b"p", opcode=0x9)
+    stream += _frame(parts[2], opcode=0x0, fin=False) + _frame(parts[3], opcode=0x0)
+    stream += _frame(b"after")
+    async with _raw_server(_split(stream, 3), []) as url:
+        socket = await opener(url, ["btcusdt@kline_1m"], 1000)
+        try:
+            got = await _run_until(socket, 2)
+        finally:
+            await socket.close()
+    assert got == [b"".join(parts), b"after"]
+
+
 _KLINE = (
     b'{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1700000000123,"s":"BTCUSDT",'
     b'"k":{"t":1699999980000,"T":1700000039999,"s":"BTCUSDT","i":"1m","f":1,"L":2,'
@@ -286,6 +337,27 @@ async def test_text_that_is_not_utf8_reaches_the_codec_which_refuses_it(opener: 
         codec.parse(bad)
     with pytest.raises(KlineParseError, match="no kline event"):
         codec.parse(got[2])  # valid UTF-8 beyond ASCII is only "not a kline"
+
+
+async def test_close_runs_the_closing_handshake(opener: Opener) -> None:
+    """``close`` ends the connection with a close frame (1000), not by dropping TCP."""
+    codes: list[int | None] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("one")
+        await ws.wait_closed()
+        codes.append(ws.close_code)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        socket = await opener(f"ws://127.0.0.1:{port}/", ["btcusdt@kline_1m"], 10)
+        assert await _run_until(socket, 1) == [b"one"]
+        await socket.close()
+        for _ in range(100):
+            if codes:
+                break
+            await asyncio.sleep(0.02)
+    assert codes == [1000]
 
 
 async def test_detach_ends_a_waiting_run_and_delivers_nothing_more(opener: Opener) -> None:
@@ -355,6 +427,26 @@ async def test_the_websockets_transport_reads_the_installed_version_right(opener
     assert type(socket).__name__ == expected, WEBSOCKETS_VERSION
 
 
+async def test_the_picows_transport_opens_a_picows_socket() -> None:
+    async def script(ws: ServerConnection) -> None:
+        await ws.send("hello")
+
+    async with serve(script, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        socket = await open_socket(
+            "picows",
+            None,
+            f"ws://127.0.0.1:{port}/",
+            ["btcusdt@kline_1m"],
+            100,  # type: ignore[arg-type]
+        )
+        try:
+            assert await _run_until(socket, 1) == [b"hello"]
+        finally:
+            await socket.close()
+    assert isinstance(socket, PicowsSocket)
+
+
 @asynccontextmanager
 async def _corrupting_relay(upstream: str, injected: list[bytes]) -> AsyncIterator[str]:
     """A WebSocket server in front of the local exchange: relays its frames unchanged,
@@ -405,18 +497,19 @@ async def _relay(ws: ClientConnection, writer: asyncio.StreamWriter, injected: l
         await writer.drain()
 
 
+@pytest.mark.parametrize("direct", ["picows", "websockets"])
 async def test_a_closed_bar_that_is_not_utf8_is_counted_malformed_never_recorded(
-    tmp_path: Path,
+    tmp_path: Path, direct: str
 ) -> None:
-    """End to end with ``feed.transport: websockets`` (the path the installed websockets
-    takes): the corrupted copy arrives first; the CSV still holds the exchange's bars
-    exactly, and the feed counted one malformed frame."""
+    """End to end with ``feed.transport: picows`` and ``websockets`` (the path the
+    installed websockets takes): the corrupted copy arrives first; the CSV still holds
+    the exchange's bars exactly, and the feed counted one malformed frame."""
     template = str(tmp_path / "{symbol}_{interval}.csv")
     injected: list[bytes] = []
     source = ReplaySource.from_file(REST_BTC)
     async with LocalExchange([source], updates_per_bar=3) as exchange:
         async with _corrupting_relay(exchange.ws_url, injected) as relay_url:
-            config = app_config(exchange, template, feed={"transport": "websockets"})
+            config = app_config(exchange, template, feed={"transport": direct})
             config = replace(config, feed=replace(config.feed, ws_url=relay_url))  # type: ignore[arg-type]
             app = App(config)
             await app.run(max_bars=10)
@@ -425,3 +518,92 @@ async def test_a_closed_bar_that_is_not_utf8_is_counted_malformed_never_recorded
     rows = csv_rows(tmp_path / "BTCUSDT_1m.csv")
     assert rows == truth[:10]
     assert app.feed is not None and app.feed.stats.malformed == 1, app.feed.stats.summary()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (openssl)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_picows_reads_over_tls_and_verifies_the_server(
+    certificate: tuple[Path, Path],
+) -> None:
+    """``wss:`` goes through picows' ``ssl_context``: a certificate the system does not
+    trust is refused; with a context that trusts it, frames arrive."""
+    cert, key = certificate
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("over tls")
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, ssl=server_context) as server:
+        url = f"wss://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await PicowsSocket.open(url, ["btcusdt@kline_1m"], 10)
+        trusting = ssl.create_default_context(cafile=str(cert))
+        socket = await PicowsSocket.open(url, ["btcusdt@kline_1m"], 10, ssl_context=trusting)
+        try:
+            got = await _run_until(socket, 1)
+        finally:
+            await socket.close()
+    assert got == [b"over tls"]
+
+
+def test_runtime_loop_uvloop_records_the_demo_on_picows(tmp_path: Path) -> None:
+    """``runtime.loop: uvloop`` with ``feed.transport: picows``: ``quantcore run`` records
+    consecutive bars and exits 0; the loop factory is uvloop's (asyncio's own: None)."""
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["feed"]["transport"] = "picows"
+    config["runtime"] = {"loop": "uvloop"}
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "quantcore", "run", str(path), "--max-bars", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = csv_rows(tmp_path / "data" / "demo" / "BTCUSDT_1m.csv")
+    minutes = [datetime.strptime(row[6], "%Y-%m-%d %H:%M:%S") for row in rows]
+    assert len(rows) == 3 and all(b - a == timedelta(minutes=1) for a, b in pairwise(minutes))
+    assert "bars recorded=3" in result.stdout.splitlines()[-1]
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None
+
+
+async def test_updates_nobody_subscribes_to_build_no_bar_event(
+    tmp_path: Path, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV-only recorder (nobody subscribes to ``bar.partial``): in-progress updates
+    are decoded and keep the stream's state, but become no BarEvent; only closed bars are
+    converted, and the CSV holds the exchange's bars exactly, in order, none missing."""
+    template = str(tmp_path / "{symbol}_{interval}.csv")
+    converted: list[BarEvent] = []
+    convert = KlineCodec.convert
+
+    def spy(codec: KlineCodec, *args: Any) -> BarEvent:
+        bar = convert(codec, *args)
+        converted.append(bar)
+        return bar
+
+    monkeypatch.setattr(KlineCodec, "convert", spy)
+    async with LocalExchange([ReplaySource.from_file(REST_BTC)], updates_per_bar=5) as exchange:
+        consumers = [{"class": "csv", "params": {"path": template}}]
+        feed = {"transport": transport, "stall_timeout": 2}
+        app = App(app_config(exchange, template, feed=feed, consumers=consumers))
+        await app.run(max_bars=20)
+        truth = [truth_row(k) for k in exchange.closed_klines("BTCUSDT", "1m", since_ms=0)]
+    assert csv_rows(tmp_path / "BTCUSDT_1m.csv") == truth[:20]
+    assert app.feed is not None
+    stats = app.feed.stats
+    assert stats.partials >= 20 * 3 and not stats.malformed, stats.summary()
+    assert converted and all(bar.closed for bar in converted), len(converted)

@@ -68,6 +68,9 @@ class _Frame(msgspec.Struct, gc=False):
     k: _Kline | None = None
 
 
+RawKline = _Kline
+"""A decoded kline, prices still the exchange's strings (:meth:`KlineCodec.read`)."""
+
 _fields = msgspec.structs.astuple  # a _Kline's fields in order: one C call, not 14 reads
 
 # Lax mode: an integer or boolean sent as a string is read for its value rather than refused.
@@ -106,6 +109,13 @@ class KlineCodec:
         BarEvent; an already-decoded dict goes to :meth:`parse_frame`."""
         if type(message) is not bytes and type(message) is not str:
             return self.parse_frame(message, received_ns)
+        k, event_ms = self.read(message)
+        return self._converted(k, event_ms, received_ns)
+
+    def read(self, message: str | bytes) -> tuple[RawKline, int]:
+        """The kline of a frame's text and its event time (ms): decoded (one struct per
+        frame), checked to be a kline event of a sane shape, prices not converted; the
+        feed turns only the updates someone consumes into a BarEvent (:meth:`convert`)."""
         if not message.isascii():
             _check_utf8(message)
         try:
@@ -122,7 +132,17 @@ class KlineCodec:
             raise KlineParseError("not a kline frame (no kline event in it)")
         if kind != "kline":
             raise KlineParseError(f"not a kline event: e={kind!r}")
-        return self._checked(k, event_ms, received_ns)
+        if k.T - k.t != _SPANS.get(k.i) or not k.s:
+            _check_shape(k.s, k.i, k.t, k.T)  # raises, or passes a 1M bar
+        return k, event_ms
+
+    def convert(self, k: RawKline, event_ms: int, received_ns: int = 0) -> BarEvent:
+        """A kline from :meth:`read` → BarEvent (prices checked and converted)."""
+        return self._converted(k, event_ms, received_ns)
+
+    def time(self, ms: int) -> datetime:
+        """Epoch ms → UTC datetime, cached (bar open times repeat ~30 times)."""
+        return self._times.get(ms) or self._time(ms)
 
     parse_text = parse
     """The text path of :meth:`parse` (one method: a call less per frame)."""
@@ -215,9 +235,13 @@ class KlineCodec:
 
     def _checked(self, k: _Kline, event_ms: int, received_ns: int) -> BarEvent:
         """The checks every path shares, then the BarEvent (floats derived from the strings)."""
+        if k.T - k.t != _SPANS.get(k.i) or not k.s:
+            _check_shape(k.s, k.i, k.t, k.T)  # raises, or passes a 1M bar
+        return self._converted(k, event_ms, received_ns)
+
+    def _converted(self, k: _Kline, event_ms: int, received_ns: int) -> BarEvent:
+        """A kline of a checked shape → BarEvent: prices checked, floats derived."""
         t, close_ms, symbol, interval, o, c, h, lo, v, n, closed, q, tv, tq = _fields(k)
-        if close_ms - t != _SPANS.get(interval) or not symbol:
-            _check_shape(symbol, interval, t, close_ms)  # raises, or passes a 1M bar
         # decimals.to_floats, inlined: a function call is ~10 % of this path's budget.
         text = f"[{o},{h},{lo},{c},{v},{q},{tv},{tq}]"
         if (

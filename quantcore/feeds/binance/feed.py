@@ -42,10 +42,16 @@ from binance.exceptions import BinanceAPIException
 
 from quantcore.backoff import describe
 from quantcore.bus import EventBus
-from quantcore.events import BarEvent, FeedState, epoch_ms, from_epoch_ms
+from quantcore.events import BAR_PARTIAL, BarEvent, FeedState, epoch_ms, from_epoch_ms
 from quantcore.feeds.base import ReconnectPolicy, StreamKey
 from quantcore.feeds.binance.clock import ExchangeClock
-from quantcore.feeds.binance.codec import KlineCodec, KlineParseError, is_error_payload, stream_name
+from quantcore.feeds.binance.codec import (
+    KlineCodec,
+    KlineParseError,
+    RawKline,
+    is_error_payload,
+    stream_name,
+)
 from quantcore.feeds.binance.limits import (
     ConnectionBudget,
     ConnectLimits,
@@ -100,9 +106,9 @@ class BinanceFeedSettings:
     ws_url: str = ""
     rest_url: str = ""
     venue: Venue = SPOT
-    transport: Transport = "websockets"
-    """How frames are read: websockets directly (default: a fifth of the CPU per frame, see
-    README Performance) or python-binance's socket."""
+    transport: Transport = "picows"
+    """How frames are read: picows (default: the least CPU per frame through public API
+    only, see README Performance), websockets directly, or python-binance's socket."""
     max_queue_size: int = 100_000
     stall_timeout: float = 10.0
     """Seconds without any frame before REST is asked whether the market moved."""
@@ -421,16 +427,26 @@ class BinanceKlineFeed(SettlingFeed):
         """Every frame of the link through the codec to :meth:`_on_bar`, until it ends."""
         loop = asyncio.get_running_loop()
         stats = self.stats
-        parse = self._codec.parse
-        on_bar = self._on_bar
+        codec = self._codec
+        parse, read, convert = codec.parse, codec.read, codec.convert
+        on_bar, on_unheard = self._on_bar, self._on_unheard
+        heard = partial(self.bus.has_subscribers, BAR_PARTIAL)
         clock = time.time_ns
 
         def on_frame(message: Any) -> None:
             now = conn.last_frame = conn.last_data = loop.time()
+            received = clock()
             link.frames += 1
             stats.frames += 1
             try:
-                bar = parse(message, clock())
+                if type(message) is bytes or type(message) is str:
+                    k, event_ms = read(message)
+                    if not k.x and not heard():
+                        on_unheard(k, event_ms, now)
+                        return
+                    bar = convert(k, event_ms, received)
+                else:
+                    bar = parse(message, received)
             except KlineParseError as exc:
                 self._not_a_kline(message, exc, conn)
                 return
@@ -478,6 +494,36 @@ class BinanceKlineFeed(SettlingFeed):
                 self.offer_partial(state.sequencer, bar)
             return
         self._on_closed(state, bar)
+
+    def _on_unheard(self, k: RawKline, event_ms: int, now: float) -> None:
+        """An in-progress update nobody subscribes to (``bar.partial``): the same stream
+        state as :meth:`_on_bar` keeps, without floats or a BarEvent (its prices are
+        not even checked: they reach nothing)."""
+        state = self.states.get((k.s, k.i))
+        if state is None:
+            self.stats.stale += 1
+            return
+        open_time = self._codec.time(k.t)
+        seen = state.seen_open
+        sequencer = state.sequencer
+        if seen is None or open_time > seen:
+            state.seen_open = open_time
+            self.clock.observe(event_ms, now)
+            due = sequencer.next_open()
+            if due is not None and open_time > due:
+                self._wake.set()  # the x:true of an earlier bar never came: settle it
+        if k.n > state.seen_trades or open_time != seen:
+            state.seen_trades = k.n
+        last = sequencer.last
+        if self.bar_limit is not None and self.limit_reached:
+            self.stats.stale += 1
+            return
+        if last is None:
+            sequencer.anchor(open_time)
+        elif open_time <= last:
+            self.stats.stale += 1
+            return
+        self.stats.partials += 1
 
     async def _market_moved(self, conn: _Connection) -> bool:
         """Ask REST whether any of the connection's liveliest streams traded since the

@@ -1,6 +1,7 @@
-"""The two ways to read a Binance combined stream: python-binance's socket, or websockets directly.
+"""The ways to read a Binance combined stream: picows (:mod:`.picows_socket`),
+websockets directly, or python-binance's socket.
 
-Both open ``<ws_url>stream?streams=a/b/...`` and hand each frame's text to a callback
+All open ``<ws_url>stream?streams=a/b/...`` and hand each frame's text to a callback
 unchanged; everything above them (supervisor, liveness, settling, sequencing) is shared.
 python-binance wraps every receive in ``asyncio.wait_for`` twice (its read loop and its
 queue). The direct transport uses websockets' public ``recv`` loop
@@ -28,8 +29,8 @@ from quantcore.backoff import describe
 
 log = logging.getLogger(__name__)
 
-Transport = Literal["websockets", "python-binance"]
-TRANSPORTS: tuple[Transport, ...] = ("websockets", "python-binance")
+Transport = Literal["picows", "websockets", "python-binance"]
+TRANSPORTS: tuple[Transport, ...] = ("picows", "websockets", "python-binance")
 
 OnFrame = Callable[[Any], None]
 """Called with each message's text (``bytes`` or ``str``), in order, one at a time."""
@@ -203,6 +204,10 @@ async def open_socket(
     transport: Transport, client: AsyncClient, ws_url: str, names: Sequence[str], max_queue: int
 ) -> StreamSocket:
     """Connect one combined-stream socket of the configured kind."""
+    if transport == "picows":
+        from quantcore.feeds.binance.picows_socket import PicowsSocket
+
+        return await PicowsSocket.open(ws_url, names, max_queue)
     if transport == "websockets":
         if cutting_supported():
             from quantcore.feeds.binance.cutter import CuttingSocket
