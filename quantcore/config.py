@@ -157,6 +157,7 @@ class _Exchange(_Section, frozen=True):
     rest_url: str | None = None
     local: LocalExchangeConfig | bool | None = None
     redis: RedisSourceConfig | None = None
+    archive_url: str | None = None
 
 
 class _Stream(_Section, frozen=True):
@@ -213,6 +214,10 @@ class ConsumerSpec:
             raise ConfigError(f"{self.where}.params: {exc}") from None
 
 
+DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
+"""Binance's public kline archive (``exchange.archive_url``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AppConfig:
     source: str
@@ -231,6 +236,8 @@ class AppConfig:
     """With streams of more than one venue: one config per venue (its streams, URLs,
     local exchange and consumers, CSV paths and sink keys holding the venue), run side
     by side; this one then holds every stream and no consumers of its own."""
+    archive_url: str = DEFAULT_ARCHIVE_URL
+    """Base URL of Binance's public kline archive (``quantcore history``)."""
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -281,7 +288,7 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     consumers = _consumers(_venue_paths(doc.consumers, venue, alone=True))
     return AppConfig(
         source, streams, feed, consumers, local, level, exchange.redis, doc.runtime, log_file,
-        doc.metrics, venue_name,
+        doc.metrics, venue_name, archive_url=_archive_url(exchange.archive_url),
     )  # fmt: skip
 
 
@@ -373,6 +380,14 @@ def _venue(exchange: _Exchange) -> tuple[str, Venue]:
     except KeyError as exc:
         raise ConfigError(f"exchange.venue: {exc.args[0]}") from None
     return name, entry.venue or SPOT
+
+
+def _archive_url(given: str | None) -> str:
+    if given is None:
+        return DEFAULT_ARCHIVE_URL
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", given):
+        raise ConfigError(f"exchange.archive_url: {given!r} is not an http(s) URL")
+    return given.rstrip("/")
 
 
 def _urls(exchange: _Exchange, venue: Venue) -> tuple[str, str]:

@@ -1,0 +1,196 @@
+"""Reading Binance's public kline archive (data.binance.vision): download, verify, parse.
+
+Layout (binance-public-data README): ``{base}/data/{spot|futures/um|futures/cm}/
+{daily|monthly}/klines/{SYMBOL}/{interval}/{SYMBOL}-{interval}-{YYYY-MM-DD|YYYY-MM}.zip``
+beside ``….zip.CHECKSUM`` (``sha256sum`` output). Every zip is checked against its
+CHECKSUM before a row is used; a verified zip is kept in the cache folder (written under a
+temporary name, then renamed) and never downloaded again.
+
+Rows are REST's twelve columns. Times are milliseconds or (spot from 2025-01-01 on)
+microseconds, decided per file from the first row and required of every row; a header row
+may be present (futures) or not (older spot). Every row must open inside the file's own
+day or month, on the interval's grid, after the row before, else the file is refused as
+corrupt. Prices and volumes are kept as the exact strings the archive holds: Binance
+documents the archive as "obtained from" the klines endpoint (spot) and "same as"
+``/fapi``/``/dapi`` klines (futures), and its examples show REST's strings (spot's eight
+decimals, futures' symbol precision), so they are what live recording writes; where an
+archive string differs from what REST serves for the same bar, REST wins (counted by the
+caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from quantcore.events import BarEvent
+from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
+from quantcore.feeds.binance.venues import Venue
+from quantcore.intervals import bar_open_ms, interval_ms
+
+log = logging.getLogger(__name__)
+
+MARKETS = {"binance-spot": "spot", "binance-usdm": "futures/um", "binance-coinm": "futures/cm"}
+"""Venue name → the archive's market folder."""
+ATTEMPTS = 3
+"""Downloads of one file (a mismatch or an unreadable zip is retried) before REST is used."""
+_MICROS = 10**14
+"""An open time this large is in microseconds (10**14 ms is the year 5138)."""
+
+
+class ArchiveCorrupt(ValueError):
+    """A file that failed its CHECKSUM, is no readable zip, or holds rows not its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveFile:
+    """One verified archive file's rows, in order, and its size in bytes."""
+
+    bars: list[BarEvent]
+    size: int
+    downloaded: bool
+    """False: read from the cache folder."""
+
+
+def file_path(venue: Venue, symbol: str, interval: str, period: str) -> str:
+    """The file's path under the base URL (and under the cache folder)."""
+    kind = "daily" if len(period) == 10 else "monthly"
+    market = MARKETS.get(venue.name, "spot")
+    name = f"{symbol}-{interval}-{period}.zip"
+    return f"data/{market}/{kind}/klines/{symbol}/{interval}/{name}"
+
+
+def parse_rows(
+    data: bytes, symbol: str, interval: str, start_ms: int, end_ms: int
+) -> list[BarEvent]:
+    """The bars of one archive zip (closed, the strings verbatim), all opening in
+    ``[start_ms, end_ms)``, in order, on the interval's grid, in one time unit, each a
+    valid kline (the live codec's checks); anything else raises :class:`ArchiveCorrupt`."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+            if len(names) != 1:
+                raise ArchiveCorrupt(f"{len(names)} members, expected one CSV")
+            text = archive.read(names[0]).decode("ascii")
+    except (zipfile.BadZipFile, UnicodeDecodeError, OSError, EOFError, ValueError) as exc:
+        if isinstance(exc, ArchiveCorrupt):
+            raise
+        raise ArchiveCorrupt(f"unreadable zip: {exc}") from None
+    lines = text.splitlines()
+    if lines and not lines[0][:1].isdigit():
+        lines = lines[1:]
+    step = interval_ms(interval)
+    parse = KlineCodec().parse_rest_row
+    bars: list[BarEvent] = []
+    scale = 0
+    last = start_ms - 1
+    for number, line in enumerate(lines, start=1):
+        fields = line.split(",")
+        try:
+            if len(fields) < 11:
+                raise ValueError(f"{len(fields)} fields")
+            opened, closed, trades = int(fields[0]), int(fields[6]), int(fields[8])
+            if not scale:
+                scale = 1000 if opened >= _MICROS else 1
+            elif (opened >= _MICROS) != (scale == 1000):
+                raise ValueError("milliseconds and microseconds mixed")
+            if scale == 1000:
+                if opened % 1000 or closed % 1000 != 999:
+                    raise ValueError("microseconds off the millisecond grid")
+                opened, closed = opened // 1000, closed // 1000
+            row = [opened, *fields[1:6], closed, fields[7], trades, fields[9], fields[10]]
+            bar = parse(symbol, interval, row, 0)
+        except (ValueError, KlineParseError) as exc:
+            raise ArchiveCorrupt(f"row {number}: {line[:80]!r}: {exc}") from None
+        if not start_ms <= opened < end_ms or opened <= last:
+            raise ArchiveCorrupt(f"row {number}: opens at {opened}, not after the row before "
+                                 f"inside [{start_ms}, {end_ms})")  # fmt: skip
+        if bar_open_ms(opened, interval) != opened or (step and closed != opened + step - 1):
+            raise ArchiveCorrupt(f"row {number}: {opened}..{closed} is no {interval} bar")
+        last = opened
+        bars.append(bar)
+    return bars
+
+
+class ArchiveReader:
+    """Downloads (or takes from ``cache``) one venue's archive files, verified."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, venue: Venue, cache: Path
+    ) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.venue = venue
+        self.cache = cache
+        self.bytes_downloaded = 0
+        self.downloads = 0
+
+    async def read(self, symbol: str, interval: str, period: str, start_ms: int, end_ms: int
+                   ) -> ArchiveFile | None:  # fmt: skip
+        """The verified rows of one file; None when the archive has no such file (404).
+        Raises :class:`ArchiveCorrupt` after ``ATTEMPTS`` bad downloads, or OSError /
+        aiohttp.ClientError when the archive cannot be reached."""
+        path = file_path(self.venue, symbol, interval, period)
+        cached = self.cache / path
+        if cached.exists():
+            data = await asyncio.to_thread(cached.read_bytes)
+            try:
+                digest = _digest(cached.with_name(cached.name + ".CHECKSUM").read_bytes())
+                if digest != hashlib.sha256(data).hexdigest():
+                    raise ArchiveCorrupt("SHA-256 differs from its CHECKSUM")
+                bars = await asyncio.to_thread(parse_rows, data, symbol, interval, start_ms, end_ms)
+                return ArchiveFile(bars, len(data), downloaded=False)
+            except (ArchiveCorrupt, OSError) as exc:
+                log.warning("%s: cached copy refused (%s); downloading it again", cached, exc)
+        problem = ""
+        for _attempt in range(ATTEMPTS):
+            checksum = await self._get(f"{path}.CHECKSUM")
+            payload = await self._get(path) if checksum is not None else None
+            if checksum is None or payload is None:
+                return None
+            self.downloads += 1
+            self.bytes_downloaded += len(payload)
+            if _digest(checksum) != hashlib.sha256(payload).hexdigest():
+                problem = "SHA-256 differs from its CHECKSUM"
+                continue
+            try:
+                bars = await asyncio.to_thread(
+                    parse_rows, payload, symbol, interval, start_ms, end_ms
+                )
+            except ArchiveCorrupt as exc:
+                problem = str(exc)
+                continue
+            await asyncio.to_thread(_keep, cached, payload, checksum)
+            return ArchiveFile(bars, len(payload), downloaded=True)
+        raise ArchiveCorrupt(f"{path}: {problem} ({ATTEMPTS} downloads)")
+
+    async def _get(self, path: str) -> bytes | None:
+        async with self.session.get(f"{self.base_url}/{path}") as response:
+            if response.status == 404:
+                return None
+            response.raise_for_status()
+            return await response.read()
+
+
+def _digest(checksum: bytes) -> str:
+    """The hex SHA-256 of a CHECKSUM file (``sha256sum`` output: ``<hex>  <name>``)."""
+    words = checksum.decode("ascii", "replace").split()
+    return words[0].lower() if words else ""
+
+
+def _keep(path: Path, data: bytes, checksum: bytes) -> None:
+    """Keep a verified zip and its CHECKSUM in the cache, each written under a temporary
+    name and renamed (a kill leaves no partial file; the zip lands last)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, content in ((path.with_name(path.name + ".CHECKSUM"), checksum), (path, data)):
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.part")
+        temporary.write_bytes(content)
+        os.replace(temporary, target)
