@@ -25,16 +25,18 @@ import hashlib
 import io
 import logging
 import os
+import re
 import zipfile
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import msgspec
 
-from quantcore.events import BarEvent
-from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
+from quantcore.events import BarDecimals, BarEvent, from_epoch_ms, utc_text
 from quantcore.feeds.binance.venues import Venue
-from quantcore.intervals import bar_open_ms, interval_ms
+from quantcore.intervals import INTERVAL_MS, bar_open_ms
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ MARKETS = {"binance-spot": "spot", "binance-usdm": "futures/um", "binance-coinm"
 """Venue name → the archive's market folder."""
 ATTEMPTS = 3
 """Downloads of one file (a mismatch or an unreadable zip is retried) before REST is used."""
+_SPANS = {name: ms - 1 for name, ms in INTERVAL_MS.items() if ms}
+"""close - open of each fixed-length interval (a calendar month has none)."""
 _MICROS = 10**14
 """An open time this large is in microseconds (10**14 ms is the year 5138)."""
 
@@ -68,56 +72,91 @@ def file_path(venue: Venue, symbol: str, interval: str, period: str) -> str:
     return f"data/{market}/{kind}/klines/{symbol}/{interval}/{name}"
 
 
+_NOT_PLAIN = re.compile(r"[^0-9.,\n]")
+"""Anything but digits, points, commas and newlines: a sign, an exponent, a space, text."""
+_NUMBERS = msgspec.json.Decoder(list[list[int | float]])
+"""The rows' numbers at C speed, once every character is known to be plain."""
+
+
 def parse_rows(
     data: bytes, symbol: str, interval: str, start_ms: int, end_ms: int
 ) -> list[BarEvent]:
     """The bars of one archive zip (closed, the strings verbatim), all opening in
     ``[start_ms, end_ms)``, in order, on the interval's grid, in one time unit, each a
-    valid kline (the live codec's checks); anything else raises :class:`ArchiveCorrupt`."""
+    consistent kline (low <= open, close <= high); else :class:`ArchiveCorrupt`.
+
+    Built as the live codec builds a REST row's bar (event time = close time), from one
+    regular expression over the whole file rather than per-row parsing: a year of 1m
+    bars is 525,600 rows.
+    """
+    text = _unzip(data).replace("\r", "")
+    body = text[text.find("\n") + 1 :] if text[:1].isalpha() else text
+    body = body.rstrip("\n")
+    if not body:
+        return []
+    odd = _NOT_PLAIN.search(body)
+    if odd is not None:
+        line = body[body.rfind("\n", 0, odd.start()) + 1 :].split("\n", 1)[0]
+        raise ArchiveCorrupt(f"not a kline row: {line[:80]!r}")
+    try:
+        numbers = _NUMBERS.decode("[[" + body.replace("\n", "],[") + "]]")
+    except msgspec.DecodeError as exc:
+        raise ArchiveCorrupt(f"not kline rows: {exc}") from None
+    width = len(numbers[0])
+    if width not in (11, 12) or any(len(row) != width for row in numbers):
+        raise ArchiveCorrupt(f"rows of {width} columns, or of differing lengths; expected 12")
+    fields = body.replace("\n", ",").split(",")
+    span = _SPANS.get(interval, 0)
+    scale = 1000 if numbers[0][0] >= _MICROS else 1
+    bars: list[BarEvent] = []
+    append = bars.append
+    last = start_ms - 1
+    open_time = datetime.fromtimestamp(0, UTC)
+    step = timedelta(milliseconds=INTERVAL_MS.get(interval) or 0)
+    length = timedelta(milliseconds=span)
+    for number, row in enumerate(numbers, start=1):
+        opened, closed, n = row[0], row[6], row[8]
+        if type(opened) is not int or type(closed) is not int or type(n) is not int:
+            raise ArchiveCorrupt(f"row {number}: a time or the trade count is no integer")
+        if scale == 1000:
+            if opened < _MICROS or opened % 1000 or closed % 1000 != 999:
+                raise ArchiveCorrupt(f"row {number}: {opened},{closed} are not whole-ms µs")
+            opened, closed = opened // 1000, closed // 1000
+        elif opened >= _MICROS:
+            raise ArchiveCorrupt(f"row {number}: milliseconds and microseconds mixed")
+        if not start_ms <= opened < end_ms or opened <= last:
+            raise ArchiveCorrupt(f"row {number}: opens at {utc_text(opened)}, not after the "
+                                 "row before inside the file's own period")  # fmt: skip
+        if (span and closed != opened + span) or bar_open_ms(opened, interval) != opened:
+            raise ArchiveCorrupt(f"row {number}: {opened}..{closed} is no {interval} bar")
+        _, fo, fh, fl, fc, fv, _, fq, _, ftv, ftq = row[:11]
+        if not (fl <= fo <= fh and fl <= fc <= fh):
+            raise ArchiveCorrupt(f"row {number}: inconsistent bar o={fo} h={fh} l={fl} c={fc}")
+        if span and opened - last == span + 1 and number > 1:
+            open_time += step
+        else:
+            open_time = from_epoch_ms(opened)
+        last = opened
+        close_time = open_time + length if span else from_epoch_ms(closed)
+        at = (number - 1) * width
+        _, o, h, lo, c, v, _, q, _, tv, tq = fields[at : at + 11]
+        append(BarEvent(symbol, interval, open_time, close_time, float(fo), float(fh),
+                        float(fl), float(fc), float(fv), float(fq), n, float(ftv), float(ftq),
+                        True, close_time, 0, BarDecimals(o, h, lo, c, v, q, tv, tq)))  # fmt: skip
+    return bars
+
+
+def _unzip(data: bytes) -> str:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = archive.namelist()
             if len(names) != 1:
                 raise ArchiveCorrupt(f"{len(names)} members, expected one CSV")
-            text = archive.read(names[0]).decode("ascii")
+            return archive.read(names[0]).decode("ascii")
+    except ArchiveCorrupt:
+        raise
     except (zipfile.BadZipFile, UnicodeDecodeError, OSError, EOFError, ValueError) as exc:
-        if isinstance(exc, ArchiveCorrupt):
-            raise
         raise ArchiveCorrupt(f"unreadable zip: {exc}") from None
-    lines = text.splitlines()
-    if lines and not lines[0][:1].isdigit():
-        lines = lines[1:]
-    step = interval_ms(interval)
-    parse = KlineCodec().parse_rest_row
-    bars: list[BarEvent] = []
-    scale = 0
-    last = start_ms - 1
-    for number, line in enumerate(lines, start=1):
-        fields = line.split(",")
-        try:
-            if len(fields) < 11:
-                raise ValueError(f"{len(fields)} fields")
-            opened, closed, trades = int(fields[0]), int(fields[6]), int(fields[8])
-            if not scale:
-                scale = 1000 if opened >= _MICROS else 1
-            elif (opened >= _MICROS) != (scale == 1000):
-                raise ValueError("milliseconds and microseconds mixed")
-            if scale == 1000:
-                if opened % 1000 or closed % 1000 != 999:
-                    raise ValueError("microseconds off the millisecond grid")
-                opened, closed = opened // 1000, closed // 1000
-            row = [opened, *fields[1:6], closed, fields[7], trades, fields[9], fields[10]]
-            bar = parse(symbol, interval, row, 0)
-        except (ValueError, KlineParseError) as exc:
-            raise ArchiveCorrupt(f"row {number}: {line[:80]!r}: {exc}") from None
-        if not start_ms <= opened < end_ms or opened <= last:
-            raise ArchiveCorrupt(f"row {number}: opens at {opened}, not after the row before "
-                                 f"inside [{start_ms}, {end_ms})")  # fmt: skip
-        if bar_open_ms(opened, interval) != opened or (step and closed != opened + step - 1):
-            raise ArchiveCorrupt(f"row {number}: {opened}..{closed} is no {interval} bar")
-        last = opened
-        bars.append(bar)
-    return bars
 
 
 class ArchiveReader:

@@ -1,0 +1,238 @@
+"""``quantcore history`` against the local exchange and its public archive, end to end.
+
+Each test records through the real command path (config → recorders on the EventBus →
+archive reader and REST) and compares the CSV with the exchange's own bars, string for
+string; downloads and REST weight are counted on the server side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import io
+import os
+import signal
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from quantcore.config import AppConfig, parse_config
+from quantcore.feeds.binance.venues import COINM, USDM, Venue
+from quantcore.gapfile import read_gaps
+from quantcore.history.command import record_history
+from quantcore.history.fill import Totals
+from quantcore.quality import check_csv
+from quantcore.sim import LocalExchange, RandomWalkSource
+from quantcore.sim.archive import ExchangeGaps
+from tests.harness import Row, csv_rows, truth_row
+from tests.paths import REPO
+
+MINUTE = 60_000
+DAY = 86_400_000
+
+
+def day_ms(text: str) -> int:
+    return calendar.timegm(time.strptime(text, "%Y-%m-%d")) * 1000
+
+
+def config_for(exchange: LocalExchange, csv: Path, symbol: str = "BTCUSDT", **exchange_extra: Any
+               ) -> AppConfig:  # fmt: skip
+    raw = {
+        "exchange": {
+            "ws_url": exchange.ws_url,
+            "rest_url": exchange.rest_url,
+            "archive_url": exchange.archive_url,
+            **exchange_extra,
+        },
+        "streams": [{"symbol": symbol, "interval": "1m"}],
+        "consumers": [{"class": "csv", "params": {"path": str(csv)}}],
+    }
+    return parse_config(raw)
+
+
+def truth(exchange: LocalExchange, symbol: str, lo: int, hi: int) -> list[Row]:
+    """The exchange's closed 1m bars opening in [lo, hi), as the CSV must hold them."""
+    source = exchange.market.sources[symbol]
+    return [truth_row(bar.kline()) for bar in source.aggregated(MINUTE, lo, hi)]
+
+
+async def history(
+    exchange: LocalExchange, tmp_path: Path, since: str, until: str, symbol: str = "BTCUSDT",
+    **extra: Any,
+) -> tuple[Totals, Path]:  # fmt: skip
+    csv = tmp_path / f"{symbol}_1m.csv"
+    config = config_for(exchange, csv, symbol, **extra)
+    totals, _, lost = await record_history(
+        config, day_ms(since), day_ms(until) + DAY, tmp_path / "cache"
+    )
+    assert lost == 0
+    return totals, csv
+
+
+@pytest.mark.timeout(600)
+async def test_a_year_of_1m_bars_equals_the_exchange_string_for_string(tmp_path: Path) -> None:
+    """525,600 bars of 2025 through ``history``: twelve monthly zips (spot, microseconds),
+    every row the exchange's, no REST weight beyond the clock and the first-bar probe."""
+    async with LocalExchange(symbols=["BTCUSDT"], seed=3, speed=None) as exchange:
+        totals, csv = await history(exchange, tmp_path, "2025-01-01", "2025-12-31")
+        rows = csv_rows(csv)
+        assert len(rows) == 525_600
+        assert rows == truth(exchange, "BTCUSDT", day_ms("2025-01-01"), day_ms("2026-01-01"))
+        downloads = exchange.archive.downloads
+        assert len(downloads) == 12 and set(downloads.values()) == {1}
+        assert all("/monthly/klines/BTCUSDT/1m/" in path for path in downloads)
+        assert exchange.limits.rest_weight == 2 + 1  # first-bar probe (2) + server time (1)
+        assert (totals.archive_days, totals.rest_days, totals.bars) == (365, 0, 525_600)
+        assert (totals.gaps, totals.fallbacks, totals.corrections) == (0, 0, 0)
+
+
+async def test_missing_corrupt_and_foreign_days_come_from_rest_and_gaps_are_labelled(
+    tmp_path: Path,
+) -> None:
+    """A missing day (404), a zip that fails its CHECKSUM and a zip whose rows belong to
+    another day are each taken from REST (the bad ones after their retries); three hours
+    with no bars anywhere become one exchange gap in the sidecar, which ``check`` labels."""
+    gap = (day_ms("2025-03-08") + 10 * 60 * MINUTE, day_ms("2025-03-08") + 13 * 60 * MINUTE)
+    source = ExchangeGaps(RandomWalkSource("BTCUSDT", "1m", 5), [gap])
+    async with LocalExchange([source], speed=None) as exchange:
+        plants = exchange.archive.plants
+        plants.missing.add("2025-03-03")
+        plants.corrupt.add("2025-03-05")
+        plants.foreign.add("2025-03-07")
+        totals, csv = await history(exchange, tmp_path, "2025-03-01", "2025-03-10")
+        expected = truth(exchange, "BTCUSDT", day_ms("2025-03-01"), day_ms("2025-03-11"))
+        assert len(expected) == 10 * 1440 - 180
+        assert csv_rows(csv) == expected
+        downloads = exchange.archive.downloads
+        daily = "spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-"
+        assert downloads[f"{daily}2025-03-05.zip"] == 3
+        assert downloads[f"{daily}2025-03-07.zip"] == 3
+        assert f"{daily}2025-03-03.zip" not in downloads
+        assert (totals.archive_days, totals.rest_days, totals.fallbacks) == (7, 3, 3)
+        assert (totals.gaps, totals.gap_bars) == (1, 180)
+        assert [(g.first_ms, g.last_ms, g.reason) for g in read_gaps(csv)] == [
+            (gap[0], gap[1] - MINUTE, "exchange gap (no data from Binance)")
+        ]
+        report = check_csv(csv, "1m")
+        assert report.clean
+        assert [reason for _, reason in report.known] == ["exchange gap (no data from Binance)"]
+        assert not list((tmp_path / "cache").rglob("*2025-03-05.zip"))
+
+
+async def test_milliseconds_before_2025_and_microseconds_after_are_both_read(
+    tmp_path: Path,
+) -> None:
+    """Spot files switch to microseconds on 2025-01-01: two days each side, exact."""
+    async with LocalExchange(symbols=["BTCUSDT"], seed=9, speed=None) as exchange:
+        url = f"{exchange.archive_url}/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-"
+        async with aiohttp.ClientSession() as session:
+            for day, digits in (("2024-12-31", 13), ("2025-01-01", 16)):
+                async with session.get(f"{url}{day}.zip") as response:
+                    body = await response.read()
+                text = zipfile.ZipFile(io.BytesIO(body)).read(f"BTCUSDT-1m-{day}.csv").decode()
+                assert len(text.split(",", 1)[0]) == digits  # no header, that time unit
+        totals, csv = await history(exchange, tmp_path, "2024-12-30", "2025-01-02")
+        lo, hi = day_ms("2024-12-30"), day_ms("2025-01-03")
+        assert csv_rows(csv) == truth(exchange, "BTCUSDT", lo, hi)
+        assert (totals.archive_days, totals.rest_days) == (4, 0)
+
+
+@pytest.mark.parametrize(
+    ("venue", "symbol", "folder"),
+    [(USDM, "BTCUSDT", "futures/um"), (COINM, "BTCUSD_PERP", "futures/cm")],
+)
+async def test_futures_archives_with_their_paths_and_headers(
+    tmp_path: Path, venue: Venue, symbol: str, folder: str
+) -> None:
+    """USD-M and COIN-M files live under their folders and carry a header row (COIN-M's
+    names its base-volume columns); times stay in milliseconds; rows are exact."""
+    async with LocalExchange(symbols=[symbol], seed=4, speed=None, venue=venue) as exchange:
+        totals, csv = await history(
+            exchange, tmp_path, "2025-02-27", "2025-03-01", symbol, venue=venue.name
+        )
+        assert csv_rows(csv) == truth(exchange, symbol, day_ms("2025-02-27"), day_ms("2025-03-02"))
+        paths = sorted(exchange.archive.downloads)
+        assert paths == [
+            f"{folder}/daily/klines/{symbol}/1m/{symbol}-1m-{d}.zip"
+            for d in ("2025-02-27", "2025-02-28", "2025-03-01")
+        ]
+        cached = tmp_path / "cache" / "data" / paths[0]
+        text = zipfile.ZipFile(cached).read(f"{symbol}-1m-2025-02-27.csv").decode()
+        header = text.split("\n", 1)[0]
+        assert header.startswith("open_time,open,high,low,close,volume,close_time,")
+        assert ("base_volume" in header) == (venue is COINM)
+        assert len(text.split("\n")[1].split(",", 1)[0]) == 13
+        assert totals.rest_days == 0
+
+
+async def test_today_comes_from_rest_settled_and_the_rest_of_the_range_from_the_archive(
+    tmp_path: Path,
+) -> None:
+    """Yesterday is archived; today is not (404): its closed bars come from REST, each
+    proven final by a later bar REST serves, up to the exchange's forming bar."""
+    async with LocalExchange(symbols=["BTCUSDT"], seed=2, speed=None) as exchange:
+        now = exchange.now_ms
+        today = now - now % DAY
+        yesterday = time.strftime("%Y-%m-%d", time.gmtime((today - DAY) // 1000))
+        csv = tmp_path / "BTCUSDT_1m.csv"
+        config = config_for(exchange, csv)
+        totals, _, lost = await record_history(config, today - DAY, None, tmp_path / "cache")
+        assert lost == 0
+        assert csv_rows(csv) == truth(exchange, "BTCUSDT", today - DAY, now - now % MINUTE)
+        assert list(exchange.archive.downloads) == [
+            f"spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-{yesterday}.zip"
+        ]
+        assert totals.archive_days == 1
+        assert totals.rest_days == (1 if now > today else 0)
+
+
+@pytest.mark.timeout(300)
+async def test_kill_9_then_restart_repeats_no_row_and_downloads_no_verified_file_again(
+    tmp_path: Path,
+) -> None:
+    """``history`` in its own process is killed (SIGKILL) mid-run, then started again: the
+    CSV ends equal to the exchange's bars (no row twice), and no zip that was verified into
+    the cache before the kill is downloaded a second time (counted by the server)."""
+    async with LocalExchange(symbols=["BTCUSDT"], seed=8, speed=None) as exchange:
+        csv = tmp_path / "BTCUSDT_1m.csv"
+        cache = tmp_path / "cache"
+        config = tmp_path / "history.yaml"
+        config.write_text(
+            "exchange:\n"
+            f"  ws_url: {exchange.ws_url}\n  rest_url: {exchange.rest_url}\n"
+            f"  archive_url: {exchange.archive_url}\n"
+            "streams: [{symbol: BTCUSDT, interval: 1m}]\n"
+            f"consumers: [{{class: csv, params: {{path: '{csv}'}}}}]\n"
+        )
+        command = [sys.executable, "-m", "quantcore", "history", str(config),
+                   "--since", "2025-04-01", "--until", "2025-04-29", "--cache", str(cache)]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        first = await asyncio.create_subprocess_exec(*command, env=env, cwd=tmp_path,
+                                                     stdout=asyncio.subprocess.DEVNULL,
+                                                     stderr=asyncio.subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if csv.exists() and csv.stat().st_size > 5 * 1440 * 90:
+                break
+            await asyncio.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        verified = {str(p.relative_to(cache / "data")) for p in cache.rglob("*.zip")}
+        rows_at_kill = len(csv_rows(csv))
+        assert 4 * 1440 <= rows_at_kill < 29 * 1440
+        assert verified
+        second = await asyncio.create_subprocess_exec(*command, env=env, cwd=tmp_path,
+                                                      stdout=asyncio.subprocess.PIPE)  # fmt: skip
+        out, _ = await second.communicate()
+        assert second.returncode == 0, out
+        rows = csv_rows(csv)
+        assert rows == truth(exchange, "BTCUSDT", day_ms("2025-04-01"), day_ms("2025-04-30"))
+        downloads = exchange.archive.downloads
+        assert all(downloads[path] == 1 for path in verified)
+        assert all(count <= 2 for count in downloads.values())
+        assert b"quantcore history:" in out
