@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -75,6 +76,8 @@ class _CsvFile:
         self.lost = 0
         self.overflowed = False
         self.failing_since: float | None = None
+        self.deferred = False
+        """Inside :meth:`CsvRecorder.batch`: lines are appended ``_MAX_BATCH`` at a time."""
         self._timer: asyncio.TimerHandle | None = None
         self.fd = -1
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +121,8 @@ class _CsvFile:
             return
         self.last_ms = open_ms
         self.pending.append(format_row(bar, open_ms).encode("ascii"))
-        self.flush()
+        if not self.deferred or len(self.pending) >= _MAX_BATCH:
+            self.flush()
 
     def flush(self) -> None:
         """Append held lines in order; a failure starts (or continues) one outage episode."""
@@ -379,6 +383,20 @@ class CsvRecorder(Component):
 
     def on_bar(self, bar: BarEvent) -> None:
         self.open(bar.symbol, bar.interval).write(bar)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Append a burst of bars ``_MAX_BATCH`` lines per write; all written on exit."""
+        files = list(self._files.values())
+        for csv in files:
+            csv.deferred = True
+        try:
+            yield
+        finally:
+            for csv in files:
+                csv.deferred = False
+                if csv.pending and csv.fd >= 0:
+                    csv.flush()
 
     def on_gap(self, gap: GapEvent) -> None:
         """Write the range down in the file's ``.gaps`` sidecar, so ``quantcore check``

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -185,7 +185,9 @@ async def _fill(
             continue
         cursor = start if resumed else first
         shown = progress((end - cursor) // step, f"history {symbol} {interval}")
-        fill = StreamFill(symbol, interval, publish, reader, feed, totals, shown.update)
+        fill = StreamFill(
+            symbol, interval, publish, reader, feed, totals, shown.update, _batch(components)
+        )
         log.info("%s %s: history %s .. %s", symbol, interval, _text(cursor), _text(end))
         try:
             await fill.run(cursor, end, today, month, lambda: _throttle(bus))
@@ -193,6 +195,19 @@ async def _fill(
             raise ConfigError(f"{symbol} {interval}: {exc}") from None
         finally:
             shown.close()
+
+
+def _batch(components: list[Component]) -> Callable[[], contextlib.AbstractContextManager[None]]:
+    """Every recorder's :meth:`Component.batch`, entered together."""
+
+    @contextlib.contextmanager
+    def together() -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for component in components:
+                stack.enter_context(component.batch())
+            yield
+
+    return together
 
 
 async def _throttle(bus: EventBus) -> None:

@@ -17,9 +17,11 @@ Rules (the same evidence as the live settler):
 from __future__ import annotations
 
 import calendar
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from quantcore.events import BAR, GAP, BarEvent, GapEvent, GapReason, from_epoch_ms, utc_text
@@ -82,6 +84,7 @@ class StreamFill:
         feed: BinanceKlineFeed,
         totals: Totals,
         on_progress: Callable[[int], object] = lambda n: None,
+        batch: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         self.symbol, self.interval = symbol, interval
         self.step = interval_ms(interval)
@@ -90,6 +93,7 @@ class StreamFill:
         self.feed = feed
         self.totals = totals
         self.on_progress = on_progress
+        self.batch = batch
         self.codec = KlineCodec()
         self.cursor = 0
         self._gap: tuple[int, int] | None = None
@@ -250,17 +254,28 @@ class StreamFill:
     # -- publishing ----------------------------------------------------------------------
 
     def _emit_all(self, bars: list[BarEvent]) -> None:
+        """Publish bars in order from the cursor (earlier ones skipped; a jump is a proven
+        exchange gap), inside the recorders' batch."""
+        if not bars:
+            return
         publish, step = self.publish, self.step
-        for bar in bars:
-            t = bar.open_time_ms
-            if t != self.cursor:
-                if t < self.cursor:
-                    continue
-                self._absent(t)
-            if self._gap is not None:
+        first, last = bars[0].open_time_ms, bars[-1].open_time_ms
+        with self.batch():
+            if first == self.cursor and last == first + (len(bars) - 1) * step:
                 self._flush_gap()
-            publish(BAR, bar)
-            self.cursor = t + step
+                for bar in bars:
+                    publish(BAR, bar)
+                self.cursor = last + step
+            else:
+                for bar in bars:
+                    t = bar.open_time_ms
+                    if t < self.cursor:
+                        continue
+                    if t != self.cursor:
+                        self._absent(t)
+                    self._flush_gap()
+                    publish(BAR, bar)
+                    self.cursor = t + step
         self.totals.bars += len(bars)
         self.on_progress(len(bars))
 
