@@ -37,6 +37,12 @@ _MAX_BATCH = 1024
 """Held lines joined into one ``write`` at most (a backlog after a disk outage)."""
 
 
+_DATES: dict[int, str] = {}
+"""``YYYY-MM-DD `` of recent days (a burst of history formats 1,440 rows per day)."""
+_CLOCK = [f"{m // 60:02d}:{m % 60:02d}:00" for m in range(1440)]
+"""``HH:MM:00`` of every minute of a day."""
+
+
 class CsvPathError(ValueError):
     """The path template or a path it produces is unusable; the message names it."""
 
@@ -47,7 +53,17 @@ def format_row(bar: BarEvent, open_ms: int | None = None) -> str:
     written from its floats in plain notation (:meth:`BarEvent.decimal_strings`)."""
     if open_ms is None:
         open_ms = bar.open_time_ms
-    stamp = time.strftime(DATETIME_FORMAT, time.gmtime(open_ms // 1000))
+    day, into = divmod(open_ms, 86_400_000)
+    date = _DATES.get(day)
+    if date is None:
+        if len(_DATES) >= 4096:
+            _DATES.clear()
+        date = _DATES[day] = time.strftime("%Y-%m-%d ", time.gmtime(day * 86_400))
+    minute, rest = divmod(into, 60_000)
+    if rest:
+        stamp = time.strftime(DATETIME_FORMAT, time.gmtime(open_ms // 1000))
+    else:
+        stamp = date + _CLOCK[minute]
     d = bar.decimals or bar.decimal_strings()
     return f"{d.close},{d.high},{d.low},{d.open},{d.volume},{d.quote_volume},{stamp}\n"
 

@@ -30,6 +30,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -74,8 +75,11 @@ def file_path(venue: Venue, symbol: str, interval: str, period: str) -> str:
 
 _NOT_PLAIN = re.compile(r"[^0-9.,\n]")
 """Anything but digits, points, commas and newlines: a sign, an exponent, a space, text."""
-_NUMBERS = msgspec.json.Decoder(list[list[int | float]])
-"""The rows' numbers at C speed, once every character is known to be plain."""
+_F = float
+_ROWS_12 = msgspec.json.Decoder(list[tuple[int, _F, _F, _F, _F, _F, int, _F, int, _F, _F, _F]])
+_ROWS_11 = msgspec.json.Decoder(list[tuple[int, _F, _F, _F, _F, _F, int, _F, int, _F, _F]])
+"""The rows' numbers typed at C speed (times and trades must be integers), once every
+character is known to be plain; rows of 12 columns (Binance's) or 11 (no ``ignore``)."""
 
 
 def parse_rows(
@@ -98,15 +102,18 @@ def parse_rows(
     if odd is not None:
         line = body[body.rfind("\n", 0, odd.start()) + 1 :].split("\n", 1)[0]
         raise ArchiveCorrupt(f"not a kline row: {line[:80]!r}")
+    text = "[[" + body.replace("\n", "],[") + "]]"
     try:
-        numbers = _NUMBERS.decode("[[" + body.replace("\n", "],[") + "]]")
-    except msgspec.DecodeError as exc:
-        raise ArchiveCorrupt(f"not kline rows: {exc}") from None
-    width = len(numbers[0])
-    if width not in (11, 12) or any(len(row) != width for row in numbers):
-        raise ArchiveCorrupt(f"rows of {width} columns, or of differing lengths; expected 12")
+        numbers: list[tuple[Any, ...]] = list(_ROWS_12.decode(text))
+        width = 12
+    except msgspec.DecodeError:
+        try:
+            numbers, width = list(_ROWS_11.decode(text)), 11
+        except msgspec.DecodeError as exc:
+            raise ArchiveCorrupt(f"not kline rows of 12 columns: {exc}") from None
     fields = body.replace("\n", ",").split(",")
     span = _SPANS.get(interval, 0)
+    grid = span + 1 if span and interval != "1w" else 0
     scale = 1000 if numbers[0][0] >= _MICROS else 1
     bars: list[BarEvent] = []
     append = bars.append
@@ -115,9 +122,7 @@ def parse_rows(
     step = timedelta(milliseconds=INTERVAL_MS.get(interval) or 0)
     length = timedelta(milliseconds=span)
     for number, row in enumerate(numbers, start=1):
-        opened, closed, n = row[0], row[6], row[8]
-        if type(opened) is not int or type(closed) is not int or type(n) is not int:
-            raise ArchiveCorrupt(f"row {number}: a time or the trade count is no integer")
+        opened, fo, fh, fl, fc, fv, closed, fq, n, ftv, ftq = row[:11]
         if scale == 1000:
             if opened < _MICROS or opened % 1000 or closed % 1000 != 999:
                 raise ArchiveCorrupt(f"row {number}: {opened},{closed} are not whole-ms µs")
@@ -127,12 +132,14 @@ def parse_rows(
         if not start_ms <= opened < end_ms or opened <= last:
             raise ArchiveCorrupt(f"row {number}: opens at {utc_text(opened)}, not after the "
                                  "row before inside the file's own period")  # fmt: skip
-        if (span and closed != opened + span) or bar_open_ms(opened, interval) != opened:
+        if grid:
+            if closed != opened + span or opened % grid:
+                raise ArchiveCorrupt(f"row {number}: {opened}..{closed} is no {interval} bar")
+        elif bar_open_ms(opened, interval) != opened or closed <= opened:
             raise ArchiveCorrupt(f"row {number}: {opened}..{closed} is no {interval} bar")
-        _, fo, fh, fl, fc, fv, _, fq, _, ftv, ftq = row[:11]
         if not (fl <= fo <= fh and fl <= fc <= fh):
             raise ArchiveCorrupt(f"row {number}: inconsistent bar o={fo} h={fh} l={fl} c={fc}")
-        if span and opened - last == span + 1 and number > 1:
+        if opened - last == grid and grid and number > 1:
             open_time += step
         else:
             open_time = from_epoch_ms(opened)
@@ -140,9 +147,9 @@ def parse_rows(
         close_time = open_time + length if span else from_epoch_ms(closed)
         at = (number - 1) * width
         _, o, h, lo, c, v, _, q, _, tv, tq = fields[at : at + 11]
-        append(BarEvent(symbol, interval, open_time, close_time, float(fo), float(fh),
-                        float(fl), float(fc), float(fv), float(fq), n, float(ftv), float(ftq),
-                        True, close_time, 0, BarDecimals(o, h, lo, c, v, q, tv, tq)))  # fmt: skip
+        decimals = BarDecimals(o, h, lo, c, v, q, tv, tq)
+        append(BarEvent(symbol, interval, open_time, close_time, fo, fh, fl, fc, fv, fq, n,
+                        ftv, ftq, True, close_time, 0, decimals))  # fmt: skip
     return bars
 
 
