@@ -236,3 +236,38 @@ async def test_kill_9_then_restart_repeats_no_row_and_downloads_no_verified_file
         assert all(downloads[path] == 1 for path in verified)
         assert all(count <= 2 for count in downloads.values())
         assert b"quantcore history:" in out
+
+
+@pytest.mark.timeout(180)
+def test_demo_config_records_history_offline_and_run_continues_the_same_file(
+    tmp_path: Path,
+) -> None:
+    """The README's ``quantcore history config/demo.yaml --since …`` runs on the embedded
+    local exchange (no network), then ``run`` appends to the same CSV: ``check`` finds
+    it clean, every row once, in order, up to the live bars."""
+    import subprocess
+
+    since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 2 * 86_400))
+    demo = str(REPO / "config" / "demo.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "quantcore", "history", demo, "--since", since],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = done.stdout.strip().splitlines()[-1]
+    assert summary.startswith("quantcore history: 2 days from the archive, 1 days from REST")
+    csv = tmp_path / "data" / "demo" / "BTCUSDT_1m.csv"
+    recorded = csv_rows(csv)
+    assert f" {len(recorded)} bars, 0 exchange gaps" in summary
+    assert recorded[0][6] == f"{since} 00:00:00"
+    live = subprocess.run(
+        [sys.executable, "-m", "quantcore", "run", demo, "--max-bars", "2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert live.returncode == 0, live.stderr
+    rows = csv_rows(csv)
+    assert rows[: len(recorded)] == recorded and len(rows) >= len(recorded) + 2
+    stamps = [day_ms(r[6][:10]) + int(r[6][11:13]) * 3_600_000 + int(r[6][14:16]) * MINUTE
+              for r in rows]  # fmt: skip
+    assert stamps == list(range(stamps[0], stamps[0] + len(stamps) * MINUTE, MINUTE))

@@ -1,11 +1,11 @@
 """``quantcore history CONFIG --since DATE|listing [--until DATE]``: record the past.
 
 For each configured stream it hands the configured recorders (the same components ``run``
-builds, through the same EventBus) every closed bar of the range, in order, as BarEvents:
-CSV, database and any other recorder write exactly what live recording writes, so ``run``
-continues the same files. Each recorder skips what it already holds, and the range starts
-after the earliest last row the recorders hold (a resumed run repeats nothing). Whole days
-and months come from the public archive (``exchange.archive_url``; verified zips are kept
+builds, through the same EventBus; strategies and the console are not run) every closed
+bar of the range, in order, as BarEvents: CSV, database and any other recorder write
+exactly what live recording writes, so ``run`` continues the same files. Each recorder
+skips what it already holds, and the range starts after the earliest last row the
+recorders hold (a resumed run repeats nothing). Whole days and months come from the public archive (``exchange.archive_url``; verified zips are kept
 in ``--cache``), the rest from REST within the weight budget (:mod:`.fill`).
 
 Exit codes as ``run``: 0 done, 2 bad input or a refused start, 3 bars not recorded.
@@ -111,9 +111,12 @@ async def _one_venue(
 ) -> int:
     bus = EventBus(queue_size=config.runtime.queue_size, max_backlog=config.runtime.max_backlog)
     try:
-        components = [spec.build() for spec in config.consumers]
+        built = [spec.build() for spec in config.consumers]
     except ConfigError as exc:
         raise ConfigError(f"{config.source}: {exc}") from None
+    components = [c for c in built if c.is_recorder]
+    if not components:
+        raise ConfigError(f"{config.source}: consumers: no recorder (csv, a database sink) to fill")
     context = Context(bus, config.streams, components)
     started: list[Component] = []
     for component in components:
