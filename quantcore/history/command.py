@@ -5,8 +5,9 @@ builds, through the same EventBus; strategies and the console are not run) every
 bar of the range, in order, as BarEvents: CSV, database and any other recorder write
 exactly what live recording writes, so ``run`` continues the same files. Each recorder
 skips what it already holds, and the range starts after the earliest last row the
-recorders hold (a resumed run repeats nothing). Whole days and months come from the public archive (``exchange.archive_url``; verified zips are kept
-in ``--cache``), the rest from REST within the weight budget (:mod:`.fill`).
+recorders hold (a resumed run repeats nothing). Whole days and months come from the
+public archive (``exchange.archive_url``; verified zips are kept in ``--cache``), the
+rest from REST within the weight budget (:mod:`.fill`).
 
 Exit codes as ``run``: 0 done, 2 bad input or a refused start, 3 bars not recorded.
 """
