@@ -271,3 +271,30 @@ def test_demo_config_records_history_offline_and_run_continues_the_same_file(
     stamps = [day_ms(r[6][:10]) + int(r[6][11:13]) * 3_600_000 + int(r[6][14:16]) * MINUTE
               for r in rows]  # fmt: skip
     assert stamps == list(range(stamps[0], stamps[0] + len(stamps) * MINUTE, MINUTE))
+
+
+@pytest.mark.parametrize(
+    ("args", "config_extra", "message"),
+    [
+        (["--since", "2025-03-02", "--until", "2025-03-01"], "",
+         "--until: 2025-03-01 is before --since"),
+        (["--since", "2025-03-01"], "  archive_url: ftp://example.com\n",
+         "exchange.archive_url: 'ftp://example.com' is not an http(s) URL"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_exit_2_with_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], config_extra: str,
+    message: str,
+) -> None:  # fmt: skip
+    from quantcore.cli import main
+
+    config = tmp_path / "history.yaml"
+    config.write_text(
+        "exchange:\n  local: {seed: 1}\n" + config_extra
+        + "streams: [{symbol: BTCUSDT, interval: 1m}]\n"
+        + f"consumers: [{{class: csv, params: {{path: '{tmp_path}/{{symbol}}.csv'}}}}]\n"
+    )  # fmt: skip
+    assert main(["history", str(config), *args, "--cache", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not list(tmp_path.glob("*.csv")) and not (tmp_path / "cache").exists()

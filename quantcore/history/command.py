@@ -68,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
         configure_logging(config.log_level, config.log_file)
         until = None if args.until is None else args.until + DAY_MS
         if until is not None and until <= args.since:
-            raise ConfigError(f"--until: {_text(until - DAY_MS)} is before --since")
+            raise ConfigError(f"--until: {_text(until - DAY_MS)[:10]} is before --since")
         totals, seconds, not_recorded = asyncio.run(
             record_history(config, args.since, until, Path(args.cache))
         )
