@@ -167,10 +167,11 @@ def _unzip(data: bytes) -> str:
 
 
 class ArchiveReader:
-    """Downloads (or takes from ``cache``) one venue's archive files, verified."""
+    """Downloads (or takes from ``cache``; None: keeps nothing) one venue's archive files,
+    verified."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, venue: Venue, cache: Path
+        self, session: aiohttp.ClientSession, base_url: str, venue: Venue, cache: Path | None
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
@@ -185,8 +186,8 @@ class ArchiveReader:
         Raises :class:`ArchiveCorrupt` after ``ATTEMPTS`` bad downloads, or OSError /
         aiohttp.ClientError when the archive cannot be reached."""
         path = file_path(self.venue, symbol, interval, period)
-        cached = self.cache / path
-        if cached.exists():
+        cached = None if self.cache is None else self.cache / path
+        if cached is not None and cached.exists():
             data = await asyncio.to_thread(cached.read_bytes)
             try:
                 digest = _digest(cached.with_name(cached.name + ".CHECKSUM").read_bytes())
@@ -214,7 +215,8 @@ class ArchiveReader:
             except ArchiveCorrupt as exc:
                 problem = str(exc)
                 continue
-            await asyncio.to_thread(_keep, cached, payload, checksum)
+            if cached is not None:
+                await asyncio.to_thread(_keep, cached, payload, checksum)
             return ArchiveFile(bars, len(payload), downloaded=True)
         raise ArchiveCorrupt(f"{path}: {problem} ({ATTEMPTS} downloads)")
 
