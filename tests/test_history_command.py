@@ -95,7 +95,8 @@ async def test_missing_corrupt_and_foreign_days_come_from_rest_and_gaps_are_labe
     tmp_path: Path,
 ) -> None:
     """A missing day (404), a zip that fails its CHECKSUM and a zip whose rows belong to
-    another day are each taken from REST (the bad ones after their retries); three hours
+    another day are each taken from REST (the bad ones after their retries); an hour the
+    archive lacks comes from REST, and where the two differ REST's bar is kept; three hours
     with no bars anywhere become one exchange gap in the sidecar, which ``check`` labels."""
     gap = (day_ms("2025-03-08") + 10 * 60 * MINUTE, day_ms("2025-03-08") + 13 * 60 * MINUTE)
     source = ExchangeGaps(RandomWalkSource("BTCUSDT", "1m", 5), [gap])
@@ -104,6 +105,7 @@ async def test_missing_corrupt_and_foreign_days_come_from_rest_and_gaps_are_labe
         plants.missing.add("2025-03-03")
         plants.corrupt.add("2025-03-05")
         plants.foreign.add("2025-03-07")
+        plants.incomplete.add("2025-03-09")
         totals, csv = await history(exchange, tmp_path, "2025-03-01", "2025-03-10")
         expected = truth(exchange, "BTCUSDT", day_ms("2025-03-01"), day_ms("2025-03-11"))
         assert len(expected) == 10 * 1440 - 180
@@ -115,6 +117,7 @@ async def test_missing_corrupt_and_foreign_days_come_from_rest_and_gaps_are_labe
         assert f"{daily}2025-03-03.zip" not in downloads
         assert (totals.archive_days, totals.rest_days, totals.fallbacks) == (7, 3, 3)
         assert (totals.gaps, totals.gap_bars) == (1, 180)
+        assert totals.corrections == 1  # 2025-03-09 11:00: the archive's volume differs
         assert [(g.first_ms, g.last_ms, g.reason) for g in read_gaps(csv)] == [
             (gap[0], gap[1] - MINUTE, "exchange gap (no data from Binance)")
         ]

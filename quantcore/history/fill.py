@@ -195,7 +195,7 @@ class StreamFill:
             nxt = bars[n].open_time_ms if n < len(bars) else hi
             hole = expected
             while hole < nxt:
-                rows, settled = await self._rest_page(hole, (nxt - hole) // step)
+                rows, settled = await self._rest_page(hole, (nxt - hole) // step + 1)
                 if settled <= hole:
                     raise Unproven(f"REST serves no bar after {utc_text(hole)} yet")
                 for bar in rows:

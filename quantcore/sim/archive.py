@@ -28,7 +28,7 @@ from aiohttp import web
 
 from quantcore.feeds.binance.venues import Venue
 
-from .klines import DAY_MS, Bar, units_str
+from .klines import DAY_MS, HOUR_MS, Bar, units_str
 from .market import Market
 from .sources import KlineSource
 
@@ -60,6 +60,9 @@ class ArchivePlants:
     corrupt: set[str] = field(default_factory=set)
     """Bytes altered after the CHECKSUM was computed (a mismatch)."""
     foreign: set[str] = field(default_factory=set)
+    incomplete: set[str] = field(default_factory=set)
+    """The file lacks the day's 10:00-10:59 UTC bars (REST has them) and its 11:00 bar's
+    volume is one unit (1e-8) above REST's (REST wins)."""
     """A valid CHECKSUM over rows of the following day (refused as corrupt by a reader)."""
 
 
@@ -184,14 +187,17 @@ class ArchiveServer:
             available = end <= today
         if not available or end <= source.first_open_ms:
             return None
-        days = [time.strftime("%Y-%m-%d", time.gmtime(t / 1000)) for t in range(start, end, DAY_MS)]
+        days = [_day(t) for t in range(start, end, DAY_MS)]
         plants = self.plants
         if any(d in plants.missing for d in days):
             return None
         foreign = any(d in plants.foreign for d in days)
         lo, hi = (start + DAY_MS, end + DAY_MS) if foreign else (start, end)
+        spoilt = {
+            day_ms for day_ms in range(start, end, DAY_MS) if _day(day_ms) in plants.incomplete
+        }
         built = await asyncio.to_thread(
-            self._build, source, length, lo, hi, f"{key[0]}-{key[1]}-{period}"
+            self._build, source, length, lo, hi, f"{key[0]}-{key[1]}-{period}", spoilt
         )
         if built is None:
             return None
@@ -205,11 +211,16 @@ class ArchiveServer:
         return result
 
     def _build(
-        self, source: KlineSource, length: int, start: int, end: int, name: str
-    ) -> tuple[bytes, str] | None:
+        self, source: KlineSource, length: int, start: int, end: int, name: str,
+        incomplete: set[int],
+    ) -> tuple[bytes, str] | None:  # fmt: skip
         bars = source.aggregated(length, max(start, source.first_open_ms), end)
         if not bars:
             return None
+        for day in incomplete:
+            hole, after = day + 10 * HOUR_MS, day + 11 * HOUR_MS
+            bars = [b if b.open_time != after else b._replace(volume=b.volume + 1)
+                    for b in bars if not hole <= b.open_time < after]  # fmt: skip
         micros = self.folder == "spot" and start >= MICROSECONDS_FROM_MS
         csv = render_csv(bars, self.venue.name, micros)
         buffer = io.BytesIO()
@@ -217,3 +228,7 @@ class ArchiveServer:
             archive.writestr(f"{name}.csv", csv)
         body = buffer.getvalue()
         return body, hashlib.sha256(body).hexdigest()
+
+
+def _day(ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms // 1000))
