@@ -27,7 +27,7 @@ from quantcore.gapfile import read_gaps
 from quantcore.history.command import record_history
 from quantcore.history.fill import Totals
 from quantcore.quality import check_csv
-from quantcore.sim import LocalExchange, RandomWalkSource
+from quantcore.sim import LocalExchange, RandomWalkSource, Realism
 from quantcore.sim.archive import ExchangeGaps
 from tests.harness import Row, csv_rows, truth_row
 from tests.paths import REPO
@@ -301,3 +301,56 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not list(tmp_path.glob("*.csv")) and not (tmp_path / "cache").exists()
+
+
+async def test_since_listing_starts_at_the_first_bar_and_the_archive_404s_where_binance_does(
+    tmp_path: Path,
+) -> None:
+    """``--since listing`` finds the symbol's first bar with one ``startTime=0`` request
+    (the generator's market opens 2017-01-01); the archive answers 404 before the listing,
+    for today, for the current month and for another venue's folder."""
+    async with LocalExchange(symbols=["BTCUSDT"], seed=6, speed=None) as exchange:
+        csv = tmp_path / "BTCUSDT_1m.csv"
+        totals, _, lost = await record_history(
+            config_for(exchange, csv), 0, day_ms("2017-01-03"), tmp_path / "cache"
+        )
+        assert lost == 0 and totals.archive_days == 2
+        rows = csv_rows(csv)
+        assert rows[0][6] == "2017-01-01 00:00:00"
+        assert rows == truth(exchange, "BTCUSDT", day_ms("2017-01-01"), day_ms("2017-01-03"))
+        now = exchange.now_ms
+        today = time.strftime("%Y-%m-%d", time.gmtime(now // 1000))
+        base = f"{exchange.archive_url}/data/spot"
+        name = "klines/BTCUSDT/1m/BTCUSDT-1m"
+        async with aiohttp.ClientSession() as session:
+            for url, status in [
+                (f"{base}/daily/{name}-2016-12-31.zip", 404),
+                (f"{base}/daily/{name}-{today}.zip", 404),
+                (f"{base}/monthly/{name}-{today[:7]}.zip.CHECKSUM", 404),
+                (f"{base}/monthly/{name}-2017-01.zip.CHECKSUM", 200),
+                (f"{exchange.archive_url}/data/futures/um/daily/{name}-2017-01-01.zip", 404),
+            ]:
+                async with session.get(url) as response:
+                    assert response.status == status, url
+                    if status == 200:
+                        line = (await response.text()).split()
+                        assert len(line[0]) == 64 and line[1] == "BTCUSDT-1m-2017-01.zip"
+
+
+async def test_rest_lagging_minutes_behind_ends_history_at_the_last_proven_bar(
+    tmp_path: Path,
+) -> None:
+    """With REST 70-120 s behind, today's newest closed bars are not proven final yet: the
+    run records every bar up to the last one REST proves, exactly, and stops there (a later
+    run or ``run`` continues)."""
+    realism = Realism(rest_lag_ms=70_000, rest_lag_spread_ms=50_000)
+    async with LocalExchange(symbols=["BTCUSDT"], seed=2, speed=None, realism=realism) as ex:
+        now = ex.now_ms
+        today = now - now % DAY
+        csv = tmp_path / "BTCUSDT_1m.csv"
+        _, _, lost = await record_history(config_for(ex, csv), today - DAY, None, tmp_path / "c")
+        assert lost == 0
+        expected = truth(ex, "BTCUSDT", today - DAY, now - now % MINUTE)
+        rows = csv_rows(csv)
+        unproven = min(2, (now - today) // MINUTE)  # today's newest two, none of yesterday's
+        assert rows == expected[: len(rows)] and len(rows) == len(expected) - unproven
