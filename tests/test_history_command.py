@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import dataclasses
 import io
 import os
 import signal
@@ -354,3 +355,25 @@ async def test_rest_lagging_minutes_behind_ends_history_at_the_last_proven_bar(
         rows = csv_rows(csv)
         unproven = min(2, (now - today) // MINUTE)  # today's newest two, none of yesterday's
         assert rows == expected[: len(rows)] and len(rows) == len(expected) - unproven
+
+
+async def test_an_unreachable_archive_leaves_everything_to_rest_exactly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``exchange.archive_url`` pointing at nothing: one warning, then every day from REST
+    (settled on evidence, paged within the budget), the same rows."""
+    async with LocalExchange(symbols=["BTCUSDT"], seed=12, speed=None) as exchange:
+        csv = tmp_path / "BTCUSDT_1m.csv"
+        config = config_for(exchange, csv)
+        config = dataclasses.replace(config, archive_url="http://127.0.0.1:9")
+        totals, _, lost = await record_history(
+            config, day_ms("2025-06-01"), day_ms("2025-06-03"), tmp_path / "cache"
+        )
+        assert lost == 0
+        assert csv_rows(csv) == truth(
+            exchange, "BTCUSDT", day_ms("2025-06-01"), day_ms("2025-06-03")
+        )
+        assert (totals.archive_days, totals.rest_days, totals.bars) == (0, 2, 2880)
+        assert not exchange.archive.downloads
+    warnings = [r.message for r in caplog.records if "cannot be reached" in r.message]
+    assert len(warnings) == 1

@@ -179,6 +179,8 @@ class ArchiveReader:
         self.cache = cache
         self.bytes_downloaded = 0
         self.downloads = 0
+        self.unreachable: BaseException | None = None
+        """Why the archive could not be reached (the caller then stops asking it)."""
 
     async def read(self, symbol: str, interval: str, period: str, start_ms: int, end_ms: int
                    ) -> ArchiveFile | None:  # fmt: skip
@@ -222,7 +224,7 @@ class ArchiveReader:
 
     async def _get(self, path: str) -> bytes | None:
         async with self.session.get(f"{self.base_url}/{path}") as response:
-            if response.status == 404:
+            if response.status in (403, 404):  # S3 answers 403 for a key it does not have
                 return None
             response.raise_for_status()
             return await response.read()

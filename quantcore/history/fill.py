@@ -24,6 +24,9 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+import aiohttp
+
+from quantcore.backoff import describe
 from quantcore.events import BAR, GAP, BarEvent, GapEvent, GapReason, from_epoch_ms, utc_text
 from quantcore.feeds.binance.codec import KlineCodec
 from quantcore.feeds.binance.feed import BinanceKlineFeed
@@ -145,8 +148,16 @@ class StreamFill:
     async def _archive(self, period: str, start: int, stop: int, end_ms: int | None = None
                        ) -> bool:  # fmt: skip
         """Publish a verified file's bars from the cursor on; False if REST must do it."""
+        reader = self.reader
+        if reader.unreachable is not None:
+            return False
         try:
-            found = await self.reader.read(self.symbol, self.interval, period, start, stop)
+            found = await reader.read(self.symbol, self.interval, period, start, stop)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            reader.unreachable = exc
+            log.warning("%s %s: the archive cannot be reached (%s); everything from REST",
+                        self.symbol, self.interval, describe(exc))  # fmt: skip
+            return False
         except ArchiveCorrupt as exc:
             self.totals.fallbacks += 1
             log.warning("%s %s: archive file %s refused (%s); taking it from REST",
