@@ -377,3 +377,19 @@ async def test_an_unreachable_archive_leaves_everything_to_rest_exactly(
         assert not exchange.archive.downloads
     warnings = [r.message for r in caplog.records if "cannot be reached" in r.message]
     assert len(warnings) == 1
+
+
+async def test_a_csv_older_than_since_is_continued_from_its_last_row_gap_free(
+    tmp_path: Path,
+) -> None:
+    """A CSV ending 2025-05-30 12:00 and ``--since 2025-06-01``: the file is continued from
+    12:01 (mid-day, from that day's zip), so it stays gap-free; nothing is written twice."""
+    async with LocalExchange(symbols=["BTCUSDT"], seed=13, speed=None) as exchange:
+        lo = day_ms("2025-05-30") + 12 * 60 * MINUTE
+        expected = truth(exchange, "BTCUSDT", lo, day_ms("2025-06-02"))
+        csv = tmp_path / "BTCUSDT_1m.csv"
+        csv.write_text("close,high,low,open,volume,baseVolume,datetime\n"
+                       + ",".join(expected[0]) + "\n")  # fmt: skip
+        totals, _ = await history(exchange, tmp_path, "2025-06-01", "2025-06-01")
+        assert csv_rows(csv) == expected
+        assert totals.bars == len(expected) - 1 and totals.archive_days == 3

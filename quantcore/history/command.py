@@ -5,7 +5,8 @@ builds, through the same EventBus; strategies and the console are not run) every
 bar of the range, in order, as BarEvents: CSV, database and any other recorder write
 exactly what live recording writes, so ``run`` continues the same files. Each recorder
 skips what it already holds, and the range starts after the earliest last row the
-recorders hold (a resumed run repeats nothing). Whole days and months come from the
+recorders hold (a resumed run repeats nothing; a file whose last row is older than
+``--since`` is continued from there, so it stays gap-free). Whole days and months come from the
 public archive (``exchange.archive_url``; verified zips are kept in ``--cache``), the
 rest from REST within the weight budget (:mod:`.fill`).
 
@@ -175,8 +176,11 @@ async def _fill(
         held = [c.resume_point(symbol, interval) for c in components if c.is_recorder]
         known = [p for p in held if p is not None]
         start, resumed = since_ms, False
-        if known and len(known) == len(held) and min(known) + step > since_ms:
+        if known and (min(known) + step < since_ms or len(known) == len(held)):
             start, resumed = min(known) + step, True
+            if start < since_ms:
+                log.info("%s %s: starting after the last recorded bar (%s), before --since, "
+                         "so the files stay gap-free", symbol, interval, _text(start))  # fmt: skip
         if start >= end:
             log.info("%s %s: nothing to do (recorded through %s)", symbol, interval, _text(start))
             continue
