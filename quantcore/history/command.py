@@ -196,7 +196,9 @@ async def _fill(
         fill = StreamFill(
             symbol, interval, publish, reader, feed, totals, shown.update, _batch(components)
         )
-        log.info("%s %s: history %s .. %s", symbol, interval, _text(cursor), _text(end))
+        log.info(
+            "%s %s %s: history %s .. %s", config.venue, symbol, interval, _text(cursor), _text(end)
+        )
         try:
             await fill.run(cursor, end, today, month, lambda: _throttle(bus))
         except (BackfillError, ArchiveCorrupt, aiohttp.ClientError, OSError) as exc:
