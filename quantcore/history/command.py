@@ -10,7 +10,8 @@ recorders hold (a resumed run repeats nothing; a file whose last row is older th
 public archive (``exchange.archive_url``; verified zips are kept in ``--cache``), the
 rest from REST within the weight budget (:mod:`.fill`).
 
-Exit codes as ``run``: 0 done, 2 bad input or a refused start, 3 bars not recorded.
+Exit codes: 0 done, 2 bad input or a refused start, 3 bars not recorded, 130 interrupted
+(Ctrl-C; what was recorded stays, and the same command continues).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from quantcore.sinks.schema import FloatTableError
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 2, 3
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 2, 3, 130
 MAX_BACKLOG = 50_000
 """Bars a coroutine recorder (a database sink) may have queued before the next file waits."""
 DEFAULT_CACHE = "data/binance-archive"
@@ -77,7 +78,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"quantcore: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        return EXIT_INCOMPLETE
+        print("quantcore history: interrupted; the same command continues where it stopped",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
     print(summary_line(totals, seconds), flush=True)
     if not_recorded:
         print(f"quantcore: recorded data incomplete: {not_recorded} bars not recorded "
