@@ -27,7 +27,7 @@ from quantcore.feeds.binance.venues import COINM, USDM, Venue
 from quantcore.gapfile import read_gaps
 from quantcore.history.command import record_history
 from quantcore.history.fill import Totals
-from quantcore.quality import check_csv
+from quantcore.quality import check_csv, check_sqlite
 from quantcore.sim import LocalExchange, RandomWalkSource, Realism
 from quantcore.sim.archive import ExchangeGaps
 from tests.harness import Row, csv_rows, truth_row
@@ -41,7 +41,8 @@ def day_ms(text: str) -> int:
     return calendar.timegm(time.strptime(text, "%Y-%m-%d")) * 1000
 
 
-def config_for(exchange: LocalExchange, csv: Path, symbol: str = "BTCUSDT", **exchange_extra: Any
+def config_for(exchange: LocalExchange, csv: Path, symbol: str = "BTCUSDT",
+               consumers: list[dict[str, Any]] | None = None, **exchange_extra: Any
                ) -> AppConfig:  # fmt: skip
     raw = {
         "exchange": {
@@ -51,7 +52,7 @@ def config_for(exchange: LocalExchange, csv: Path, symbol: str = "BTCUSDT", **ex
             **exchange_extra,
         },
         "streams": [{"symbol": symbol, "interval": "1m"}],
-        "consumers": [{"class": "csv", "params": {"path": str(csv)}}],
+        "consumers": [{"class": "csv", "params": {"path": str(csv)}}, *(consumers or [])],
     }
     return parse_config(raw)
 
@@ -64,10 +65,10 @@ def truth(exchange: LocalExchange, symbol: str, lo: int, hi: int) -> list[Row]:
 
 async def history(
     exchange: LocalExchange, tmp_path: Path, since: str, until: str, symbol: str = "BTCUSDT",
-    **extra: Any,
+    consumers: list[dict[str, Any]] | None = None, **extra: Any,
 ) -> tuple[Totals, Path]:  # fmt: skip
     csv = tmp_path / f"{symbol}_1m.csv"
-    config = config_for(exchange, csv, symbol, **extra)
+    config = config_for(exchange, csv, symbol, consumers, **extra)
     totals, _, lost = await record_history(
         config, day_ms(since), day_ms(until) + DAY, tmp_path / "cache"
     )
@@ -107,7 +108,10 @@ async def test_missing_corrupt_and_foreign_days_come_from_rest_and_gaps_are_labe
         plants.corrupt.add("2025-03-05")
         plants.foreign.add("2025-03-07")
         plants.incomplete.add("2025-03-09")
-        totals, csv = await history(exchange, tmp_path, "2025-03-01", "2025-03-10")
+        sqlite = {"class": "sqlite", "params": {"path": str(tmp_path / "bars.sqlite")}}
+        totals, csv = await history(
+            exchange, tmp_path, "2025-03-01", "2025-03-10", consumers=[sqlite]
+        )
         expected = truth(exchange, "BTCUSDT", day_ms("2025-03-01"), day_ms("2025-03-11"))
         assert len(expected) == 10 * 1440 - 180
         assert csv_rows(csv) == expected
@@ -122,9 +126,11 @@ async def test_missing_corrupt_and_foreign_days_come_from_rest_and_gaps_are_labe
         assert [(g.first_ms, g.last_ms, g.reason) for g in read_gaps(csv)] == [
             (gap[0], gap[1] - MINUTE, "exchange gap (no data from Binance)")
         ]
-        report = check_csv(csv, "1m")
-        assert report.clean
-        assert [reason for _, reason in report.known] == ["exchange gap (no data from Binance)"]
+        for report in [check_csv(csv, "1m"), *check_sqlite(tmp_path / "bars.sqlite")]:
+            assert report.clean, report.lines()
+            assert [(h.first_ms, h.bars, reason) for h, reason in report.known] == [
+                (gap[0], 180, "exchange gap (no data from Binance)")
+            ]
         assert not list((tmp_path / "cache").rglob("*2025-03-05.zip"))
 
 
