@@ -29,6 +29,7 @@ from quantcore.feeds import registry
 from quantcore.feeds.base import DataFeed, FeedStats, StreamKey
 from quantcore.feeds.binance.feed import BinanceFeedSettings
 from quantcore.feeds.binance.venues import SPOT, Venue
+from quantcore.history.catchup import attach_archive
 from quantcore.intervals import interval_ms
 from quantcore.logs import configure_logging
 from quantcore.metrics import MetricsServer
@@ -103,6 +104,7 @@ class App:
         self.metrics: MetricsServer | None = None
         """The /metrics and /health endpoint while running, if ``metrics:`` is configured."""
         self._stop_requested = False
+        self._local_archive: str | None = None
         self.parts = [App(part, stop_timeout=stop_timeout) for part in config.parts]
         """With more than one venue: one App per venue, run side by side (own bus,
         components and feed, so a symbol listed on two venues stays two series)."""
@@ -182,6 +184,7 @@ class App:
             resume = self._resume_points()
             async with self._exchange_urls(resume) as settings:
                 feed = self.feed = self._make_feed(settings)
+                attach_archive(feed, self.config, self._local_archive)
                 self.context.history = history_of(feed)
                 feed.bar_limit = max_bars
                 for key, open_ms in resume.items():
@@ -293,6 +296,7 @@ class App:
                 raise ConfigError(
                     f"exchange.local.port: cannot listen on {local.port}: {exc}"
                 ) from None
+            self._local_archive = exchange.archive_url
             shown = f" venue={venue.name}" if extra else ""
             log.info("local exchange: ws=%s rest=%s%s", exchange.ws_url, exchange.rest_url, shown)
             yield replace(self.config.feed, ws_url=exchange.ws_url, rest_url=exchange.rest_url)

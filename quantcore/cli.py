@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("config", help="YAML config to check")
     validate.set_defaults(handler=_validate)
 
+    from quantcore.history import command as history
+
+    past = commands.add_parser("history", help="record the past: archive + REST, verified")
+    history.configure_parser(past)
+    past.set_defaults(handler=history.main)
+
     from quantcore import quality
 
     check = commands.add_parser("check", help="data-quality report of recorded CSV/SQLite files")

@@ -7,6 +7,7 @@ is attached, so adding a consumer is one subclass plus one line of YAML.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -182,6 +183,11 @@ class Component:
         backfills from there, so a restarted recorder neither misses nor repeats bars.
         """
         return None
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """A burst of past bars follows (``quantcore history``): a recorder may hold its
+        writes until the block ends, and must have written them all when it does."""
+        return contextlib.nullcontext()
 
     def unrecorded(self) -> int:
         """Closed bars this component accepted but could not store; non-zero fails the run."""

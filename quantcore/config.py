@@ -171,6 +171,7 @@ class _Exchange(_Section, frozen=True):
     rest_url: str | None = None
     local: LocalExchangeConfig | bool | None = None
     redis: RedisSourceConfig | None = None
+    archive_url: str | None = None
 
 
 class _Stream(_Section, frozen=True):
@@ -231,6 +232,10 @@ class ConsumerSpec:
             ) from None
 
 
+DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
+"""Binance's public kline archive (``exchange.archive_url``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AppConfig:
     source: str
@@ -251,6 +256,8 @@ class AppConfig:
     by side; this one then holds every stream and no consumers of its own."""
     stream_fields: tuple[str, ...] = ()
     """Per stream, where the config lists it (``streams[2]``), for error messages."""
+    archive_url: str = DEFAULT_ARCHIVE_URL
+    """Base URL of Binance's public kline archive (``quantcore history``)."""
 
     def stream_field(self, key: tuple[str, str]) -> str:
         """``streams[2]`` for a configured (symbol, interval), counting every venue's."""
@@ -325,6 +332,7 @@ def parse_config(
     config = AppConfig(
         source, streams, feed, consumers, local, level, exchange.redis, doc.runtime, log_file,
         doc.metrics, venue_name, stream_fields=fields,
+        archive_url=_archive_url(exchange.archive_url),
     )  # fmt: skip
     if not stream_indices:
         _check_files([config])
@@ -439,6 +447,14 @@ def _venue(exchange: _Exchange) -> tuple[str, Venue]:
     except KeyError as exc:
         raise ConfigError(f"exchange.venue: {exc.args[0]}") from None
     return name, entry.venue or SPOT
+
+
+def _archive_url(given: str | None) -> str:
+    if given is None:
+        return DEFAULT_ARCHIVE_URL
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", given):
+        raise ConfigError(f"exchange.archive_url: {given!r} is not an http(s) URL")
+    return given.rstrip("/")
 
 
 def _urls(exchange: _Exchange, venue: Venue) -> tuple[str, str]:

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -36,6 +37,12 @@ _MAX_BATCH = 1024
 """Held lines joined into one ``write`` at most (a backlog after a disk outage)."""
 
 
+_DATES: dict[int, str] = {}
+"""``YYYY-MM-DD `` of recent days (a burst of history formats 1,440 rows per day)."""
+_CLOCK = [f"{m // 60:02d}:{m % 60:02d}:00" for m in range(1440)]
+"""``HH:MM:00`` of every minute of a day."""
+
+
 class CsvPathError(ValueError):
     """The path template or a path it produces is unusable; the message names it."""
 
@@ -46,7 +53,17 @@ def format_row(bar: BarEvent, open_ms: int | None = None) -> str:
     written from its floats in plain notation (:meth:`BarEvent.decimal_strings`)."""
     if open_ms is None:
         open_ms = bar.open_time_ms
-    stamp = time.strftime(DATETIME_FORMAT, time.gmtime(open_ms // 1000))
+    day, into = divmod(open_ms, 86_400_000)
+    date = _DATES.get(day)
+    if date is None:
+        if len(_DATES) >= 4096:
+            _DATES.clear()
+        date = _DATES[day] = time.strftime("%Y-%m-%d ", time.gmtime(day * 86_400))
+    minute, rest = divmod(into, 60_000)
+    if rest:
+        stamp = time.strftime(DATETIME_FORMAT, time.gmtime(open_ms // 1000))
+    else:
+        stamp = date + _CLOCK[minute]
     d = bar.decimals or bar.decimal_strings()
     return f"{d.close},{d.high},{d.low},{d.open},{d.volume},{d.quote_volume},{stamp}\n"
 
@@ -75,6 +92,8 @@ class _CsvFile:
         self.lost = 0
         self.overflowed = False
         self.failing_since: float | None = None
+        self.deferred = False
+        """Inside :meth:`CsvRecorder.batch`: lines are appended ``_MAX_BATCH`` at a time."""
         self._timer: asyncio.TimerHandle | None = None
         self.fd = -1
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +137,8 @@ class _CsvFile:
             return
         self.last_ms = open_ms
         self.pending.append(format_row(bar, open_ms).encode("ascii"))
-        self.flush()
+        if not self.deferred or len(self.pending) >= _MAX_BATCH:
+            self.flush()
 
     def flush(self) -> None:
         """Append held lines in order; a failure starts (or continues) one outage episode."""
@@ -379,6 +399,20 @@ class CsvRecorder(Component):
 
     def on_bar(self, bar: BarEvent) -> None:
         self.open(bar.symbol, bar.interval).write(bar)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Append a burst of bars ``_MAX_BATCH`` lines per write; all written on exit."""
+        files = list(self._files.values())
+        for csv in files:
+            csv.deferred = True
+        try:
+            yield
+        finally:
+            for csv in files:
+                csv.deferred = False
+                if csv.pending and csv.fd >= 0:
+                    csv.flush()
 
     def on_gap(self, gap: GapEvent) -> None:
         """Write the range down in the file's ``.gaps`` sidecar, so ``quantcore check``

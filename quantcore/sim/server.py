@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 
 from quantcore.feeds.binance.venues import SPOT, Venue
 
+from .archive import ArchiveServer
 from .formats import QUOTES, read_data
 from .generator import RandomWalkSource
 from .klines import Bar, Kline, bucket_start, interval_ms
@@ -241,6 +242,8 @@ class LocalExchange:
             limits=self.limits,
         )
         self._hub = _Hub(self.market.streams)
+        self.archive = ArchiveServer(self.market, venue)
+        """The public archive of its own bars (``/data/...``, see :mod:`.archive`)."""
         real = self.realism
         origin = time.monotonic()
         self._weights = RateWindow(
@@ -321,6 +324,7 @@ class LocalExchange:
         app.router.add_get("/ws", self._ws)
         app.router.add_get("/ws/{streams:.*}", self._ws)
         app.router.add_get("/stream", self._ws)
+        self.archive.add_routes(app)
         runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -399,6 +403,11 @@ class LocalExchange:
         """The REST root (spot: `AsyncClient.API_URL`, python-binance appends /v3/...;
         futures: `.../fapi` or `.../dapi`, as `FUTURES_URL`/`FUTURES_COIN_URL`)."""
         return f"http://{HOST}:{self.port}/{self.venue.root}"
+
+    @property
+    def archive_url(self) -> str:
+        """Base URL of the archive it serves (as ``https://data.binance.vision``)."""
+        return f"http://{HOST}:{self.port}"
 
     @property
     def streams(self) -> list[str]:

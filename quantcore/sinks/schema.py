@@ -84,3 +84,18 @@ def select_stream(table: str, placeholder: str) -> str:
         f'SELECT {names} FROM {table} WHERE symbol = {placeholder} AND "interval" = '
         f"{placeholder} ORDER BY open_time"
     )
+
+
+def gaps_table(table: str) -> str:
+    """The quoted table beside ``table`` (as given, unquoted) holding its known gaps."""
+    return table_name(f"{table}_gaps")
+
+
+def create_gaps_table(gaps: str, integer: str) -> str:
+    """Ranges of bars missing on purpose, and why (:class:`~quantcore.events.GapEvent`):
+    open times of the first and last missing bar (ms, inclusive)."""
+    return (
+        f'CREATE TABLE IF NOT EXISTS {gaps} (symbol TEXT NOT NULL, "interval" TEXT NOT NULL, '
+        f"first_open {integer} NOT NULL, last_open {integer} NOT NULL, reason TEXT NOT NULL, "
+        'PRIMARY KEY (symbol, "interval", first_open))'
+    )

@@ -7,14 +7,17 @@ in the loop (short ``busy_timeout``) but retried later by the writer's backoff.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
-from quantcore.events import BarEvent
+from quantcore.events import BarEvent, GapEvent, epoch_ms
 from quantcore.filelock import WriterLock, lock_for_writing
 from quantcore.sinks import schema
 from quantcore.sinks.base import BufferedSink
 from quantcore.sinks.rows import to_row
+
+log = logging.getLogger(__name__)
 
 _BUSY_TIMEOUT_MS = 50
 
@@ -74,6 +77,7 @@ class SqliteRecorder(BufferedSink):
         super().__init__(name, settings)
         self.path = Path(path)
         self.table = schema.table_name(table)
+        self.gaps_table = schema.gaps_table(table)
         self._insert = schema.insert(self.table, "?")
         self._conn: sqlite3.Connection | None = None
         self._lock: WriterLock | None = None
@@ -122,6 +126,20 @@ class SqliteRecorder(BufferedSink):
         conn = self._connection()
         with conn:
             conn.executemany(self._insert, [to_row(bar) for bar in batch])
+
+    def on_gap(self, gap: GapEvent) -> None:
+        """Write the range down in ``<table>_gaps``, so ``quantcore check`` labels that hole
+        with its reason (a failed note is logged, never fatal)."""
+        first, last = epoch_ms(gap.first_open), epoch_ms(gap.last_open)
+        try:
+            conn = self._connection()
+            with conn:
+                conn.execute(schema.create_gaps_table(self.gaps_table, "INTEGER"))
+                conn.execute(f"INSERT OR REPLACE INTO {self.gaps_table} VALUES (?, ?, ?, ?, ?)",
+                             (gap.symbol, gap.interval, first, last, gap.reason.value))  # fmt: skip
+        except sqlite3.Error as exc:
+            log.error("%s: cannot write down the gap %s .. %s (%s): %s", self.path,
+                      gap.first_open, gap.last_open, gap.reason.value, exc)  # fmt: skip
 
     async def close(self) -> None:
         if self._conn is not None:

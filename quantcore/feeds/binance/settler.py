@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from quantcore.feeds.binance.clock import ExchangeClock
     from quantcore.feeds.binance.feed import BinanceFeedSettings
     from quantcore.feeds.binance.venues import Venue
+    from quantcore.history.catchup import ArchiveCatchUp
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ PROGRESS_MIN_PAGES = 3
 ASK_AFTER_MS = 3_000
 """Exchange ms after a bar's close before REST is asked for it: its ``x:true`` is late
 (Binance: 70-430 ms), not lost, this soon."""
+DAY_MS = 86_400_000
+"""A catch-up longer than two days takes its whole days from the archive (if one is set)."""
 RETRY_MS = (1_000, 16_000)
 """Exchange ms before REST is asked again after an answer without evidence: doubles
 from the first to the second while REST stays behind."""
@@ -119,6 +122,8 @@ class SettlingFeed(DataFeed):
     _wake: asyncio.Event
     _settle_lock: asyncio.Lock
     _symbols_checked: bool
+    archive: ArchiveCatchUp | None = None
+    """Whole archived days of a long outage come from here (set by the App), not REST."""
 
     @abstractmethod
     async def rest_klines(
@@ -296,6 +301,8 @@ class SettlingFeed(DataFeed):
         """
         symbol, interval = state.key
         step = state.step_ms
+        if self.archive is not None and server_now - start_ms > 2 * DAY_MS:
+            start_ms = await self.archive.publish_days(self, state, start_ms, server_now)
         trusted_ms = server_now - int(self.settings.settle * 1000)
         end_ms = state.held[-1].open_time_ms if state.held else None
         page = self.venue.klines_limit
