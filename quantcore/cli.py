@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from quantcore.config import AppConfig, ConfigError, load_config
 from quantcore.logs import configure_logging
+from quantcore.replay.settings import ReplaySettings
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -65,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("config", help="YAML config to check")
     validate.set_defaults(handler=_validate)
+
+    from quantcore.replay import command as replay_command
+
+    replay = commands.add_parser("replay", help="feed a config's components its recorded bars")
+    replay_command.configure_parser(replay)
+    replay.set_defaults(handler=replay_command.main)
 
     from quantcore import quality
 
@@ -163,6 +170,10 @@ def run_command(config_path: str, duration: float | None, max_bars: int | None) 
 
     try:
         config = load_config(config_path)
+        if config.venue == "replay":
+            from quantcore.replay.feed import replay_config
+
+            config = replay_config(config, config.replay or ReplaySettings())
         if max_bars is not None and max_bars < 1:
             raise ConfigError(f"--max-bars: {max_bars} is not a positive integer")
         configure_logging(config.log_level, config.log_file)

@@ -32,6 +32,7 @@ from quantcore.feeds.binance.limits import ConnectLimits, RestLimits
 from quantcore.feeds.binance.transport import Transport
 from quantcore.feeds.binance.venues import SPOT, SPOT_NAME, Venue
 from quantcore.intervals import interval_ms
+from quantcore.replay.settings import ReplaySettings
 
 BUILTIN_CONSUMERS = {
     "history": "quantcore.consumers.history:HistoryStore",
@@ -41,6 +42,7 @@ BUILTIN_CONSUMERS = {
     "sqlite": "quantcore.sinks.sqlite:SqliteRecorder",
     "postgres": "quantcore.sinks.postgres:PostgresRecorder",
     "redis": "quantcore.sinks.redis_streams:RedisStreamPublisher",
+    "signals": "quantcore.consumers.signals:SignalRecorder",
 }
 """Short names usable as ``class:`` in the YAML for the built-in consumers."""
 
@@ -157,6 +159,7 @@ class _Exchange(_Section, frozen=True):
     rest_url: str | None = None
     local: LocalExchangeConfig | bool | None = None
     redis: RedisSourceConfig | None = None
+    replay: ReplaySettings | None = None
 
 
 class _Stream(_Section, frozen=True):
@@ -231,6 +234,8 @@ class AppConfig:
     """With streams of more than one venue: one config per venue (its streams, URLs,
     local exchange and consumers, CSV paths and sink keys holding the venue), run side
     by side; this one then holds every stream and no consumers of its own."""
+    replay: ReplaySettings | None = None
+    """``exchange.replay``: the recorded store the ``replay`` venue reads (quantcore.replay)."""
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -281,7 +286,7 @@ def parse_config(raw: Any, source: str = "<config>") -> AppConfig:
     consumers = _consumers(_venue_paths(doc.consumers, venue, alone=True))
     return AppConfig(
         source, streams, feed, consumers, local, level, exchange.redis, doc.runtime, log_file,
-        doc.metrics, venue_name,
+        doc.metrics, venue_name, replay=exchange.replay,
     )  # fmt: skip
 
 
@@ -368,6 +373,7 @@ def _venue(exchange: _Exchange) -> tuple[str, Venue]:
     from quantcore.feeds import registry
 
     name = "redis" if exchange.redis is not None else exchange.venue
+    name = "replay" if exchange.replay is not None else name
     try:
         entry = registry.entry(name)
     except KeyError as exc:
