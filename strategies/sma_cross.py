@@ -20,6 +20,8 @@ class SmaCross(Component):
         if not (isinstance(fast, int) and isinstance(slow, int) and 0 < fast < slow):
             raise ValueError(f"need integers 0 < fast < slow, got fast={fast!r} slow={slow!r}")
         self.fast, self.slow = fast, slow
+        self.warmup = slow
+        """``run`` hands it ``slow`` past bars first, so it can signal on the first live bar."""
         self._closes: dict[tuple[str, str], deque[float]] = {}
         self._previous: dict[tuple[str, str], float] = {}
         self.signals: list[SignalEvent] = []
