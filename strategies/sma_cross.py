@@ -22,18 +22,21 @@ class SmaCross(Component):
         self.fast, self.slow = fast, slow
         self.warmup = slow
         """``run`` hands it ``slow`` past bars first, so it can signal on the first live bar."""
-        self._closes: dict[tuple[str, str], deque[float]] = {}
+        self._closes: dict[tuple[str, str], tuple[deque[float], deque[float]]] = {}
         self._previous: dict[tuple[str, str], float] = {}
         self.signals: list[SignalEvent] = []
 
     def on_bar(self, bar: BarEvent) -> None:
         key = (bar.symbol, bar.interval)
-        closes = self._closes.setdefault(key, deque(maxlen=self.slow))
+        windows = self._closes.get(key)
+        if windows is None:
+            windows = self._closes[key] = (deque(maxlen=self.slow), deque(maxlen=self.fast))
+        closes, recent = windows
         closes.append(bar.close)
+        recent.append(bar.close)
         if len(closes) < self.slow:
             return
-        window = list(closes)
-        diff = sum(window[-self.fast :]) / self.fast - sum(window) / self.slow
+        diff = sum(recent) / self.fast - sum(closes) / self.slow
         previous = self._previous.get(key)
         self._previous[key] = diff
         if previous is None:

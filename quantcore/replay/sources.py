@@ -16,8 +16,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
+import msgspec
+
 from quantcore.config import ConfigError
-from quantcore.decimals import to_floats
+from quantcore.decimals import NOT_PLAIN, to_floats
 from quantcore.events import BarDecimals, BarEvent, from_epoch_ms, utc_text
 from quantcore.feeds.base import StreamKey
 from quantcore.intervals import interval_ms
@@ -26,6 +28,7 @@ from quantcore.sinks import schema
 from quantcore.sinks.rows import ROW_COLUMNS
 
 _UTC = "+00:00"
+_EPOCH = from_epoch_ms(0)
 
 
 class ReplayError(ConfigError):
@@ -96,8 +99,9 @@ def _event(
         d.open, d.high, d.low, d.close, d.volume, d.quote_volume,
         d.taker_buy_volume, d.taker_buy_quote_volume,
     )  # fmt: skip
-    opened = from_epoch_ms(open_ms)
-    closes = opened + timedelta(milliseconds=close_ms - open_ms)
+    opened = _EPOCH + timedelta(0, open_ms // 1000, open_ms % 1000 * 1000)
+    span = close_ms - open_ms
+    closes = opened + timedelta(0, span // 1000, span % 1000 * 1000)
     return BarEvent(
         key[0], key[1], opened, closes, fo, fh, fl, fc, fv, fq, trades, ftv, ftq, True,
         closes if event_ms is None else from_epoch_ms(event_ms), 0, d, True,
@@ -146,19 +150,19 @@ class CsvSource(BarSource):
 
     def bars(self, key: StreamKey, start_ms: int, end_ms: int) -> Iterator[BarEvent]:
         path = self.path(key)
-        step = interval_ms(key[1])
+        span = timedelta(milliseconds=interval_ms(key[1]) - 1)
         previous = -1
+        stamps = _Stamps()
         with path.open("r", encoding="ascii", newline="") as file:
             file.readline()
             for number, line in enumerate(file, start=2):
                 c, h, lo, o, v, q, stamp = _fields(line, path, number)
                 try:
-                    opened = datetime.fromisoformat(stamp + _UTC)
+                    open_ms = stamps.ms(stamp)
                 except ValueError:
                     raise ReplayError(
                         f"{path}:{number}: datetime {stamp!r} is not a UTC time"
                     ) from None
-                open_ms = int(opened.timestamp()) * 1000
                 if open_ms <= previous:
                     raise ReplayError(f"{path}:{number}: {stamp} does not follow the row before")
                 previous = open_ms
@@ -167,10 +171,51 @@ class CsvSource(BarSource):
                 if open_ms >= end_ms:
                     return
                 try:
-                    decimals = BarDecimals(o, h, lo, c, v, q, "0", "0")
-                    yield _event(key, open_ms, open_ms + step - 1, decimals, 0, None)
+                    fc, fh, fl, fo, fv, fq = _six_floats(line[: line.rfind(",")])
                 except ValueError as exc:
                     raise ReplayError(f"{path}:{number}: {exc}") from None
+                opened = _EPOCH + timedelta(0, open_ms // 1000, open_ms % 1000 * 1000)
+                yield BarEvent(
+                    key[0], key[1], opened, opened + span, fo, fh, fl, fc, fv, fq, 0, 0.0, 0.0,
+                    True, opened + span, 0, BarDecimals(o, h, lo, c, v, q, "0", "0"), True,
+                )  # fmt: skip
+
+
+_decode_six = msgspec.json.Decoder(tuple[float, float, float, float, float, float]).decode
+
+
+def _six_floats(values: str) -> tuple[float, float, float, float, float, float]:
+    """A CSV row's six value columns (``c,h,l,o,v,q``) → floats, in C; ValueError unless
+    they are plain decimals (the rule of :func:`quantcore.decimals.to_floats`)."""
+    if "e" in values or "E" in values or "-" in values or " " in values or "\t" in values:
+        raise ValueError(NOT_PLAIN)
+    try:
+        return _decode_six(f"[{values}]")
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise ValueError(NOT_PLAIN) from None
+
+
+class _Stamps:
+    """``YYYY-MM-DD HH:MM:SS`` (UTC) → epoch ms, the day parsed once per day (hot path:
+    three small ints per row instead of a datetime); ValueError for anything else."""
+
+    __slots__ = ("day", "day_ms")
+
+    def __init__(self) -> None:
+        self.day = ""
+        self.day_ms = 0
+
+    def ms(self, stamp: str) -> int:
+        day = stamp[:10]
+        if day != self.day:
+            self.day_ms = int(datetime.fromisoformat(day + "T00:00:00" + _UTC).timestamp()) * 1000
+            self.day = day
+        if len(stamp) != 19 or stamp[10] != " " or stamp[13] != ":" or stamp[16] != ":":
+            raise ValueError(stamp)
+        hours, minutes, seconds = int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19])
+        if hours > 23 or minutes > 59 or seconds > 59 or not stamp[11:].replace(":", "").isdigit():
+            raise ValueError(stamp)
+        return self.day_ms + hours * 3_600_000 + minutes * 60_000 + seconds * 1000
 
 
 def _fields(line: str, path: Path, number: int) -> list[str]:
@@ -245,7 +290,7 @@ class SqliteSource(BarSource):
             (*key, start_ms, end_ms),
         )
         for row in cursor:
-            decimals = BarDecimals(*(str(row[i]) for i in (4, 5, 6, 7, 8, 9, 11, 12)))
+            decimals = BarDecimals(row[4], row[5], row[6], row[7], row[8], row[9], row[11], row[12])
             try:
                 yield _event(key, int(row[2]), int(row[3]), decimals, int(row[10]), int(row[13]))
             except ValueError as exc:
