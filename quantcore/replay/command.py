@@ -36,9 +36,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="start", help="first open time, UTC (YYYY-MM-DD[ HH:MM])")
     parser.add_argument("--to", dest="end", help="replay bars opening before this, UTC")
     parser.add_argument("--speed", type=_speed, help="max (default) or N times market time")
-    parser.add_argument("--source", help="store kind: csv or sqlite (default: the recorders')")
+    parser.add_argument(
+        "--source", help="store kind: csv, sqlite or postgres (default: the recorders')"
+    )
     parser.add_argument("--path", help="CSV path template or SQLite file (default: the recorders')")
-    parser.add_argument("--table", help="SQLite table (default: bars)")
+    parser.add_argument("--table", help="SQLite/PostgreSQL table (default: bars)")
+    parser.add_argument("--dsn", help="PostgreSQL DSN (default: the postgres recorder's)")
     parser.add_argument("--max-bars", type=int, help="stop after this many bars")
 
 
@@ -50,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         settings = (config.replay or ReplaySettings()).merged(
             start=args.start, end=args.end, speed=args.speed,
-            source=args.source, path=args.path, table=args.table,
+            source=args.source, path=args.path, table=args.table, dsn=args.dsn,
         )  # fmt: skip
         if args.max_bars is not None and args.max_bars < 1:
             raise ConfigError(f"--max-bars: {args.max_bars} is not a positive integer")

@@ -15,14 +15,14 @@ import heapq
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from quantcore.component import Component
 from quantcore.config import AppConfig, ConsumerSpec
 from quantcore.events import BarEvent, FeedState, epoch_ms, utc_text
 from quantcore.feeds.base import DataFeed, StreamKey
 from quantcore.replay.settings import ReplaySettings
-from quantcore.replay.sources import BarSource, ReplayError, open_source
+from quantcore.replay.sources import BarSource, ReplayError, open_source, sources
 
 if TYPE_CHECKING:
     from quantcore.bus import EventBus
@@ -134,22 +134,22 @@ def records(spec: ConsumerSpec) -> bool:
 
 
 def resolve(settings: ReplaySettings, config: AppConfig) -> ReplaySettings:
-    """Fill an unset source/path from the config's own recorders (the store it writes)."""
-    if settings.path is not None and settings.source is not None:
+    """Fill an unset source/path/dsn from the config's own recorders (the store it
+    writes): the first recorder some registered source reads, of ``source`` if given."""
+    if settings.source is not None and (settings.path or settings.dsn):
         return settings
-    kinds = {"CsvRecorder": "csv", "SqliteRecorder": "sqlite"}
+    readers = {cls.recorder: cls for cls in sources()}
     for spec in config.consumers:
-        kind = kinds.get(spec.cls.__name__)
-        if kind is None or settings.source not in (None, kind):
+        reader = readers.get(spec.cls.__name__)
+        if reader is None or settings.source not in (None, reader.kind):
             continue
-        params: dict[str, Any] = dict(spec.params)
-        given = {"path": params.get("path"), "table": params.get("table")}
-        return settings.merged(source=kind, **({} if settings.path else given))
+        given = {} if settings.path or settings.dsn else reader.settings_of(spec.params)
+        return settings.merged(source=reader.kind, **given)
     if settings.source is not None:
         return settings
     raise ReplayError(
         f"{config.source}: replay: no store to read: give replay.source and replay.path "
-        "(--source/--path), or list a csv or sqlite recorder in consumers"
+        "(--source/--path), or list a csv, sqlite or postgres recorder in consumers"
     )
 
 

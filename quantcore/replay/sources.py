@@ -3,7 +3,8 @@
 A :class:`BarSource` answers three questions (is the store there, which streams and
 which range it holds, the bars of one stream in a range, in open-time order) and opens
 nothing for writing: CSV files are opened read-only, SQLite in ``mode=ro``. A new kind
-(Parquet, PostgreSQL) is one subclass plus :func:`register_source`.
+(Parquet, say) is one subclass naming the recorder whose store it reads, plus
+:func:`register_source`; :class:`PostgresSource` is one such class.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from __future__ import annotations
 import os
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
 from quantcore.config import ConfigError
-from quantcore.decimals import NOT_PLAIN, to_floats
+from quantcore.decimals import NOT_PLAIN, plain, to_floats
 from quantcore.events import BarDecimals, BarEvent, from_epoch_ms, utc_text
 from quantcore.feeds.base import StreamKey
 from quantcore.intervals import interval_ms
@@ -39,6 +40,14 @@ class BarSource(ABC):
     """A recorded store of closed bars, read-only."""
 
     kind: ClassVar[str]
+    """``replay.source`` value."""
+    recorder: ClassVar[str]
+    """Class name of the recorder whose store this reads (found among a config's consumers)."""
+
+    @classmethod
+    def settings_of(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The replay settings (``path``, ``table``, ``dsn``) of that recorder's params."""
+        return {"path": params.get("path"), "table": params.get("table")}
 
     def __init__(self, settings: ReplaySettings) -> None:
         self.settings = settings
@@ -63,16 +72,17 @@ class BarSource(ABC):
         """Release what the source holds open."""
 
 
-_SOURCES: dict[str, Callable[[ReplaySettings], BarSource]] = {}
+_SOURCES: dict[str, type[BarSource]] = {}
 
 
-def register_source(kind: str, factory: Callable[[ReplaySettings], BarSource]) -> None:
-    """Make ``replay.source: kind`` read with ``factory(settings)``."""
-    _SOURCES[kind] = factory
+def register_source(source: type[BarSource]) -> None:
+    """Make ``replay.source: <source.kind>`` read with ``source``."""
+    _SOURCES[source.kind] = source
 
 
-def source_kinds() -> list[str]:
-    return list(_SOURCES)
+def sources() -> list[type[BarSource]]:
+    """The registered source classes, in registration order."""
+    return list(_SOURCES.values())
 
 
 def open_source(settings: ReplaySettings) -> BarSource:
@@ -118,6 +128,7 @@ class CsvSource(BarSource):
     """
 
     kind = "csv"
+    recorder = "CsvRecorder"
 
     def __init__(self, settings: ReplaySettings) -> None:
         super().__init__(settings)
@@ -241,6 +252,7 @@ class SqliteSource(BarSource):
     """The SqliteRecorder's table, opened read-only (the file is never written)."""
 
     kind = "sqlite"
+    recorder = "SqliteRecorder"
 
     def __init__(self, settings: ReplaySettings) -> None:
         super().__init__(settings)
@@ -303,5 +315,65 @@ class SqliteSource(BarSource):
             self._conn = None
 
 
-register_source(CsvSource.kind, CsvSource)
-register_source(SqliteSource.kind, SqliteSource)
+class PostgresSource(BarSource):
+    """The PostgresRecorder's table (``dsn``), read in a read-only transaction; NUMERIC
+    values come back as Decimals with the scale they were stored with, i.e. the strings."""
+
+    kind = "postgres"
+    recorder = "PostgresRecorder"
+
+    @classmethod
+    def settings_of(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"dsn": params.get("dsn"), "table": params.get("table")}
+
+    def __init__(self, settings: ReplaySettings) -> None:
+        super().__init__(settings)
+        self.table = schema.table_name(settings.table)
+        self._conn: Any = None
+
+    def location(self, key: StreamKey | None = None) -> str:
+        return f"PostgreSQL table {self.settings.table}"
+
+    def check(self) -> None:
+        import psycopg
+
+        if not self.settings.dsn:
+            raise ReplayError("replay.dsn: missing; the PostgreSQL store is named by its DSN")
+        try:
+            self._conn = psycopg.connect(self.settings.dsn, connect_timeout=5)
+            self._conn.read_only = True
+            self._conn.execute(f"SELECT 1 FROM {self.table} LIMIT 1").fetchall()
+        except psycopg.Error as exc:
+            self.close()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ReplayError(f"{self.location()}: cannot be read: {first}") from None
+
+    def extent(self, key: StreamKey) -> tuple[int, int] | None:
+        row = self._conn.execute(
+            f"SELECT min(open_time), max(open_time) FROM {self.table} "
+            'WHERE symbol = %s AND "interval" = %s',
+            key,
+        ).fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+    def bars(self, key: StreamKey, start_ms: int, end_ms: int) -> Iterator[BarEvent]:
+        names = ", ".join(f'"{c}"' for c in ROW_COLUMNS)
+        with self._conn.cursor() as cursor:
+            cursor.execute(
+                f'SELECT {names} FROM {self.table} WHERE symbol = %s AND "interval" = %s '
+                "AND open_time >= %s AND open_time < %s ORDER BY open_time",
+                (*key, start_ms, end_ms),
+            )
+            for row in cursor:
+                decimals = BarDecimals(*(plain(row[i]) for i in (4, 5, 6, 7, 8, 9, 11, 12)))
+                yield _event(key, int(row[2]), int(row[3]), decimals, int(row[10]), int(row[13]))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+register_source(CsvSource)
+register_source(SqliteSource)
+register_source(PostgresSource)

@@ -22,6 +22,7 @@ from quantcore.component import Component
 from quantcore.config import AppConfig
 from quantcore.events import BAR, utc_text
 from quantcore.feeds.base import DataFeed, StreamKey
+from quantcore.feeds.binance.feed import BinanceKlineFeed
 from quantcore.intervals import interval_ms
 from quantcore.replay.settings import ReplaySettings
 from quantcore.replay.sources import BarSource, ReplayError, open_source
@@ -65,9 +66,15 @@ def warm_up(
     bus: EventBus,
 ) -> int:
     """Publish the stored warm-up bars (before ``feed.run``); returns how many went out.
-    Streams the store cannot serve in full are moved back for the feed to fill."""
+    Streams the store cannot serve in full are moved back for the feed to fill; warm-up
+    bars the feed publishes do not count against ``--max-bars`` (its ``bar_limit``)."""
     need = needed(components)
-    if need == 0 or not resume:
+    if need == 0:
+        return 0
+    fresh = sum(1 for key in config.streams if key not in resume)
+    added = max(0, need - config.feed.warmup_bars) if isinstance(feed, BinanceKlineFeed) else 0
+    _extend_limit(feed, added * fresh)
+    if not resume:
         return 0
     source = _store(config)
     published = 0
@@ -84,6 +91,7 @@ def warm_up(
                 continue
             back = last - need * step
             feed.resume_after(key, back)
+            _extend_limit(feed, need)
             log.info(
                 "%s %s: warm start: %d of %d bars stored; the feed fills them from %s",
                 *key, len(bars), need, utc_text(back + step),
@@ -92,3 +100,8 @@ def warm_up(
         if source is not None:
             source.close()
     return published
+
+
+def _extend_limit(feed: DataFeed, bars: int) -> None:
+    if feed.bar_limit is not None:
+        feed.bar_limit += bars
