@@ -196,3 +196,21 @@ def test_run_with_the_replay_venue_skips_recorders(
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0] == "time,symbol,interval,side,price,reason,source" and len(lines) > 2
     assert all(line.split(",")[0] >= "2025-08-01 06:00" for line in lines[1:])
+
+
+async def test_a_torn_last_line_is_not_replayed(
+    store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A crash mid-write leaves a line without its newline: the replay ends before it
+    (the next recording run repairs it) and leaves the file as it found it."""
+    for name in ("BTCUSDT_1m.csv", "BTCUSDT_5m.csv"):
+        (tmp_path / name).write_bytes((store / name).read_bytes())
+    torn = tmp_path / "BTCUSDT_1m.csv"
+    with torn.open("ab") as file:
+        file.write(b"115000.01,115001.00,114990.0")
+    before = torn.read_bytes()
+    whole = await replayed(store)
+    got = await replayed(tmp_path)
+    assert got.bars == whole.bars
+    assert torn.read_bytes() == before
+    assert "torn last line (a crash mid-write) not replayed" in caplog.text

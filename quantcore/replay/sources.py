@@ -9,6 +9,7 @@ nothing for writing: CSV files are opened read-only, SQLite in ``mode=ro``. A ne
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from abc import ABC, abstractmethod
@@ -27,6 +28,8 @@ from quantcore.intervals import interval_ms
 from quantcore.replay.settings import ReplaySettings
 from quantcore.sinks import schema
 from quantcore.sinks.rows import ROW_COLUMNS
+
+log = logging.getLogger(__name__)
 
 _UTC = "+00:00"
 _EPOCH = from_epoch_ms(0)
@@ -152,12 +155,13 @@ class CsvSource(BarSource):
         with path.open("rb") as file:
             file.readline()
             first = file.readline()
-            if not first.strip():
+            if not first.endswith(b"\n"):
                 return None
             size = os.fstat(file.fileno()).st_size
             file.seek(max(0, size - 4096))
-            last = [line for line in file.read().splitlines() if line.strip()][-1]
-        return _stamp_ms(first, path), _stamp_ms(last, path)
+            tail = file.read()
+        complete = tail[: tail.rfind(b"\n")].splitlines()
+        return _stamp_ms(first, path), _stamp_ms(complete[-1], path)
 
     def bars(self, key: StreamKey, start_ms: int, end_ms: int) -> Iterator[BarEvent]:
         path = self.path(key)
@@ -167,6 +171,11 @@ class CsvSource(BarSource):
         with path.open("r", encoding="ascii", newline="") as file:
             file.readline()
             for number, line in enumerate(file, start=2):
+                if not line.endswith("\n"):
+                    log.warning(
+                        "%s:%d: torn last line (a crash mid-write) not replayed", path, number
+                    )
+                    return
                 c, h, lo, o, v, q, stamp = _fields(line, path, number)
                 try:
                     open_ms = stamps.ms(stamp)
