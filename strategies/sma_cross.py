@@ -15,13 +15,18 @@ from quantcore import SIGNAL, BarEvent, Component, Side, SignalEvent
 class SmaCross(Component):
     """Crossover of two simple moving averages of the close."""
 
-    def __init__(self, *, fast: int = 10, slow: int = 30, name: str | None = None) -> None:
+    def __init__(
+        self, *, fast: int = 10, slow: int = 30, warmup: int = 0, name: str | None = None
+    ) -> None:
         super().__init__(name=name)
         if not (isinstance(fast, int) and isinstance(slow, int) and 0 < fast < slow):
             raise ValueError(f"need integers 0 < fast < slow, got fast={fast!r} slow={slow!r}")
         self.fast, self.slow = fast, slow
-        self.warmup = slow
-        """``run`` hands it ``slow`` past bars first, so it can signal on the first live bar."""
+        if not (isinstance(warmup, int) and warmup >= 0):
+            raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+        self.warmup = warmup
+        """Past bars ``run`` hands it before the first live bar; ``warmup: slow`` (e.g. 200
+        for SMA200) lets it signal on the first live bar. 0 (default): it starts cold."""
         self._closes: dict[tuple[str, str], tuple[deque[float], deque[float]]] = {}
         self._previous: dict[tuple[str, str], float] = {}
         self.signals: list[SignalEvent] = []

@@ -63,18 +63,17 @@ def test_demo_runs_offline_and_grows_the_csv(tmp_path: Path) -> None:
     printed = [line for line in result.stdout.splitlines() if " bar     BTCUSDT 1m " in line]
     assert len(printed) == 4
     rows = csv_rows(tmp_path / "data" / "demo" / "BTCUSDT_1m.csv")
-    # SmaCross(2, 5) warms up on the 5 bars before the first live one (REST, recorded once)
-    assert len(rows) == 5 + 4
-    for line, row in zip(printed, rows[5:], strict=True):
+    assert len(rows) == 4
+    for line, row in zip(printed, rows, strict=True):
         assert f"{row[6][:16]} UTC" in line and f"C {trim(row[0])} " in line
-    assert "bars recorded=9" in result.stdout.splitlines()[-1]
+    assert "bars recorded=4" in result.stdout.splitlines()[-1]
 
     again = quantcore("run", str(REPO / "config" / "demo.yaml"), "--max-bars", "3", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     rows = csv_rows(tmp_path / "data" / "demo" / "BTCUSDT_1m.csv")
     minutes = [datetime.strptime(row[6], "%Y-%m-%d %H:%M:%S") for row in rows]
-    assert len(rows) == 12 and all(b - a == timedelta(minutes=1) for a, b in pairwise(minutes))
-    assert rows[9][3] == rows[8][0], "the generated market continues where the demo stopped"
+    assert len(rows) == 7 and all(b - a == timedelta(minutes=1) for a, b in pairwise(minutes))
+    assert rows[4][3] == rows[3][0], "the generated market continues where the demo stopped"
 
 
 def test_sigterm_stops_gracefully(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,17 @@ def store_raw(folder: Path, extra: list[Any] = ()) -> dict[str, Any]:  # type: i
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file in the store's folder and its SHA-256: what 'untouched' means."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(autouse=True)
+def own_logging() -> Iterator[None]:
+    """``main`` installs quantcore's log handlers on this test's captured stdout; put the
+    root logger back so later tests do not log into a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def consumers(folder: Path, signals: str) -> list[dict[str, Any]]:
         {"class": "csv", "params": {"path": str(folder / "{symbol}_{interval}.csv")}},
         {"class": "sqlite", "params": {"path": str(folder / "bars.sqlite")}},
         {"class": "console"},
-        {"class": "strategies.sma_cross:SmaCross", "params": {"fast": 3, "slow": 8}},
+        {"class": "strategies.sma_cross:SmaCross", "params": {"fast": 3, "slow": 8, "warmup": 8}},
         {"class": "signals", "params": {"path": str(folder / signals)}},
     ]
 

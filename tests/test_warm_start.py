@@ -75,7 +75,7 @@ async def test_stored_bars_warm_up_sma_200_and_are_not_written_again(tmp_path: P
     async with exchange() as ex:
         await App(config(ex, tmp_path, warmup_bars=250)).run(max_bars=250)
         stored = csv_rows(tmp_path / "BTCUSDT_1m.csv")
-        strategy = SmaCross(fast=50, slow=200)
+        strategy = SmaCross(fast=50, slow=200, warmup=200)
         probe = Probe(warmup=10, strategy=strategy)
         app = App(config(ex, tmp_path), [strategy, probe])
         await app.run(max_bars=3)
