@@ -100,6 +100,12 @@ def open_source(settings: ReplaySettings) -> BarSource:
     return source
 
 
+def _at(ms: int) -> datetime:
+    """Epoch ms → aware UTC datetime, exactly (:func:`from_epoch_ms` without its keyword
+    ``timedelta``, which costs more than the rest of a bar's decoding)."""
+    return _EPOCH + timedelta(0, ms // 1000, ms % 1000 * 1000)
+
+
 def _event(
     key: StreamKey,
     open_ms: int,
@@ -112,12 +118,11 @@ def _event(
         d.open, d.high, d.low, d.close, d.volume, d.quote_volume,
         d.taker_buy_volume, d.taker_buy_quote_volume,
     )  # fmt: skip
-    opened = _EPOCH + timedelta(0, open_ms // 1000, open_ms % 1000 * 1000)
-    span = close_ms - open_ms
-    closes = opened + timedelta(0, span // 1000, span % 1000 * 1000)
+    opened = _at(open_ms)
+    closes = _at(close_ms)
     return BarEvent(
         key[0], key[1], opened, closes, fo, fh, fl, fc, fv, fq, trades, ftv, ftq, True,
-        closes if event_ms is None else from_epoch_ms(event_ms), 0, d, True,
+        closes if event_ms is None else _at(event_ms), 0, d, True,
     )  # fmt: skip
 
 
@@ -194,7 +199,7 @@ class CsvSource(BarSource):
                     fc, fh, fl, fo, fv, fq = _six_floats(line[: line.rfind(",")])
                 except ValueError as exc:
                     raise ReplayError(f"{path}:{number}: {exc}") from None
-                opened = _EPOCH + timedelta(0, open_ms // 1000, open_ms % 1000 * 1000)
+                opened = _at(open_ms)
                 yield BarEvent(
                     key[0], key[1], opened, opened + span, fo, fh, fl, fc, fv, fq, 0, 0.0, 0.0,
                     True, opened + span, 0, BarDecimals(o, h, lo, c, v, q, "0", "0"), True,
