@@ -33,6 +33,8 @@ from quantcore.history.catchup import attach_archive
 from quantcore.intervals import interval_ms
 from quantcore.logs import configure_logging
 from quantcore.metrics import MetricsServer
+from quantcore.replay.warm import feed_settings as warm_settings
+from quantcore.replay.warm import warm_up
 from quantcore.sinks.refill import BarHistory
 from quantcore.sinks.schema import FloatTableError
 from quantcore.startfiles import NewFiles
@@ -190,6 +192,7 @@ class App:
                 for key, open_ms in resume.items():
                     feed.resume_after(key, open_ms)
                     log.info("%s %s: resuming after %s", *key, utc_text(open_ms))
+                warm_up(self.config, self.components, feed, resume, self.bus)
                 if self._stop_requested:
                     feed.stop()
                 with self._signals(), self._deadline(duration):
@@ -233,6 +236,7 @@ class App:
 
     def _make_feed(self, settings: BinanceFeedSettings) -> DataFeed:
         """The configured venue's feed, built by the venue registry."""
+        settings = warm_settings(settings, self.components)
         return registry.create(
             self.config.venue, self.bus, self.config.streams, settings, self.config
         )

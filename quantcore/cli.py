@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     history.configure_parser(past)
     past.set_defaults(handler=history.main)
 
+    from quantcore.replay import command as replay_command
+
+    replay = commands.add_parser("replay", help="feed a config's components its recorded bars")
+    replay_command.configure_parser(replay)
+    replay.set_defaults(handler=replay_command.main)
+
     from quantcore import quality
 
     check = commands.add_parser("check", help="data-quality report of recorded CSV/SQLite files")
@@ -227,6 +233,11 @@ def run_command(config_path: str, duration: float | None, max_bars: int | None) 
 
         try:
             config = load_config(config_path)
+            if config.venue == "replay":
+                from quantcore.replay.feed import replay_config
+                from quantcore.replay.settings import ReplaySettings
+
+                config = replay_config(config, config.replay or ReplaySettings())
             if max_bars is not None and max_bars < 1:
                 raise ConfigError(f"--max-bars: {max_bars} is not a positive integer")
             configure_logging(config.log_level, config.log_file)

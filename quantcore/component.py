@@ -72,6 +72,10 @@ class Component:
     ``async def`` handlers (the bus queues those per subscriber, keeping order).
     """
 
+    warmup: int = 0
+    """Closed bars per stream this component needs before the first live bar: ``run``
+    hands it that many past bars (marked ``replayed``) from the store or REST first."""
+
     stop_grace: float = 0.0
     """Seconds :meth:`stop` may take beyond the App's ``stop_timeout`` (its own retries)."""
 
@@ -111,7 +115,8 @@ class Component:
 
     def _recording(self, handler: Callable[[BarEvent], Any]) -> Callable[[BarEvent], Any]:
         """``on_bar`` that, once it raised for a stream, hands it no later bar of that
-        stream: what the recorder holds stays gap-free, and the restart fills the rest."""
+        stream: what the recorder holds stays gap-free, and the restart fills the rest.
+        A replayed bar (already stored) is never handed to a recorder."""
         refused = self._refused_streams
 
         def failed(bar: BarEvent) -> None:
@@ -127,6 +132,8 @@ class Component:
             coroutine: Callable[[BarEvent], Awaitable[None]] = handler
 
             async def guarded_async(bar: BarEvent) -> None:
+                if bar.replayed:
+                    return
                 if bar.key in refused:
                     self.refused += 1
                     return
@@ -139,6 +146,8 @@ class Component:
             return guarded_async
 
         def guarded(bar: BarEvent) -> None:
+            if bar.replayed:
+                return
             if bar.key in refused:
                 self.refused += 1
                 return

@@ -33,6 +33,7 @@ from quantcore.feeds.binance.limits import ConnectLimits, RestLimits
 from quantcore.feeds.binance.transport import Transport
 from quantcore.feeds.binance.venues import SPOT, SPOT_NAME, Venue
 from quantcore.intervals import interval_ms
+from quantcore.replay.settings import ReplaySettings
 from quantcore.templates import TemplateError, check_template, csv_file_clash
 
 BUILTIN_CONSUMERS = {
@@ -44,6 +45,7 @@ BUILTIN_CONSUMERS = {
     "parquet": "quantcore.sinks.parquet:ParquetRecorder",
     "postgres": "quantcore.sinks.postgres:PostgresRecorder",
     "redis": "quantcore.sinks.redis_streams:RedisStreamPublisher",
+    "signals": "quantcore.consumers.signals:SignalRecorder",
 }
 """Short names usable as ``class:`` in the YAML for the built-in consumers."""
 
@@ -172,6 +174,7 @@ class _Exchange(_Section, frozen=True):
     local: LocalExchangeConfig | bool | None = None
     redis: RedisSourceConfig | None = None
     archive_url: str | None = None
+    replay: ReplaySettings | None = None
 
 
 class _Stream(_Section, frozen=True):
@@ -258,6 +261,8 @@ class AppConfig:
     """Per stream, where the config lists it (``streams[2]``), for error messages."""
     archive_url: str = DEFAULT_ARCHIVE_URL
     """Base URL of Binance's public kline archive (``quantcore history``)."""
+    replay: ReplaySettings | None = None
+    """``exchange.replay``: the recorded store the ``replay`` venue reads (quantcore.replay)."""
 
     def stream_field(self, key: tuple[str, str]) -> str:
         """``streams[2]`` for a configured (symbol, interval), counting every venue's."""
@@ -332,7 +337,7 @@ def parse_config(
     config = AppConfig(
         source, streams, feed, consumers, local, level, exchange.redis, doc.runtime, log_file,
         doc.metrics, venue_name, stream_fields=fields,
-        archive_url=_archive_url(exchange.archive_url),
+        archive_url=_archive_url(exchange.archive_url), replay=exchange.replay,
     )  # fmt: skip
     if not stream_indices:
         _check_files([config])
@@ -442,6 +447,7 @@ def _venue(exchange: _Exchange) -> tuple[str, Venue]:
     from quantcore.feeds import registry
 
     name = "redis" if exchange.redis is not None else exchange.venue
+    name = "replay" if exchange.replay is not None else name
     try:
         entry = registry.entry(name)
     except KeyError as exc:

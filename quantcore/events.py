@@ -80,6 +80,9 @@ class BarEvent(msgspec.Struct, frozen=True, gc=False):
     received_ns: int = 0
     decimals: BarDecimals | None = None
     """The exchange's exact strings of the eight float fields above (None: built in code)."""
+    replayed: bool = False
+    """Read back from a store (a replay, or a warm start's past bars), not from the feed:
+    components see it like any closed bar, recorders never write it (it is stored already)."""
 
     def decimal_strings(self) -> BarDecimals:
         """The exact strings: the exchange's if known, else the floats in plain notation."""

@@ -15,23 +15,33 @@ from quantcore import SIGNAL, BarEvent, Component, Side, SignalEvent
 class SmaCross(Component):
     """Crossover of two simple moving averages of the close."""
 
-    def __init__(self, *, fast: int = 10, slow: int = 30, name: str | None = None) -> None:
+    def __init__(
+        self, *, fast: int = 10, slow: int = 30, warmup: int = 0, name: str | None = None
+    ) -> None:
         super().__init__(name=name)
         if not (isinstance(fast, int) and isinstance(slow, int) and 0 < fast < slow):
             raise ValueError(f"need integers 0 < fast < slow, got fast={fast!r} slow={slow!r}")
         self.fast, self.slow = fast, slow
-        self._closes: dict[tuple[str, str], deque[float]] = {}
+        if not (isinstance(warmup, int) and warmup >= 0):
+            raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+        self.warmup = warmup
+        """Past bars ``run`` hands it before the first live bar; ``warmup: slow`` (e.g. 200
+        for SMA200) lets it signal on the first live bar. 0 (default): it starts cold."""
+        self._closes: dict[tuple[str, str], tuple[deque[float], deque[float]]] = {}
         self._previous: dict[tuple[str, str], float] = {}
         self.signals: list[SignalEvent] = []
 
     def on_bar(self, bar: BarEvent) -> None:
         key = (bar.symbol, bar.interval)
-        closes = self._closes.setdefault(key, deque(maxlen=self.slow))
+        windows = self._closes.get(key)
+        if windows is None:
+            windows = self._closes[key] = (deque(maxlen=self.slow), deque(maxlen=self.fast))
+        closes, recent = windows
         closes.append(bar.close)
+        recent.append(bar.close)
         if len(closes) < self.slow:
             return
-        window = list(closes)
-        diff = sum(window[-self.fast :]) / self.fast - sum(window) / self.slow
+        diff = sum(recent) / self.fast - sum(closes) / self.slow
         previous = self._previous.get(key)
         self._previous[key] = diff
         if previous is None:

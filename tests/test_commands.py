@@ -63,7 +63,7 @@ def test_validate_live_config_names_the_urls(
         (
             "streams: [{symbol: BTCUSDT}]\n"
             "consumers: [{class: 'strategies.sma_cross:SmaCross', params: {fats: 3}}]\n",
-            "consumers[0].params.fats: 3: SmaCross has no parameter 'fats' (it takes fast, slow, name)",
+            "consumers[0].params.fats: 3: SmaCross has no parameter 'fats' (it takes fast, slow, warmup, name)",
         ),
     ],
 )

@@ -35,8 +35,8 @@ def is_backfilled(bar: BarEvent) -> bool:
 class ConsoleLogger(Component):
     """Logs closed bars; ``partial=True`` also logs in-progress updates (chatty).
 
-    Backfilled bars are logged only at DEBUG: a startup backfill can be thousands of
-    bars, and the feed logs one ``backfilled N bars`` line per catch-up instead.
+    Backfilled and replayed bars are logged only at DEBUG: a startup backfill or a replay
+    can be thousands of bars, and the feed logs one line per catch-up or replay instead.
     """
 
     def __init__(
@@ -52,7 +52,7 @@ class ConsoleLogger(Component):
         )
 
     def on_bar(self, bar: BarEvent) -> None:
-        if is_backfilled(bar):
+        if is_backfilled(bar) or bar.replayed:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("bar     %s (backfilled)", describe(bar))
             return

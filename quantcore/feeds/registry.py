@@ -111,10 +111,20 @@ def _redis(
     )
 
 
+def _replay(
+    bus: EventBus, streams: Sequence[StreamKey], settings: BinanceFeedSettings, config: Any
+) -> DataFeed:
+    from quantcore.replay.feed import ReplayFeed, resolve
+    from quantcore.replay.settings import ReplaySettings
+
+    return ReplayFeed(bus, streams, resolve(config.replay or ReplaySettings(), config))
+
+
 def _builtin() -> None:
     for venue in VENUES.values():
         register(venue.name, binance_factory(venue), venue)
     register("redis", _redis)
+    register("replay", _replay)
 
 
 _builtin()
