@@ -41,9 +41,9 @@ class Probe(Component):
         self.bars.append(bar)
 
 
-def exchange() -> LocalExchange:
+def exchange(speed: float = 60) -> LocalExchange:
     return LocalExchange(
-        [ReplaySource.from_file(CSV_BTC)], updates_per_bar=2, history_bars=600, speed=60
+        [ReplaySource.from_file(CSV_BTC)], updates_per_bar=2, history_bars=600, speed=speed
     )
 
 
@@ -93,7 +93,7 @@ async def test_stored_bars_warm_up_sma_200_and_are_not_written_again(tmp_path: P
 
 
 async def test_fresh_start_warms_up_from_rest_and_records_those_bars_once(tmp_path: Path) -> None:
-    async with exchange() as ex:
+    async with exchange(speed=600) as ex:
         probe = Probe(warmup=60)
         app = App(config(ex, tmp_path), [probe])
         await app.run(max_bars=63)
@@ -105,7 +105,7 @@ async def test_fresh_start_warms_up_from_rest_and_records_those_bars_once(tmp_pa
 
 
 async def test_short_store_is_completed_from_rest_without_duplicates(tmp_path: Path) -> None:
-    async with exchange() as ex:
+    async with exchange(speed=600) as ex:
         await App(config(ex, tmp_path, warmup_bars=20)).run(max_bars=20)
         stored = csv_rows(tmp_path / "BTCUSDT_1m.csv")
         probe = Probe(warmup=60)
