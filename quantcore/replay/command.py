@@ -37,9 +37,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", dest="end", help="replay bars opening before this, UTC")
     parser.add_argument("--speed", type=_speed, help="max (default) or N times market time")
     parser.add_argument(
-        "--source", help="store kind: csv, sqlite or postgres (default: the recorders')"
+        "--source", help="store kind: csv, sqlite, postgres or parquet (default: the recorders')"
     )
-    parser.add_argument("--path", help="CSV path template or SQLite file (default: the recorders')")
+    parser.add_argument(
+        "--path", help="CSV path template, SQLite file or Parquet root (default: the recorders')"
+    )
     parser.add_argument("--table", help="SQLite/PostgreSQL table (default: bars)")
     parser.add_argument("--dsn", help="PostgreSQL DSN (default: the postgres recorder's)")
     parser.add_argument("--max-bars", type=int, help="stop after this many bars")

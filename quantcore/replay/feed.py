@@ -21,6 +21,7 @@ from quantcore.component import Component
 from quantcore.config import AppConfig, ConsumerSpec
 from quantcore.events import BarEvent, FeedState, epoch_ms, utc_text
 from quantcore.feeds.base import DataFeed, StreamKey
+from quantcore.replay import parquet_source as _parquet_source  # noqa: F401 (registers it)
 from quantcore.replay.settings import ReplaySettings
 from quantcore.replay.sources import BarSource, ReplayError, open_source, sources
 

@@ -20,7 +20,8 @@ class ReplaySettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     recorders write (the first CSV recorder's files, else the first SQLite recorder's)."""
 
     source: str | None = None
-    """A registered store kind: ``csv``, ``sqlite`` (more plug in, see ``sources``)."""
+    """A registered store kind: ``csv``, ``sqlite``, ``postgres``, ``parquet`` (more plug in,
+    see ``sources``)."""
     path: str | None = None
     """CSV: the path template (``{symbol}``, ``{interval}``); SQLite: the database file."""
     table: str = "bars"

@@ -106,7 +106,7 @@ def _at(ms: int) -> datetime:
     return _EPOCH + timedelta(0, ms // 1000, ms % 1000 * 1000)
 
 
-def _event(
+def as_bar(
     key: StreamKey,
     open_ms: int,
     close_ms: int,
@@ -114,6 +114,8 @@ def _event(
     trades: int,
     event_ms: int | None,
 ) -> BarEvent:
+    """A stored bar as the feed would publish it, marked ``replayed`` (``received_ns`` 0,
+    so two replays publish identical events)."""
     fo, fh, fl, fc, fv, fq, ftv, ftq = to_floats(
         d.open, d.high, d.low, d.close, d.volume, d.quote_volume,
         d.taker_buy_volume, d.taker_buy_quote_volume,
@@ -318,7 +320,7 @@ class SqliteSource(BarSource):
         for row in cursor:
             decimals = BarDecimals(row[4], row[5], row[6], row[7], row[8], row[9], row[11], row[12])
             try:
-                yield _event(key, int(row[2]), int(row[3]), decimals, int(row[10]), int(row[13]))
+                yield as_bar(key, int(row[2]), int(row[3]), decimals, int(row[10]), int(row[13]))
             except ValueError as exc:
                 where = f"{self.location()}: {key[0]} {key[1]} {utc_text(int(row[2]))}"
                 raise ReplayError(f"{where}: {exc}") from None
@@ -380,7 +382,7 @@ class PostgresSource(BarSource):
             )
             for row in cursor:
                 decimals = BarDecimals(*(plain(row[i]) for i in (4, 5, 6, 7, 8, 9, 11, 12)))
-                yield _event(key, int(row[2]), int(row[3]), decimals, int(row[10]), int(row[13]))
+                yield as_bar(key, int(row[2]), int(row[3]), decimals, int(row[10]), int(row[13]))
 
     def close(self) -> None:
         if self._conn is not None:
