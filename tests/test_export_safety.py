@@ -161,7 +161,8 @@ def test_a_stream_without_bars_writes_nothing_and_exits_1(
 
 def test_a_csv_a_running_recorder_holds_is_refused_byte_for_byte(tmp_path: Path, db: Path) -> None:
     """The demo records into data/demo/BTCUSDT_1m.csv in its own process; export aimed at
-    that file (with and without --force) is refused naming the recorder's pid, and the
+    that file (with and without --force), and history of the same config, are refused
+    naming the recorder's pid, and the
     file is byte for byte what it was (the recorder paused by SIGSTOP, lock held, while
     export runs), and the recorder goes on: a whole quantcore CSV, every row recorded."""
     recorder = subprocess.Popen(
@@ -187,6 +188,23 @@ def test_a_csv_a_running_recorder_holds_is_refused_byte_for_byte(tmp_path: Path,
                 f"export: {csv}: is being written by a quantcore process "
                 f"(pid {recorder.pid}); left as is\n"
             )
+        os.kill(recorder.pid, signal.SIGSTOP)  # history aimed at the same file: refused too
+        try:
+            before = csv.read_bytes()
+            since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86_400))
+            history = subprocess.run(
+                [sys.executable, "-m", "quantcore", "history", str(REPO / "config" / "demo.yaml"),
+                 "--since", since],
+                cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert csv.read_bytes() == before, "history changed a file a recorder holds"
+        finally:
+            os.kill(recorder.pid, signal.SIGCONT)
+        assert history.returncode == 2, history.stderr
+        assert history.stderr.strip().endswith(
+            f"{csv.relative_to(tmp_path)} is being written by another quantcore process "
+            f"(pid {recorder.pid})"
+        ), history.stderr
         assert sorted(p.name for p in csv.parent.iterdir()) == [
             "BTCUSDT_1m.csv",
             "BTCUSDT_1m.csv.lock",
