@@ -162,9 +162,9 @@ def test_a_stream_without_bars_writes_nothing_and_exits_1(
 def test_a_csv_a_running_recorder_holds_is_refused_byte_for_byte(tmp_path: Path, db: Path) -> None:
     """The demo records into data/demo/BTCUSDT_1m.csv in its own process; export aimed at
     that file (with and without --force), and history of the same config, are refused
-    naming the recorder's pid, and the
-    file is byte for byte what it was (the recorder paused by SIGSTOP, lock held, while
-    export runs), and the recorder goes on: a whole quantcore CSV, every row recorded."""
+    naming the recorder's pid, and the file is byte for byte what it was (the recorder
+    paused by SIGSTOP, lock held, while they run), and the recorder goes on: a whole
+    quantcore CSV, every row recorded."""
     recorder = subprocess.Popen(
         [sys.executable, "-m", "quantcore", "run", str(REPO / "config" / "demo.yaml")],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
