@@ -346,7 +346,7 @@ async def test_close_runs_the_closing_handshake(opener: Opener) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("one")
         await ws.wait_closed()
-        codes.append(ws.close_code)
+        codes.append(ws.protocol.close_code)  # the connection's own close_code: from 15.0
 
     async with serve(handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
