@@ -6,28 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from quantcore import BarEvent, Component
 from quantcore.app import App
 from quantcore.config import parse_config
-from quantcore.events import SignalEvent
 from quantcore.replay.feed import replay_config
 from quantcore.replay.settings import ReplaySettings
 from quantcore.sim import LocalExchange, ReplaySource
 from tests.paths import CSV_BTC
 from tests.sinks.servers import PostgresServer
-
-
-class Collector(Component):
-    def __init__(self) -> None:
-        super().__init__()
-        self.bars: list[BarEvent] = []
-        self.signals: list[SignalEvent] = []
-
-    def on_bar(self, bar: BarEvent) -> None:
-        self.bars.append(bar)
-
-    def on_signal(self, signal: SignalEvent) -> None:
-        self.signals.append(signal)
+from tests.test_replay import Collector
 
 
 async def test_postgres_replay_equals_csv_replay(
