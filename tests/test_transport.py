@@ -402,16 +402,13 @@ def test_the_cutter_runs_only_on_the_websockets_it_is_tested_with(
     assert cutting_supported(version) is cutting
 
 
-async def test_the_websockets_transport_reads_the_installed_version_right(opener: Opener) -> None:
-    async def script(ws: ServerConnection) -> None:
-        await ws.send("hello")
-
-    async with _open(opener, script) as probe:  # a server for open_socket to reach
-        assert await _run_until(probe, 1) == [b"hello"]
+async def _opened_reads_hello(transport: str, script: Any) -> StreamSocket:
+    """``open_socket(transport, …)`` against a server running ``script``: its first
+    message arrives; the closed socket is returned for its type."""
     async with serve(script, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         socket = await open_socket(
-            "websockets",
+            transport,  # type: ignore[arg-type]
             None,
             f"ws://127.0.0.1:{port}/",
             ["btcusdt@kline_1m"],
@@ -421,6 +418,16 @@ async def test_the_websockets_transport_reads_the_installed_version_right(opener
             assert await _run_until(socket, 1) == [b"hello"]
         finally:
             await socket.close()
+    return socket
+
+
+async def test_the_websockets_transport_reads_the_installed_version_right(opener: Opener) -> None:
+    async def script(ws: ServerConnection) -> None:
+        await ws.send("hello")
+
+    async with _open(opener, script) as probe:  # a server for open_socket to reach
+        assert await _run_until(probe, 1) == [b"hello"]
+    socket = await _opened_reads_hello("websockets", script)
     expected = (
         "CuttingSocket" if WEBSOCKETS_VERSION.split(".")[0] in ("16", "17") else "PublicSocket"
     )
@@ -431,19 +438,7 @@ async def test_the_picows_transport_opens_a_picows_socket() -> None:
     async def script(ws: ServerConnection) -> None:
         await ws.send("hello")
 
-    async with serve(script, "127.0.0.1", 0) as server:
-        port = server.sockets[0].getsockname()[1]
-        socket = await open_socket(
-            "picows",
-            None,
-            f"ws://127.0.0.1:{port}/",
-            ["btcusdt@kline_1m"],
-            100,  # type: ignore[arg-type]
-        )
-        try:
-            assert await _run_until(socket, 1) == [b"hello"]
-        finally:
-            await socket.close()
+    socket = await _opened_reads_hello("picows", script)
     assert isinstance(socket, PicowsSocket)
 
 

@@ -56,6 +56,25 @@ def stored_text(rows: list[Any]) -> str:
     return HEADER + "".join(format_row(from_row(row)) for row in rows)
 
 
+async def assert_databases_hold(
+    csv_text: str, dsn: str, table: str, redis_url: str, prefix: str
+) -> list[tuple[str, dict[str, str]]]:
+    """The PostgreSQL table and the Redis stream each equal the CSV, string for string;
+    returns the stream's entries for further checks."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cursor = await conn.execute(schema.select_stream(schema.table_name(table), "%s"), STREAM)
+        assert stored_text(await cursor.fetchall()) == csv_text
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        entries: list[tuple[str, dict[str, str]]] = await client.xrange(
+            stream_name(prefix, *STREAM)
+        )
+    finally:
+        await client.aclose()
+    assert HEADER + "".join(format_row(from_fields(fields)) for _, fields in entries) == csv_text
+    return entries
+
+
 @pytest.mark.timeout(240)
 async def test_table_and_stream_equal_the_csv_after_outages_before_and_during_the_run(
     tmp_path: Path, postgres_server: PostgresServer, kept_redis: RedisServer, unique: str
@@ -122,19 +141,9 @@ async def test_table_and_stream_equal_the_csv_after_outages_before_and_during_th
     assert summary.not_recorded == 0 and summary.subscriber_errors == 0
     assert len(rows) >= FIRST + BEHIND + 3 + OUTAGE
     assert all(sink.buffer.dropped == 0 for sink in sinks)
-    csv_text = csv_path.read_text()
-
-    async with await psycopg.AsyncConnection.connect(postgres_server.dsn) as conn:
-        cursor = await conn.execute(schema.select_stream(schema.table_name(table), "%s"), STREAM)
-        assert stored_text(await cursor.fetchall()) == csv_text
-
-    client = aioredis.Redis.from_url(kept_redis.url, decode_responses=True)
-    try:
-        entries = await client.xrange(stream_name(prefix, *STREAM))
-    finally:
-        await client.aclose()
-    streamed = HEADER + "".join(format_row(from_fields(fields)) for _, fields in entries)
-    assert streamed == csv_text
+    entries = await assert_databases_hold(
+        csv_path.read_text(), postgres_server.dsn, table, kept_redis.url, prefix
+    )
     assert [entry_id for entry_id, _ in entries] == [
         f"{from_fields(fields).open_time_ms}-0" for _, fields in entries
     ]
@@ -169,13 +178,6 @@ async def test_a_recorder_behind_is_filled_for_its_own_range_and_the_others_skip
     for sink in (postgres, redis):
         assert (sink.skipped, sink.refilled, sink.buffer.written) == (6, 0, 5), sink.name
     assert redis.duplicates == 0
-    csv_text = csv_path.read_text()
-    async with await psycopg.AsyncConnection.connect(postgres_server.dsn) as conn:
-        cursor = await conn.execute(schema.select_stream(schema.table_name(table), "%s"), STREAM)
-        assert stored_text(await cursor.fetchall()) == csv_text
-    client = aioredis.Redis.from_url(kept_redis.url, decode_responses=True)
-    try:
-        entries = await client.xrange(stream_name(prefix, *STREAM))
-    finally:
-        await client.aclose()
-    assert HEADER + "".join(format_row(from_fields(fields)) for _, fields in entries) == csv_text
+    await assert_databases_hold(
+        csv_path.read_text(), postgres_server.dsn, table, kept_redis.url, prefix
+    )
