@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from quantcore.sinks import export as export_module
 
-    export = commands.add_parser("export", help="write one stream of a SQLite database as CSV")
+    export = commands.add_parser(
+        "export", help="one stream of a SQLite database as CSV, or a recording into a Parquet store"
+    )
     export_module.configure_parser(export)
     export.set_defaults(handler=export_module.run)
 
@@ -91,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from quantcore import quality
 
-    check = commands.add_parser("check", help="data-quality report of recorded CSV/SQLite files")
+    check = commands.add_parser(
+        "check", help="data-quality report of recorded CSV/SQLite files and Parquet stores"
+    )
     quality.configure_parser(check)
     check.set_defaults(handler=quality.main)
     return parser

@@ -1,5 +1,8 @@
 """Export one stream from a SqliteRecorder database as the CsvRecorder's CSV, byte for byte.
 
+(``--to parquet`` converts a CSV or SQLite recording into a Parquet store instead:
+:mod:`quantcore.sinks.parquet_export`.)
+
 ``python -m quantcore export --db data/bars.sqlite --symbol BTCUSDT --interval 1m``
 (also ``python -m quantcore.sinks.export``) writes to stdout (or ``--out FILE``), with a
 progress bar on stderr when that is a terminal; the rows go through the CsvRecorder's own
@@ -191,19 +194,44 @@ def _mode(out: Path) -> int:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``quantcore export`` (and ``python -m quantcore.sinks.export``)."""
-    parser.add_argument("--db", default="data/bars.sqlite", help="SQLite file (read-only)")
+    parser.add_argument("--db", help="SQLite file (read-only; default data/bars.sqlite)")
     parser.add_argument("--table", default="bars")
     parser.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
     parser.add_argument("--interval", required=True, help="e.g. 1m")
-    parser.add_argument("--out", default="-", help="CSV file to write, or - for stdout")
     parser.add_argument(
-        "--force", action="store_true", help="replace --out if it exists (never a file in use)"
+        "--to", choices=("csv", "parquet"), default="csv", help="what to write (default csv)"
+    )
+    parser.add_argument("--csv", help="with --to parquet: a recorded CSV to convert, not --db")
+    parser.add_argument("--venue", default="binance-spot", help="the store's venue partition")
+    parser.add_argument(
+        "--out", default="-", help="CSV file to write, - for stdout; with --to parquet the store"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out (a CSV, or the stream in a store) if it exists; never one in use",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Export as parsed; the exit code: 0, 1 when the stream has no bars (nothing is
-    written), 2 for a bad database or a refused ``--out`` (one line on stderr)."""
+    written), 2 for a bad database or a refused ``--out`` (one line on stderr).
+    ``--to parquet`` is :func:`quantcore.sinks.parquet_export.run` (same exit codes)."""
+    if args.csv is not None and args.db is not None:
+        print("export: give --db or --csv, not both", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args.db = args.db or "data/bars.sqlite"
+    if args.to == "parquet":
+        try:
+            from quantcore.sinks import parquet_export
+        except ImportError as exc:
+            print(f"export: --to parquet needs {exc.name} (pip install 'quantcore[parquet]')",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_BAD_INPUT
+        return parquet_export.run(args)
+    if args.csv is not None:
+        print("export: --csv is a source for --to parquet (it is a CSV already)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     db = Path(args.db)
     try:
         if args.out != "-":
