@@ -1,4 +1,4 @@
-"""Data-quality check of recorded bars: ``quantcore check FILE...`` (CSV or SQLite).
+"""Data-quality check of recorded bars: ``quantcore check FILE...`` (CSV, SQLite, Parquet store).
 
 Reports per series the rows, first and last bar, and every problem: holes (missing bars,
 with their length), duplicate open times, rows out of order (time going backwards),
@@ -6,7 +6,8 @@ times off the interval's grid, OHLC inconsistencies and unreadable rows. A hole 
 down in the CSV's ``.gaps`` sidecar ("skipped by backfill_limit", "exchange gap (no data
 from Binance)") is listed with that reason as a known gap, not as a problem. Prices are
 compared as :class:`decimal.Decimal` of the stored strings, exactly as the exchange sent
-them. Exit codes: 0 every series clean, 1 problems found, 2 a file could not be checked.
+them (a Parquet store: :mod:`quantcore.quality_parquet`). Exit codes: 0 every series
+clean, 1 problems found, 2 a file could not be checked.
 """
 
 from __future__ import annotations
@@ -288,6 +289,9 @@ def check_paths(paths: Iterable[str], interval: str | None = None) -> list[Serie
     reports: list[SeriesReport] = []
     for name in paths:
         path = Path(name)
+        if path.is_dir():
+            reports.extend(_check_store(path))
+            continue
         try:
             with path.open("rb") as handle:
                 magic = handle.read(len(SQLITE_MAGIC))
@@ -300,8 +304,20 @@ def check_paths(paths: Iterable[str], interval: str | None = None) -> list[Serie
     return reports
 
 
+def _check_store(root: Path) -> list[SeriesReport]:
+    """A Parquet store folder (pyarrow is the optional ``[parquet]`` extra)."""
+    try:
+        from quantcore.quality_parquet import check_store
+    except ImportError as exc:
+        raise CheckError(f"{root}: reading a Parquet store needs {exc.name} "
+                         "(pip install 'quantcore[parquet]')") from None  # fmt: skip
+    return check_store(root)
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="recorded CSV or SQLite files")
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="recorded CSV or SQLite files, Parquet store roots"
+    )
     parser.add_argument("--interval", help="bar interval of the CSVs (default: from the name)")
     parser.add_argument(
         "--max-list", type=int, default=20, help="findings listed per kind (default 20)"

@@ -1,0 +1,78 @@
+"""``quantcore check ROOT``: the data-quality report of every stream of a Parquet store.
+
+The same report as for a CSV or a SQLite table (:mod:`quantcore.quality`): holes,
+duplicates, order, grid and OHLC sanity on the exact values (each decimal with the scale
+it was recorded with), plus what only a store can get wrong: a ``close_time`` that is not
+open + interval - 1 ms, a bar filed under another month's folder, a month file that
+cannot be read. Month files and the journal of a month not compacted yet are both read,
+so the report covers every recorded bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from quantcore.intervals import interval_ms
+from quantcore.quality import CheckError, SeriesReport, Values, analyze
+from quantcore.sinks import parquet_format as fmt
+
+_SIX = list(fmt.FLOAT_COLUMNS)
+"""open, high, low, close, volume, quote_volume: the order of :data:`quantcore.quality.Values`."""
+
+
+def check_store(root: Path) -> list[SeriesReport]:
+    """One report per (venue, symbol, interval) of the store under ``root``, sorted;
+    CheckError when ``root`` is not a store."""
+    if not (root / fmt.MARKER).is_file():
+        raise CheckError(f"{root}: not a quantcore Parquet store (no {fmt.MARKER})")
+    reports = []
+    for stream in sorted(root.glob("venue=*/symbol=*/interval=*")):
+        if not stream.is_dir():
+            continue
+        venue, symbol, interval = (
+            p.name.partition("=")[2] for p in (stream.parent.parent, stream.parent, stream)
+        )
+        try:
+            step: int | None = interval_ms(interval)
+        except ValueError:
+            step = None
+        report = SeriesReport(f"{root}:{venue}", f"{symbol} {interval}", step)
+        analyze(report, _rows(report, stream, step), interval if step else None)
+        reports.append(report)
+    return reports
+
+
+def _rows(
+    report: SeriesReport, stream: Path, step: int | None
+) -> Iterator[tuple[str, int, Values | None]]:
+    """Every stored bar, month by month in stored order: (where, open ms, exact values)."""
+    for folder in fmt.months(stream):
+        label = f"{folder.parent.name}/{folder.name}"
+        try:
+            table = fmt.read_month(folder, [*_SIX, "close_time", "scales"])
+        except (OSError, pa.ArrowException) as exc:
+            report.add("unreadable months", f"{label}: {exc}")
+            continue
+        opens = table.column("open_time").cast(pa.int64()).to_numpy()
+        closes = table.column("close_time").cast(pa.int64()).to_numpy()
+        scales = table.column("scales").to_numpy()
+        texts = [
+            fmt.exact_strings(table.column(name), (scales >> (5 * i)) & 31).to_pylist()
+            for i, name in enumerate(_SIX)
+        ]
+        months = opens.astype("datetime64[ms]").astype("datetime64[M]").astype(np.int64)
+        year, month = int(folder.parent.name[5:]), int(folder.name[6:])
+        own = (year - 1970) * 12 + month - 1
+        for n, open_ms in enumerate(opens.tolist()):
+            where = f"{label} row {n + 1}"
+            if months[n] != own:
+                report.add("bad rows", f"{where}: open time {open_ms} is not in this month")
+            if step is not None and closes[n] != open_ms + step - 1:
+                report.add("bad rows", f"{where}: close_time {closes[n]} is not open + {step} - 1")
+            o, h, low, c, v, q = (Decimal(column[n]) for column in texts)
+            yield where, open_ms, (o, h, low, c, v, q)
