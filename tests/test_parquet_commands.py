@@ -330,3 +330,60 @@ def test_check_of_a_folder_that_is_not_a_store_exits_2(
     assert capsys.readouterr().err == (
         f"quantcore check: {tmp_path}: not a quantcore Parquet store (no _quantcore.json)\n"
     )
+
+
+def test_history_fills_a_store_with_the_exchanges_strings_and_resumes_it(tmp_path: Path) -> None:
+    """``history`` with a ``class: parquet`` consumer (beside the CSV) over a month's end,
+    then again over a longer range: every field of every bar equals the exchange's, none
+    twice, each month compacted into its file; the CSV converted by ``export`` holds the
+    same values as the store ``history`` wrote."""
+    from quantcore.config import parse_config
+    from quantcore.history.command import record_history
+    from quantcore.sim import LocalExchange
+
+    store, csv = tmp_path / "store", tmp_path / "BTCUSDT_1m.csv"
+
+    async def fill(since: str, until: str) -> list[tuple[object, ...]]:
+        async with LocalExchange(symbols=["BTCUSDT"], seed=11, speed=None) as exchange:
+            config = parse_config({
+                "exchange": {"ws_url": exchange.ws_url, "rest_url": exchange.rest_url,
+                             "archive_url": exchange.archive_url},
+                "streams": [{"symbol": "BTCUSDT", "interval": "1m"}],
+                "consumers": [{"class": "csv", "params": {"path": str(csv)}},
+                              {"class": "parquet", "params": {"root": str(store)}}],
+            })  # fmt: skip
+            lo, hi = day(since), day(until) + 86_400_000
+            _, _, lost = await record_history(config, lo, hi, tmp_path / "cache")
+            assert lost == 0
+            source = exchange.market.sources["BTCUSDT"]
+            return [
+                (k.open_time, k.close_time, k.trades, k.open, k.high, k.low, k.close, k.volume,
+                 k.quote_volume, k.taker_buy_base, k.taker_buy_quote)
+                for k in (bar.kline() for bar in source.aggregated(60_000, lo, hi))
+            ]  # fmt: skip
+
+    def without_event_time(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        return [(*row[:2], *row[3:]) for row in rows]
+
+    expected = asyncio.run(fill("2025-02-27", "2025-03-01"))
+    assert len(expected) == 3 * 1440
+    assert without_event_time(stored_bars(store, "BTCUSDT")) == expected
+    longer = asyncio.run(fill("2025-02-27", "2025-03-02"))
+    assert longer[: len(expected)] == expected and len(longer) == 4 * 1440
+    assert without_event_time(stored_bars(store, "BTCUSDT")) == longer
+    months = sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
+    assert months == [
+        "_quantcore.json",
+        "_venue=binance-spot.lock",
+        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/month=02/data.parquet",
+        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/month=03/data.parquet",
+    ]
+    converted = tmp_path / "converted"
+    argv = ["export", "--to", "parquet", "--csv", str(csv), "--symbol", "BTCUSDT",
+            "--interval", "1m", "--out", str(converted)]  # fmt: skip
+    assert main(argv) == 0
+    assert loaded_rows(converted, "BTCUSDT") == loaded_rows(store, "BTCUSDT") == csv_rows(csv)
+
+
+def day(text: str) -> int:
+    return int(np.datetime64(text, "ms").astype(np.int64))
