@@ -65,7 +65,7 @@ class ParquetSource(BarSource):
         ]
         times = [table.column(c).cast("int64").to_pylist() for c in ("open_time", "close_time")]
         events = table.column("event_time").cast("int64").to_pylist()
-        trades = table.column("trades").to_pylist()
+        trades = table.column("trades").fill_null(0).to_pylist()  # null: converted from a CSV
         for i, open_ms in enumerate(times[0]):
             decimals = BarDecimals(*(column[i] for column in texts))
             try:
