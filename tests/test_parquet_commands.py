@@ -10,6 +10,7 @@ exactly as in the CSV; ``history`` fills a store with the exchange's own strings
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 
@@ -408,3 +409,25 @@ async def test_replay_of_a_converted_csv_gives_the_csv_replays_events(tmp_path: 
     from_store = await replayed(tmp_path, source="parquet", path=str(tmp_path / "parquet"))
     assert len(from_csv.bars) == 480 and from_store.bars == from_csv.bars
     assert from_store.signals == from_csv.signals and from_csv.signals
+
+
+def test_the_docs_console_example_prints_what_it_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/research.md's ``console`` block, run command by command on the real recording."""
+    import shlex
+
+    from tests.paths import REPO
+
+    text = (REPO / "docs" / "research.md").read_text()
+    blocks = re.findall(r"```console\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    write_csv(tmp_path / "data" / "BTCUSDT_1m.csv", recording(CSV_BTC))
+    commands = re.findall(r"^\$ quantcore (.*)\n((?:[^$].*\n)*)", blocks[0], re.MULTILINE)
+    assert len(commands) == 3
+    for command, shown in commands:
+        assert main(shlex.split(command)) == 0
+        out, err = capsys.readouterr()
+        assert out + err == shown, command
