@@ -202,9 +202,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--to", choices=("csv", "parquet"), default="csv", help="what to write (default csv)"
     )
     parser.add_argument("--csv", help="with --to parquet: a recorded CSV to convert, not --db")
-    parser.add_argument("--venue", default="binance-spot", help="the store's venue partition")
     parser.add_argument(
-        "--out", default="-", help="CSV file to write, - for stdout; with --to parquet the store"
+        "--venue", default="binance-spot", help="with --to parquet: the venue partition written"
+    )
+    parser.add_argument(
+        "--out", default="-", help="CSV file to write, - for stdout; --to parquet: the store root"
     )
     parser.add_argument(
         "--force",

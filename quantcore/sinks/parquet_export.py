@@ -240,7 +240,8 @@ def _compare(source: Source, stored: pa.Table, root: Path, label: str) -> int:
 def write_store(
     source: Source, root: Path, venue: str, symbol: str, interval: str, force: bool
 ) -> Outcome:
-    """Write ``source`` into the store's stream, under the ParquetRecorder's own lock."""
+    """Write ``source`` into the store's stream, under the ParquetRecorder's own lock (a
+    command's work: it releases the lock with ``asyncio.run``, so not from a running loop)."""
     recorder = ParquetRecorder(root=str(root), venue=venue)
     try:
         last = recorder.resume_point(symbol, interval)  # refuses foreign folders, locks
@@ -310,7 +311,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.out == "-":
             raise ExportError("--to parquet needs --out ROOT (the store's folder)")
-        interval_ms(args.interval)
+        try:
+            interval_ms(args.interval)
+        except ValueError as exc:
+            raise ExportError(f"--interval: {exc}") from None
         if args.csv is not None:
             source = read_csv(Path(args.csv), args.interval)
         else:
