@@ -39,7 +39,7 @@ from quantcore.recorder_health import recorders_health
 from quantcore.sinks.base import BufferedSink
 
 if TYPE_CHECKING:
-    from quantcore.app import App
+    from quantcore.app import App, VenueApp
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class LagHistogram:
     how late they really came); clock jitter below zero counts as 0.
     """
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: VenueApp) -> None:
         self._app = app
         self.counts: dict[StreamKey, list[int]] = {}
         self.sums: dict[StreamKey, float] = {}
@@ -106,7 +106,7 @@ class StreamHealth:
         return out
 
 
-def health(app: App) -> dict[StreamKey, StreamHealth]:
+def health(app: VenueApp) -> dict[StreamKey, StreamHealth]:
     """Per stream: healthy only while its connection is live and its last bar is recent.
 
     Live: the connection is up, it was not found stalled since its last frame, and a frame
@@ -189,7 +189,7 @@ class Part:
     """One App the endpoint reports on; ``venue`` labels its series (None: the only one)."""
 
     venue: str | None
-    app: App
+    app: VenueApp
     lags: LagHistogram
 
     def labels(self, values: list[str]) -> list[str]:
@@ -205,9 +205,10 @@ class Part:
 def parts_of(app: App) -> list[Part]:
     """The Apps behind ``app``: each venue's, labelled, or ``app`` alone without a label
     (one venue keeps the metric names and labels it always had)."""
-    if not app.parts:
-        return [Part(None, app, LagHistogram(app))]
-    return [Part(part.config.venue, part, LagHistogram(part)) for part in app.parts]
+    several = len(app.parts) > 1
+    return [
+        Part(part.config.venue if several else None, part, LagHistogram(part)) for part in app.parts
+    ]
 
 
 class QuantcoreCollector(Collector):
