@@ -12,6 +12,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Protocol
 
 from prometheus_client.core import (
@@ -31,6 +32,7 @@ from quantcore.sinks.base import BufferedSink
 
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 """Bar-lag histogram bounds in seconds (exchange time)."""
+LAG_BOUNDS = [*map(repr, LAG_BUCKETS), "+Inf"]
 CONNECTION_STATES = (FeedState.CONNECTING, FeedState.LIVE, FeedState.DISCONNECTED,
                      FeedState.STALLED, FeedState.ERROR, FeedState.STOPPED)  # fmt: skip
 """The states a connection of the Binance feed goes through (``quantcore_connection_state``)."""
@@ -147,11 +149,7 @@ class QuantcoreCollector(Collector):
                     filled.add_metric(values, feed.stream_backfilled[key])
                 healthy.add_metric(values, 1.0 if verdicts[key].healthy else 0.0)
             for key, counts in part.lags.counts.items():
-                buckets: list[tuple[str, float]] = []
-                total = 0
-                for bound, count in zip((*LAG_BUCKETS, float("inf")), counts, strict=True):
-                    total += count
-                    buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
+                buckets = list(zip(LAG_BOUNDS, accumulate(counts), strict=True))
                 lag.add_metric(part.labels(list(key)), buckets, part.lags.sums[key])
         yield from (last_open, bars, filled, lag, healthy)
 
