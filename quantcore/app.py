@@ -1,4 +1,5 @@
-"""App: wires config → bus, components, feed (and the local exchange), and runs them.
+"""App: one VenueApp per venue, each wiring config → bus, components, feed (and the local
+exchange); the App runs them side by side with one metrics endpoint and signal handler.
 
 Order matters and is the contract: components are built and started first (a bad
 parameter or an unwritable CSV fails here, before any connection); the feed resumes
@@ -16,7 +17,7 @@ import errno
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -76,24 +77,21 @@ class RunSummary:
         )
 
 
-class App:
-    """One run of quantcore: build with a config, then ``await run()``.
-
-    If the host program has not configured logging, ``run`` sets up quantcore's
-    (stdout, UTC timestamps), so the ConsoleLogger's lines are visible.
-    """
+class VenueApp:
+    """One venue's run: its own bus, components and feed (so a symbol listed on two
+    venues stays two series), started and stopped in the order above; the
+    :class:`App` runs one per venue and owns signals, metrics and the refusal."""
 
     def __init__(
         self,
         config: AppConfig,
-        extra_components: Sequence[Component] = (),
+        extra_components: Sequence[Component],
         *,
-        stop_timeout: float | None = None,
+        stop_timeout: float,
+        request_stop: Callable[[], None],
     ) -> None:
         runtime = config.runtime
-        self.stop_timeout = runtime.stop_timeout if stop_timeout is None else stop_timeout
-        if not self.stop_timeout > 0:
-            raise ValueError(f"stop_timeout must be positive seconds, got {stop_timeout!r}")
+        self.stop_timeout = stop_timeout
         self.config = config
         self.bus = EventBus(queue_size=runtime.queue_size, max_backlog=runtime.max_backlog)
         try:
@@ -101,78 +99,28 @@ class App:
         except ConfigError as exc:
             raise ConfigError(f"{config.source}: {exc}") from None
         self.components.extend(extra_components)
-        self.context = Context(self.bus, config.streams, self.components, request_stop=self.stop)
+        self.context = Context(self.bus, config.streams, self.components, request_stop=request_stop)
         self.feed: DataFeed | None = None
-        self.metrics: MetricsServer | None = None
-        """The /metrics and /health endpoint while running, if ``metrics:`` is configured."""
+        self.new_files: NewFiles | None = None
+        """What this venue's recorders may create, noted as it starts (removed by the App
+        if the start is refused)."""
         self._stop_requested = False
         self._local_archive: str | None = None
-        self.parts = [App(part, stop_timeout=stop_timeout) for part in config.parts]
-        """With more than one venue: one App per venue, run side by side (own bus,
-        components and feed, so a symbol listed on two venues stays two series)."""
-        self._owns_signals = True
-        self._new_files: NewFiles | None = None
-        """What this run's recorders may create; removed again if the start is refused."""
-        for part in self.parts:
-            part._owns_signals = False  # Ctrl-C reaches this App, which stops every part
-            part.context.request_stop = self.stop
 
     def stop(self) -> None:
-        """Graceful stop (what Ctrl-C and SIGTERM do); safe to call at any time."""
+        """Ask the feed to stop (now, or as soon as it exists)."""
         self._stop_requested = True
         if self.feed is not None:
             self.feed.stop()
-        for part in self.parts:
-            part.stop()
 
-    async def _run_parts(self, duration: float | None, max_bars: int | None) -> RunSummary:
-        """Every venue's App at once; the first failure stops the others. The one metrics
-        endpoint (``metrics:``) serves all of them and is bound before any part starts."""
-        if not logging.getLogger().handlers:
-            configure_logging(self.config.log_level, self.config.log_file)
-        started = time.monotonic()
-        if self.config.metrics is not None:
-            self.metrics = MetricsServer(self, self.config.metrics)
-            await self.metrics.start()
-        try:
-            runs = [asyncio.create_task(part.run(max_bars=max_bars)) for part in self.parts]
-            with self._signals(), self._deadline(duration):
-                if self._stop_requested:
-                    self.stop()
-                try:
-                    summaries = await asyncio.gather(*runs)
-                except BaseException as exc:
-                    self.stop()
-                    await asyncio.gather(*runs, return_exceptions=True)
-                    if isinstance(exc, ConfigError):  # the others were stopped, not refused
-                        NewFiles.combined(part._new_files for part in self.parts).remove()
-                    raise
-        finally:
-            if self.metrics is not None:
-                await self.metrics.stop()
-        totals = {
-            f.name: sum(getattr(s, f.name) for s in summaries)
-            for f in dataclasses.fields(RunSummary)
-            if f.name != "seconds"
-        }
-        return RunSummary(seconds=time.monotonic() - started, **totals)
-
-    async def run(self, duration: float | None = None, max_bars: int | None = None) -> RunSummary:
-        """Run until stopped (signal, ``stop()``), ``duration`` seconds or ``max_bars`` bars."""
-        if max_bars is not None and max_bars < 1:
-            raise ValueError(f"max_bars must be a positive integer or None, got {max_bars!r}")
-        if duration is not None and duration <= 0:
-            raise ValueError(f"duration must be positive seconds or None, got {duration!r}")
-        if self.parts:
-            return await self._run_parts(duration, max_bars)
-        if not logging.getLogger().handlers:
-            configure_logging(self.config.log_level, self.config.log_file)
+    async def run(self, duration: float | None, max_bars: int | None) -> RunSummary:
+        """Start components, then the feed; stop after ``duration`` s of feed, when stopped
+        or after ``max_bars`` bars; a refused start is a ConfigError."""
         started = time.monotonic()
         for component in self.components:
             component.attach(self.context)
         started_components: list[Component] = []
-        new_files = self._new_files = NewFiles(self.components, self.config.streams)
-        refused = False
+        self.new_files = NewFiles(self.components, self.config.streams)
         try:
             for component in self.components:
                 try:
@@ -180,9 +128,6 @@ class App:
                 except (CsvPathError, FloatTableError, OSError) as exc:
                     raise ConfigError(f"{component.name}: {exc}") from None
                 started_components.append(component)
-            if self.config.metrics is not None:
-                self.metrics = MetricsServer(self, self.config.metrics)
-                await self.metrics.start()
             resume = self._resume_points()
             async with self._exchange_urls(resume) as settings:
                 feed = self.feed = self._make_feed(settings)
@@ -195,19 +140,12 @@ class App:
                 warm_up(self.config, self.components, feed, resume, self.bus)
                 if self._stop_requested:
                     feed.stop()
-                with self._signals(), self._deadline(duration):
+                with self._deadline(duration):
                     await feed.run()
                 if feed.fatal is not None:
                     raise ConfigError(self._fatal_text(feed))
-        except ConfigError:
-            refused = True
-            raise
         finally:
             await self._shutdown(started_components)
-            if self.metrics is not None:
-                await self.metrics.stop()
-            if refused:
-                new_files.remove()
         return self._summary(time.monotonic() - started)
 
     async def _shutdown(self, components: list[Component]) -> None:
@@ -306,28 +244,6 @@ class App:
             yield replace(self.config.feed, ws_url=exchange.ws_url, rest_url=exchange.rest_url)
 
     @contextlib.contextmanager
-    def _signals(self) -> Any:
-        loop = asyncio.get_running_loop()
-        installed = []
-        if not self._owns_signals:
-            yield
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous = signal.getsignal(sig)
-            try:
-                loop.add_signal_handler(sig, self.stop)
-                installed.append((sig, previous))
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-        try:
-            yield
-        finally:
-            for sig, previous in installed:
-                loop.remove_signal_handler(sig)
-                if previous is not None:
-                    signal.signal(sig, previous)  # e.g. the CLI's: a late signal still stops
-
-    @contextlib.contextmanager
     def _deadline(self, duration: float | None) -> Any:
         handle = None
         if duration is not None:
@@ -356,6 +272,102 @@ class App:
             stale=stats.stale,
             backfilled=stats.backfilled,
         )
+
+
+class App:
+    """One run of quantcore: build with a config, then ``await run()``.
+
+    One :class:`VenueApp` per venue (``parts``) runs side by side; ``feed``, ``bus``,
+    ``components`` and ``context`` are the first's (the only one's, with one venue).
+    If the host program has not configured logging, ``run`` sets up quantcore's
+    (stdout, UTC timestamps), so the ConsoleLogger's lines are visible.
+    """
+
+    def __init__(
+        self,
+        config: AppConfig,
+        extra_components: Sequence[Component] = (),
+        *,
+        stop_timeout: float | None = None,
+    ) -> None:
+        timeout = config.runtime.stop_timeout if stop_timeout is None else stop_timeout
+        if not timeout > 0:
+            raise ValueError(f"stop_timeout must be positive seconds, got {stop_timeout!r}")
+        if extra_components and config.parts:
+            raise ValueError("extra_components need a config of one venue")
+        self.config = config
+        self.parts = [
+            VenueApp(part, extra_components, stop_timeout=timeout, request_stop=self.stop)
+            for part in config.parts or (config,)
+        ]
+        self.bus, self.components = self.parts[0].bus, self.parts[0].components
+        self.context = self.parts[0].context
+        self.metrics: MetricsServer | None = None
+        """The /metrics and /health endpoint while running, if ``metrics:`` is configured."""
+
+    @property
+    def feed(self) -> DataFeed | None:
+        """The first venue's feed, once it is built."""
+        return self.parts[0].feed
+
+    def stop(self) -> None:
+        """Graceful stop (what Ctrl-C and SIGTERM do); safe to call at any time."""
+        for part in self.parts:
+            part.stop()
+
+    async def run(self, duration: float | None = None, max_bars: int | None = None) -> RunSummary:
+        """Run until stopped (signal, ``stop()``), ``duration`` seconds or ``max_bars`` bars
+        (each venue's); the first failure stops the others. The one metrics endpoint
+        (``metrics:``) serves every venue and is bound before any starts."""
+        if max_bars is not None and max_bars < 1:
+            raise ValueError(f"max_bars must be a positive integer or None, got {max_bars!r}")
+        if duration is not None and duration <= 0:
+            raise ValueError(f"duration must be positive seconds or None, got {duration!r}")
+        if not logging.getLogger().handlers:
+            configure_logging(self.config.log_level, self.config.log_file)
+        started = time.monotonic()
+        if self.config.metrics is not None:
+            self.metrics = MetricsServer(self, self.config.metrics)
+            await self.metrics.start()
+        try:
+            runs = [asyncio.create_task(part.run(duration, max_bars)) for part in self.parts]
+            with self._signals():
+                try:
+                    summaries = await asyncio.gather(*runs)
+                except BaseException as exc:
+                    self.stop()
+                    await asyncio.gather(*runs, return_exceptions=True)
+                    if isinstance(exc, ConfigError):  # the others were stopped, not refused
+                        NewFiles.combined(part.new_files for part in self.parts).remove()
+                    raise
+        finally:
+            if self.metrics is not None:
+                await self.metrics.stop()
+        totals = {
+            f.name: sum(getattr(s, f.name) for s in summaries)
+            for f in dataclasses.fields(RunSummary)
+            if f.name != "seconds"
+        }
+        return RunSummary(seconds=time.monotonic() - started, **totals)
+
+    @contextlib.contextmanager
+    def _signals(self) -> Any:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
+            try:
+                loop.add_signal_handler(sig, self.stop)
+                installed.append((sig, previous))
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        try:
+            yield
+        finally:
+            for sig, previous in installed:
+                loop.remove_signal_handler(sig)
+                if previous is not None:
+                    signal.signal(sig, previous)  # e.g. the CLI's: a late signal still stops
 
 
 def history_of(feed: DataFeed) -> BarHistory | None:

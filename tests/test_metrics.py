@@ -25,9 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from quantcore.app import App, RunSummary
 from quantcore.config import AppConfig, ConfigError, MetricsConfig, parse_config
+from quantcore.consumers.csv_recorder import HEADER, format_row
 from quantcore.feeds.binance.venues import COINM, SPOT, USDM
 from quantcore.metrics import MetricsServer
 from quantcore.quality import check_csv
+from quantcore.replay.feed import replay_config
+from quantcore.replay.settings import ReplaySettings
 from quantcore.sim import LocalExchange, ReplaySource
 from tests.harness import (
     Row,
@@ -39,6 +42,7 @@ from tests.harness import (
     wait_until,
 )
 from tests.paths import CSV_BTC, REPO
+from tests.sinks.helpers import make_bar
 
 BARS = 150
 STREAM = {"symbol": "BTCUSDT", "interval": "1m"}
@@ -376,3 +380,35 @@ async def test_health_names_the_venue_of_each_problem_one_venue_as_before(tmp_pa
 def sample_lines(text: str) -> list[str]:
     """The exposition's sample lines, comments left out."""
     return [line for line in text.splitlines() if not line.startswith("#")]
+
+
+async def test_a_replay_is_judged_by_its_last_bar_alone(tmp_path: Path) -> None:
+    """A replay has no connection and no REST budget: /health judges its stream by the
+    last bar only (a replay of the past: 503, naming that bar), /metrics counts what it
+    replayed and shows no connection. (The replay's settings, probed as if they were
+    the Binance feed's, used to fail both.)"""
+    template = str(tmp_path / "{symbol}_{interval}.csv")
+    bars = [make_bar(i) for i in range(3)]
+    (tmp_path / "BTCUSDT_1m.csv").write_text(HEADER + "".join(map(format_row, bars)))
+    csv = {"class": "csv", "params": {"path": template}}
+    raw = {"streams": [STREAM], "consumers": [csv], "metrics": {"port": 0}}
+    app = App(replay_config(parse_config(raw), ReplaySettings(speed=30)))  # a bar per 2 s
+    run = asyncio.create_task(app.run())
+    try:
+        await wait_until(lambda: app.feed is not None and app.feed.stats.bars == 1, 10, "bar 1")
+        async with aiohttp.ClientSession() as session:
+            code, body = await get_health(session, app)
+            samples = await scrape(session, app)
+    finally:
+        app.stop()
+        await asyncio.wait_for(run, 10)
+    verdict = body["streams"]["BTCUSDT 1m"]
+    assert (code, body["status"], body["recorders"]) == (503, "unhealthy", {})
+    assert verdict["last_open"] == f"{bars[0].open_time:%Y-%m-%d %H:%M:%S}"
+    assert verdict["reason"].startswith("last closed bar closed ")
+    assert verdict["reason"].endswith("s ago (exchange time), more than 130s")
+    assert value(samples, "quantcore_bars_total", **STREAM) == 1
+    assert value(samples, "quantcore_feed_frames_total", feed="replay") == 1
+    assert not [
+        name for name, _ in samples if name.startswith(("quantcore_connection", "quantcore_rest"))
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,6 +28,7 @@ from quantcore.events import (
     FeedStatus,
     from_epoch_ms,
 )
+from quantcore.feeds.snapshot import FeedHealth
 from quantcore.intervals import interval_ms
 
 log = logging.getLogger(__name__)
@@ -226,6 +228,14 @@ class DataFeed(ABC):
     def stream_summary(self) -> str:
         """``BTCUSDT 1m=120 ETHUSDT 1m=118 ...``: closed bars published per stream."""
         return " ".join(f"{s} {i}={self.stream_bars[(s, i)]}" for s, i in self.sequencers)
+
+    def exchange_ms(self) -> int:
+        """The exchange's time now (epoch ms) as this feed knows it; here this machine's."""
+        return int(time.time() * 1000)
+
+    def health_snapshot(self) -> FeedHealth:
+        """What /health and /metrics read beyond the counters; here no connection to judge."""
+        return FeedHealth()
 
     def _emit(self, sequencer: StreamSequencer, bar: BarEvent) -> None:
         sequencer.last = bar.open_time

@@ -73,6 +73,7 @@ from quantcore.feeds.binance.transport import (
     open_socket,
 )
 from quantcore.feeds.binance.venues import SPOT, Venue
+from quantcore.feeds.snapshot import ConnectionHealth, FeedHealth, RestWeight
 from quantcore.intervals import bar_open_ms, interval_ms
 
 __all__ = ["BackfillError", "BinanceFeedSettings", "BinanceKlineFeed", "StreamWait"]
@@ -214,6 +215,28 @@ class BinanceKlineFeed(SettlingFeed):
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+
+    def exchange_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def health_snapshot(self) -> FeedHealth:
+        """Connections, halted streams, held bars and REST weight, for /health and /metrics."""
+        stall, budget = self.settings.stall_timeout, self.rest_budget
+        connections = tuple(
+            ConnectionHealth(
+                frozenset(s.key for s in c.streams), c.label, c.state,
+                c.reconnects, c.stalls, c.last_data, c.quiet_at, c.stalled_at,
+            )
+            for c in self.connections
+        )  # fmt: skip
+        return FeedHealth(
+            self.settings.settle + stall + self.settings.poll,
+            2 * stall,
+            connections,
+            frozenset(key for key, state in self.states.items() if state.halted),
+            self.waits(),
+            RestWeight(budget.used_reported, budget.limits.weight_per_minute, budget.spent),
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
 
