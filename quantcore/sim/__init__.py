@@ -6,15 +6,7 @@ talks to, for tests, demos and benchmarks without the internet.
 
 from .formats import DataFileError, detect_symbol, load_klines, load_klines_by_symbol
 from .generator import RandomWalkSource
-from .klines import (
-    INTERVALS,
-    Kline,
-    aggregate,
-    bucket_start,
-    interval_ms,
-    interval_name,
-    normalize,
-)
+from .klines import INTERVALS, Kline, aggregate, bucket_start, interval_ms, interval_name, normalize
 from .limits import Limits
 from .market import Market, stream_name
 from .realism import Realism

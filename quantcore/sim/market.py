@@ -189,9 +189,7 @@ class Market:
             if src.symbol in self.sources:
                 raise ValueError(f"symbol {src.symbol} given twice")
             self.sources[src.symbol] = src
-        names = (
-            list(intervals) if intervals else sorted({s.interval for s in sources}, key=interval_ms)
-        )
+        names = intervals or [s.interval for s in sources]
         self.intervals = sorted(dict.fromkeys(names), key=interval_ms)
         self.speed = speed
         self.realism = realism or Realism()
