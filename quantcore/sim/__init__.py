@@ -4,13 +4,14 @@ Independent of the rest of quantcore: it serves the exchange side that python-bi
 talks to, for tests, demos and benchmarks without the internet.
 """
 
+from .faults import ERROR_PAYLOAD
 from .formats import DataFileError, detect_symbol, load_klines, load_klines_by_symbol
 from .generator import RandomWalkSource
 from .klines import INTERVALS, Kline, aggregate, bucket_start, interval_ms, interval_name, normalize
 from .limits import Limits
 from .market import Market, stream_name
 from .realism import Realism
-from .server import ERROR_PAYLOAD, LocalExchange
+from .server import LocalExchange
 from .sources import KlineSource, ReplaySource, sources_from_specs, sparse
 
 __all__ = [
