@@ -9,8 +9,10 @@ from typing import Any, Literal
 
 import orjson
 
+from quantcore.feeds.binance.codec import stream_name
+
 from .klines import Bar, bucket_start, interval_ms
-from .market import Market, stream_name
+from .market import Market
 from .ws_hub import WsEndpoint
 
 ERROR_PAYLOAD = (
