@@ -24,7 +24,7 @@ import orjson
 from aiohttp import web
 
 from quantcore.sim import ReplaySource
-from quantcore.sim.market import kline_frame, partial_bar
+from quantcore.sim.frames import kline_frame, partial_bar
 
 DATA = (
     Path(__file__).resolve().parents[1]

@@ -60,10 +60,10 @@ class ArchivePlants:
     corrupt: set[str] = field(default_factory=set)
     """Bytes altered after the CHECKSUM was computed (a mismatch)."""
     foreign: set[str] = field(default_factory=set)
+    """A valid CHECKSUM over rows of the following day (refused as corrupt by a reader)."""
     incomplete: set[str] = field(default_factory=set)
     """The file lacks the day's 10:00-10:59 UTC bars (REST has them) and its 11:00 bar's
     volume is one unit (1e-8) above REST's (REST wins)."""
-    """A valid CHECKSUM over rows of the following day (refused as corrupt by a reader)."""
 
 
 def period_bounds(period: str) -> tuple[int, int]:

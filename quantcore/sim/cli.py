@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 import sys
 import time
 from pathlib import Path
 
+from quantcore.feeds.binance.venues import SPOT
 from quantcore.logs import configure_logging
 
 from .formats import DataFileError
@@ -23,7 +23,6 @@ from .sources import ReplaySource, sources_from_specs
 
 log = logging.getLogger(__name__)
 
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 _SHOWN_STREAMS = 20
 
 
@@ -120,7 +119,7 @@ def _exchange(args: argparse.Namespace) -> LocalExchange:
         interval_ms(interval)
     symbols = [s.strip().upper() for s in str(args.symbols).split(",") if s.strip()]
     for symbol in symbols:
-        if not _SYMBOL_RE.match(symbol):
+        if not SPOT.check_symbol(symbol):
             raise ValueError(
                 f"invalid symbol {symbol!r}: expected letters and digits, e.g. BTCUSDT"
             )

@@ -18,15 +18,7 @@ from typing import Any
 
 import orjson
 
-from .klines import (
-    MINUTE_MS,
-    SCALE,
-    Bar,
-    Kline,
-    interval_ms,
-    interval_name,
-    to_units,
-)
+from .klines import MINUTE_MS, SCALE, Bar, Kline, interval_ms, interval_name, to_units
 
 QUOTES = ("USDT", "FDUSD", "USDC", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "DAI")
 """Quote assets Binance lists: how a symbol is found in a file name or split into base and quote."""
@@ -221,19 +213,7 @@ _COLUMNS = {
     "taker_base": ("taker_buy_base", "taker_buy_base_asset_volume", "taker_buy_volume"),
     "taker_quote": ("taker_buy_quote", "taker_buy_quote_asset_volume", "taker_buy_quote_volume"),
 }
-_POSITIONAL_12 = [
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "trades",
-    "taker_base",
-    "taker_quote",
-]
+_POSITIONAL_12 = list(_COLUMNS)
 
 
 def _parse_time(text: str) -> int:

@@ -6,7 +6,6 @@ demos need no data files and two exchanges with one seed agree bar for bar.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import OrderedDict
 from typing import Any
@@ -24,6 +23,7 @@ from .klines import (
     interval_ms,
     merge,
 )
+from .realism import stable_hash
 from .sources import KlineSource, seeded
 
 ORIGIN_MS = 1_483_228_800_000
@@ -67,8 +67,7 @@ class RandomWalkSource(KlineSource):
         self.interval = interval
         self.interval_ms = length
         self.seed = seed
-        key = hashlib.blake2b(repr((seed, self.symbol)).encode(), digest_size=8).digest()
-        self._key = int.from_bytes(key, "big")
+        self._key = stable_hash(seed, self.symbol)
         u = seeded("level", self.symbol).random()
         self._level: float = _KNOWN_LEVELS.get(self.symbol, 10 ** (-1.0 + 5.0 * u))
         magnitude = math.ceil(math.log10(self._level))
@@ -109,8 +108,7 @@ class RandomWalkSource(KlineSource):
         if open_ms < self._first or open_ms % self.interval_ms:
             return None
         if self.interval_ms != MINUTE_MS:
-            found = self.bars(open_ms, open_ms + 1)
-            return found[0] if found else None
+            return super().bar(open_ms)
         hour, offset = divmod(open_ms - ORIGIN_MS, HOUR_MS)
         values: list[int] = self._hour_rows(hour)[offset // MINUTE_MS].tolist()
         return Bar(open_ms, open_ms + MINUTE_MS - 1, *values)

@@ -8,11 +8,12 @@ updates and aggregation are exact and fast).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
 from quantcore.intervals import FIXED_INTERVALS
+from quantcore.intervals import interval_ms as interval_ms
 
 SCALE = 100_000_000
 """Units per whole number: Binance prints every price and volume with 8 decimals."""
@@ -27,18 +28,6 @@ INTERVALS: dict[str, int] = FIXED_INTERVALS
 """Binance kline intervals with a fixed length; "1M" (calendar month) is not supported."""
 
 _NAMES = {ms: name for name, ms in INTERVALS.items()}
-
-
-def interval_ms(interval: str) -> int:
-    """Length of a Binance interval in ms; ValueError names the bad or unsupported value."""
-    try:
-        return INTERVALS[interval]
-    except KeyError:
-        if interval == "1M":
-            raise ValueError("interval '1M' (calendar month) is not supported") from None
-        raise ValueError(
-            f"invalid interval {interval!r}; expected one of {', '.join(INTERVALS)}"
-        ) from None
 
 
 def interval_name(ms: int) -> str:
@@ -111,21 +100,8 @@ class Kline:
         return self.close_time - self.open_time + 1
 
     def to_rest(self) -> list[int | str]:
-        """The 12-field array `GET /api/v3/klines` returns for this bar."""
-        return [
-            self.open_time,
-            self.open,
-            self.high,
-            self.low,
-            self.close,
-            self.volume,
-            self.close_time,
-            self.quote_volume,
-            self.trades,
-            self.taker_buy_base,
-            self.taker_buy_quote,
-            "0",
-        ]
+        """The 12-field array `GET /api/v3/klines` returns: the fields in order, then "0"."""
+        return [*astuple(self), "0"]
 
     @classmethod
     def from_rest(cls, row: Sequence[object]) -> Kline:

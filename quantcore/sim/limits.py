@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+BASE_BAN_S = 120.0
+"""Binance's first IP ban lasts 2 minutes; compressed windows shrink it in proportion."""
 
 
 @dataclass(slots=True)
@@ -45,20 +49,21 @@ class Verdict(NamedTuple):
 
 
 class RateWindow:
-    """Usage per fixed window of `window` wall seconds, aligned to `origin` (Binance counts
-    per calendar minute; compressed windows have no calendar, so the exchange start is used).
+    """Usage per fixed window of `window` wall seconds (Binance's: `binance_window`), aligned
+    to its creation (Binance counts per calendar minute; compressed windows have no calendar,
+    so the exchange start is used).
 
     Over the limit the call is refused with 429 until the window ends; any call before that
-    is banned with 418 for `base_ban` s, doubling with every further 418 (assumed: Binance
-    documents escalating bans from 2 minutes to 3 days, not the exact steps). Refused calls
-    cost nothing.
+    is banned with 418 for `base_ban` s (`BASE_BAN_S` scaled by the window), doubling with
+    every further 418 (assumed: Binance documents escalating bans from 2 minutes to 3 days,
+    not the exact steps). Refused calls cost nothing.
     """
 
-    def __init__(self, limit: int | None, window: float, base_ban: float, origin: float) -> None:
+    def __init__(self, limit: int | None, window: float, binance_window: float) -> None:
         self.limit = limit
         self.window = window
-        self.base_ban = base_ban
-        self._origin = origin
+        self.base_ban = BASE_BAN_S * window / binance_window
+        self._origin = time.monotonic()
         self._index = 0
         self._used = 0
         self._blocked_until = -math.inf
@@ -69,11 +74,6 @@ class RateWindow:
         index = math.floor((now - self._origin) / self.window)
         if index != self._index:
             self._index, self._used = index, 0
-
-    def used(self, now: float) -> int:
-        """Usage in the window containing `now`."""
-        self._roll(now)
-        return self._used
 
     def charge(self, now: float, cost: int) -> Verdict:
         """Count a call of `cost` at wall time `now` unless it is refused."""

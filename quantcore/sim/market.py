@@ -17,7 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .klines import Bar, bucket_start, extend, interval_ms, merge, units_str
+from quantcore.feeds.binance.codec import stream_name
+
+from .frames import bucket_bar, kline_frame, partial_bar
+from .klines import Bar, bucket_start, extend, interval_ms
 from .limits import Limits
 from .realism import Realism
 from .sources import KlineSource
@@ -41,79 +44,6 @@ class FrameSink(Protocol):
     async def wait_listening(self) -> None:
         """Return once at least one connection is subscribed to a played stream."""
         ...
-
-
-def kline_frame(
-    event_ms: int, symbol: str, interval: str, bar: Bar, first_id: int, closed: bool
-) -> str:
-    """Binance's raw kline event JSON, byte-compatible in key order and value types."""
-    return (
-        f'{{"e":"kline","E":{event_ms},"s":"{symbol}","k":{{"t":{bar.open_time},'
-        f'"T":{bar.close_time},"s":"{symbol}","i":"{interval}","f":{first_id},'
-        f'"L":{first_id + bar.trades - 1},"o":"{units_str(bar.open)}",'
-        f'"c":"{units_str(bar.close)}","h":"{units_str(bar.high)}",'
-        f'"l":"{units_str(bar.low)}","v":"{units_str(bar.volume)}","n":{bar.trades},'
-        f'"x":{"true" if closed else "false"},"q":"{units_str(bar.quote_volume)}",'
-        f'"V":"{units_str(bar.taker_base)}","Q":"{units_str(bar.taker_quote)}","B":"0"}}}}'
-    )
-
-
-def _tick(bar: Bar) -> int:
-    """Largest power of ten (in units, at most 1.0) dividing all four prices of a bar."""
-    tick = 100_000_000
-    while tick > 1 and (bar.open % tick or bar.high % tick or bar.low % tick or bar.close % tick):
-        tick //= 10
-    return tick
-
-
-def partial_bar(bar: Bar, num: int, den: int) -> Bar:
-    """State of `bar` after the fraction num/den of its time: monotone, within its range.
-
-    Volumes and trades grow linearly (floored); the high only rises and the low only falls,
-    reaching the true extremes at a per-bar point; num >= den gives the bar itself.
-    """
-    if num >= den:
-        return bar
-    o = bar.open
-    mix = (bar.open_time // 1000 * 2_654_435_761) & 0xFFFFFFFF
-    at_high = 200 + mix % 801  # permille of the bar at which the true high is reached
-    at_low = 200 + (mix >> 12) % 801
-    tick = _tick(bar)
-    scaled = num * 1000
-    if scaled >= at_high * den:
-        high = bar.high
-    else:
-        high = o + (bar.high - o) * scaled // (den * at_high) // tick * tick
-    if scaled >= at_low * den:
-        low = bar.low
-    else:
-        low = o - (o - bar.low) * scaled // (den * at_low) // tick * tick
-    close = o + (bar.close - o) * num // den // tick * tick
-    close = min(max(close, low), high)
-    return Bar(
-        bar.open_time,
-        bar.close_time,
-        o,
-        high,
-        low,
-        close,
-        bar.volume * num // den,
-        bar.quote_volume * num // den,
-        bar.trades * num // den,
-        bar.taker_base * num // den,
-        bar.taker_quote * num // den,
-    )
-
-
-def bucket_bar(source: KlineSource, bucket: int, length: int, at_ms: int) -> Bar | None:
-    """The bar of `length` opening at `bucket` as it stands at market time `at_ms`."""
-    bars = source.bars(bucket, min(at_ms + 1, bucket + length))
-    if not bars:
-        return None
-    last = bars[-1]
-    if last.close_time > at_ms:
-        bars[-1] = partial_bar(last, at_ms - last.open_time + 1, source.interval_ms)
-    return merge(bars, bucket, bucket + length - 1)
 
 
 @dataclass(eq=False, slots=True)
@@ -152,11 +82,6 @@ class _Group:
         return bucket_start(min(opens), self.length) if opens else None
 
 
-def stream_name(symbol: str, interval: str) -> str:
-    """Binance's stream name, e.g. btcusdt@kline_1m."""
-    return f"{symbol.lower()}@kline_{interval}"
-
-
 class Market:
     """Market clock plus kline playback for a set of symbols and intervals.
 
@@ -189,9 +114,7 @@ class Market:
             if src.symbol in self.sources:
                 raise ValueError(f"symbol {src.symbol} given twice")
             self.sources[src.symbol] = src
-        names = (
-            list(intervals) if intervals else sorted({s.interval for s in sources}, key=interval_ms)
-        )
+        names = intervals or [s.interval for s in sources]
         self.intervals = sorted(dict.fromkeys(names), key=interval_ms)
         self.speed = speed
         self.realism = realism or Realism()

@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 
+def stable_hash(*parts: object) -> int:
+    """64 bits that depend only on `parts` (stable across runs and processes, unlike hash)."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")
+
+
 def seeded_unit(seed: int, *key: object) -> float:
     """A uniform number in [0, 1) that depends only on (seed, key): stable across runs."""
-    digest = hashlib.blake2b(repr((seed, *key)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    return stable_hash(seed, *key) / 2.0**64
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,18 +78,12 @@ class Realism:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {value}")
-        for name in ("rest_lag_ms", "rest_lag_spread_ms"):
+        for name in ("rest_lag_ms", "rest_lag_spread_ms", "shutdown_lead"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("attempt_window", "weight_window"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.connection_lifetime is not None and not self.connection_lifetime > 0:
-            raise ValueError(
-                f"connection_lifetime must be positive, got {self.connection_lifetime}"
-            )
-        if self.shutdown_lead < 0:
-            raise ValueError(f"shutdown_lead must be >= 0, got {self.shutdown_lead}")
+        for name in ("attempt_window", "weight_window", "connection_lifetime"):
+            if (value := getattr(self, name)) is not None and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
         if self.max_streams < 1:
             raise ValueError(f"max_streams must be >= 1, got {self.max_streams}")
         object.__setattr__(self, "halted", frozenset(s.upper() for s in self.halted))

@@ -8,7 +8,6 @@ turns ``--data`` arguments into sources. The synthetic market is :mod:`.generato
 from __future__ import annotations
 
 import bisect
-import hashlib
 import itertools
 import random
 from abc import ABC, abstractmethod
@@ -16,13 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .formats import DataFileError, detect_symbol, load_klines, load_klines_by_symbol
-from .klines import (
-    Bar,
-    Kline,
-    aggregate_bars,
-    bucket_start,
-    interval_name,
-)
+from .klines import Bar, Kline, aggregate_bars, bucket_start, interval_name
+from .realism import stable_hash
 
 
 class KlineSource(ABC):
@@ -129,8 +123,7 @@ class ReplaySource(KlineSource):
 
 def seeded(*parts: object) -> random.Random:
     """An RNG whose stream depends only on `parts` (stable across runs and processes)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return random.Random(int.from_bytes(digest, "big"))
+    return random.Random(stable_hash(*parts))
 
 
 def sparse(source: KlineSource, fraction: float, seed: int, max_run: int = 8) -> ReplaySource:

@@ -79,7 +79,7 @@ async def test_replay_exits_when_done() -> None:
     [
         (["--data", "/nonexistent/file.csv"], "/nonexistent/file.csv: cannot read"),
         (["--symbols", "BTC-USD"], "invalid symbol 'BTC-USD'"),
-        (["--interval", "7m"], "invalid interval '7m'"),
+        (["--interval", "7m"], "'7m' is not a fixed-length Binance interval"),
         (["--speed", "fast"], "invalid --speed 'fast'"),
         (["--speed", "-2"], "invalid --speed '-2'"),
         (["--data", f"{REST_BTC}", "--interval", "1s"], "interval 1s cannot be built from 1m bars"),

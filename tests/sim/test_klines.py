@@ -34,7 +34,7 @@ def test_interval_table_matches_binance() -> None:
     assert interval_ms("1w") == 604_800_000
     with pytest.raises(ValueError, match="1M"):
         interval_ms("1M")
-    with pytest.raises(ValueError, match="invalid interval '7m'"):
+    with pytest.raises(ValueError, match="'7m' is not a fixed-length Binance interval"):
         interval_ms("7m")
 
 
