@@ -320,6 +320,8 @@ class CsvRecorder(Component):
     retried every ``retry_interval`` seconds and with each new bar.
     """
 
+    venue_params = {"path": "template"}
+
     def __init__(
         self,
         *,

@@ -164,6 +164,8 @@ class ParquetRecorder(Component):
     a process crash. One process writes a venue of a store at a time (``_venue=V.lock``).
     """
 
+    venue_params = {"venue": "partition"}
+
     def __init__(
         self,
         *,

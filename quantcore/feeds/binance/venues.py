@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field, replace
 
 SPOT_NAME = "binance-spot"
+DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
+"""Binance's public kline archive of every venue (``exchange.archive_url``)."""
 
 
 @dataclass(frozen=True, slots=True)
