@@ -129,9 +129,13 @@ def from_epoch_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+"""UTC time as quantcore writes it: the CSV's ``datetime``, gap files, logs and messages."""
+
+
 def utc_text(ms: int) -> str:
     """Epoch milliseconds as ``YYYY-MM-DD HH:MM:SS UTC``, for log lines and messages."""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
+    return time.strftime(f"{DATETIME_FORMAT} UTC", time.gmtime(ms / 1000))
 
 
 class Side(StrEnum):

@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantcore.events import DATETIME_FORMAT
+
 SUFFIX = ".gaps"
 HEADER = "first_open,last_open,reason\n"
-_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +40,8 @@ def sidecar(csv_path: Path) -> Path:
 
 
 def format_gap(first_ms: int, last_ms: int, reason: str) -> str:
-    first = time.strftime(_FORMAT, time.gmtime(first_ms // 1000))
-    last = time.strftime(_FORMAT, time.gmtime(last_ms // 1000))
+    first = time.strftime(DATETIME_FORMAT, time.gmtime(first_ms // 1000))
+    last = time.strftime(DATETIME_FORMAT, time.gmtime(last_ms // 1000))
     return f"{first},{last},{reason}\n"
 
 
@@ -88,4 +89,4 @@ def read_gaps(csv_path: Path) -> list[KnownGap]:
 
 
 def _parse(text: str) -> int:
-    return calendar.timegm(time.strptime(text, _FORMAT)) * 1000
+    return calendar.timegm(time.strptime(text, DATETIME_FORMAT)) * 1000

@@ -43,12 +43,18 @@ def interval_ms(interval: str) -> int:
     return step
 
 
+WEEK_MS = INTERVAL_MS["1w"]
 WEEK_OFFSET_MS = 4 * 86_400_000
 """Binance's weekly bars open on Monday 00:00 UTC; the epoch was a Thursday."""
 
 
+def bucket_start(moment_ms: int, length_ms: int) -> int:
+    """Open time of the ``length_ms`` bar holding ``moment_ms``, aligned like Binance's: to
+    the epoch, weeks to Monday (the one copy: feed, aggregator and local exchange use it)."""
+    offset = WEEK_OFFSET_MS if length_ms == WEEK_MS else 0
+    return moment_ms - (moment_ms - offset) % length_ms
+
+
 def bar_open_ms(moment_ms: int, interval: str) -> int:
-    """Open time of the ``interval`` bar containing ``moment_ms`` (weeks start on Monday)."""
-    step = interval_ms(interval)
-    offset = WEEK_OFFSET_MS if interval == "1w" else 0
-    return moment_ms - (moment_ms - offset) % step
+    """Open time of the ``interval`` bar containing ``moment_ms``."""
+    return bucket_start(moment_ms, interval_ms(interval))

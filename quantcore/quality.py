@@ -23,6 +23,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from quantcore.consumers.csv_recorder import HEADER, parse_datetime_ms
+from quantcore.events import DATETIME_FORMAT
 from quantcore.gapfile import GapFileError, KnownGap, read_gaps
 from quantcore.intervals import INTERVAL_MS, bar_open_ms, interval_ms
 from quantcore.sinks import schema
@@ -374,4 +375,4 @@ def _guess_interval(times: list[int]) -> str | None:
 
 
 def _stamp(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+    return time.strftime(DATETIME_FORMAT, time.gmtime(ms / 1000))

@@ -26,20 +26,9 @@ from quantcore.bus import Subscription
 from quantcore.component import Component
 from quantcore.decimals import plain
 from quantcore.events import BAR, BarDecimals, BarEvent
-from quantcore.intervals import interval_ms
+from quantcore.intervals import bucket_start, interval_ms
 
 log = logging.getLogger(__name__)
-
-_WEEK_MS = 604_800_000
-_MONDAY_OFFSET_MS = 4 * 86_400_000
-"""1970-01-01 was a Thursday; Binance's weekly bars open on Monday 00:00 UTC."""
-
-
-def bucket_start(open_ms: int, length_ms: int) -> int:
-    """Open time (ms) of the ``length_ms`` bucket holding ``open_ms``, aligned like Binance."""
-    if length_ms == _WEEK_MS:
-        return open_ms - (open_ms - _MONDAY_OFFSET_MS) % _WEEK_MS
-    return open_ms - open_ms % length_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,14 +23,13 @@ from pathlib import Path
 
 from quantcore.component import Component
 from quantcore.consumers.history import COLUMNS
-from quantcore.events import BarEvent, GapEvent, epoch_ms
+from quantcore.events import DATETIME_FORMAT, BarEvent, GapEvent, epoch_ms
 from quantcore.filelock import FileBusyError, lock_for_writing
 from quantcore.gapfile import append_gap
 
 log = logging.getLogger(__name__)
 
 HEADER = ",".join(COLUMNS) + "\n"
-DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _TAIL_BYTES = 4096
 _ROW_BYTES = frozenset(b"0123456789.,-+e: infaINF")
 _MAX_BATCH = 1024

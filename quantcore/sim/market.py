@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from quantcore.feeds.binance.codec import stream_name as stream_name
+
 from .klines import Bar, bucket_start, extend, interval_ms, merge, units_str
 from .limits import Limits
 from .realism import Realism
@@ -150,11 +152,6 @@ class _Group:
         """First bucket at or after t_ms in which some stream has data."""
         opens = [o for s in self.streams if (o := s.source.next_open_ms(t_ms)) is not None]
         return bucket_start(min(opens), self.length) if opens else None
-
-
-def stream_name(symbol: str, interval: str) -> str:
-    """Binance's stream name, e.g. btcusdt@kline_1m."""
-    return f"{symbol.lower()}@kline_{interval}"
 
 
 class Market:
