@@ -109,11 +109,6 @@ class BarEvent(msgspec.Struct, frozen=True, gc=False):
         """Open time as Binance epoch milliseconds (exact: bar times are whole ms)."""
         return epoch_ms(self.open_time)
 
-    @property
-    def received_at(self) -> datetime:
-        """Local receive time as a UTC datetime."""
-        return datetime.fromtimestamp(self.received_ns / 1e9, UTC)
-
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)

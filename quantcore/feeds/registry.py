@@ -51,14 +51,6 @@ def register(name: str, factory: FeedFactory, venue: Venue | None = None) -> Non
     _REGISTRY[name] = VenueEntry(name, factory, venue)
 
 
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def names() -> list[str]:
-    return list(_REGISTRY)
-
-
 def entry(name: str) -> VenueEntry:
     """The registered venue; KeyError names the known ones."""
     found = _REGISTRY.get(name)

@@ -49,12 +49,6 @@ class Venue:
     """Named ``(ws_url, rest_url)`` alternatives, e.g. ``testnet``."""
 
     @property
-    def rest_prefix(self) -> str:
-        """The versioned path prefix on the REST host: ``/api/v3``, ``/fapi/v1``, ``/dapi/v1``."""
-        root = re.sub(r"^[a-z]+://[^/]+", "", self.rest_url)
-        return f"{root}/{self.rest_version}"
-
-    @property
     def root(self) -> str:
         """The last path segment of the REST root (``api``, ``fapi``, ``dapi``)."""
         return self.rest_url.rstrip("/").rsplit("/", 1)[-1]
