@@ -1,12 +1,6 @@
-"""YAML config → frozen, validated settings, checked completely before anything connects.
-
-The file's shape, types and bounds are declared as msgspec schemas (``config_schema``)
-and checked by msgspec; what remains here is what a schema cannot say (symbol spelling,
-intervals, URL forms), then the consumers (``config_components``) and, for streams of
-several venues, one part per venue (``config_venues``). Every problem is one line naming
-the file, the field path and the bad value (``config/x.yaml: streams[0].interval: '7m'
-is not ...``), because a trading process that half-starts on a typo is worse than one
-that refuses.
+"""YAML config → frozen AppConfig, checked completely before anything connects: msgspec
+checks the schemas (``config_schema``), this what they cannot say (symbols, intervals, URLs).
+Every problem is one line naming file, field and value (``x.yaml: streams[0].interval: ...``).
 """
 
 from __future__ import annotations
@@ -197,14 +191,10 @@ def _feed(raw: FeedSection, venue: Venue, ws_url: str, rest_url: str) -> Binance
     backoff = _given(reconnect)
     attempts = backoff.pop("max_attempts")
     return BinanceFeedSettings(
-        ws_url=ws_url,
-        rest_url=rest_url,
-        venue=venue,
+        ws_url=ws_url, rest_url=rest_url, venue=venue, connect_limits=ConnectLimits(**limits),
         reconnect=ReconnectPolicy(Backoff(**backoff), attempts),
-        connect_limits=ConnectLimits(**limits),
-        rest_limits=RestLimits(**rest) if rest else None,
-        **given,
-    )
+        rest_limits=RestLimits(**rest) if rest else None, **given,
+    )  # fmt: skip
 
 
 def normalize_symbol(value: str, where: str, venue: Venue = SPOT) -> str:

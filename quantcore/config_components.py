@@ -1,8 +1,5 @@
-"""The config's ``consumers:``: a class named in YAML → a Component class and its parameters.
-
-Importing and instantiating is checked here so a typo in a class path or a parameter is
-one ConfigError naming ``consumers[i]``, never a traceback halfway through a start.
-"""
+"""``consumers:`` entries → Component classes and parameters, checked before the start: a
+typo in a class path or a parameter is one ConfigError naming ``consumers[i]``."""
 
 from __future__ import annotations
 

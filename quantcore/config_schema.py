@@ -1,9 +1,5 @@
-"""The config's shapes: the YAML document as msgspec schemas, and the resolved AppConfig.
-
-msgspec checks types, bounds and unknown keys against these declarations (each mapping
-forbids unknown fields: a typo is an error, not a silently ignored setting); what a
-schema cannot say is checked by :mod:`quantcore.config` while building the AppConfig.
-"""
+"""The config's shapes: the YAML document as msgspec schemas (an unknown key is an error,
+not an ignored typo) and the AppConfig :mod:`quantcore.config` builds from it."""
 
 from __future__ import annotations
 

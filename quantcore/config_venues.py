@@ -1,11 +1,6 @@
-"""A config across venues: each venue's part of the document, and its consumers' parameters.
-
-Every component declares the parameters that say where it writes
-(:attr:`~quantcore.component.Component.venue_params`); here they get the venue, so the
-same symbol on two venues stays two series. Spot's paths and keys never change (existing
-recordings resume), and neither do those of a config recording one venue only, except
-that a futures venue's CSV files default to ``data/{venue}/``.
-"""
+"""A config across venues: each venue's part of the document, and its components' paths
+and keys (what they declare in ``Component.venue_params``) holding the venue, so one symbol
+on two venues stays two series. Spot's never change: existing recordings resume."""
 
 from __future__ import annotations
 
@@ -13,7 +8,7 @@ import inspect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from quantcore.component import Component, VenueRule
+from quantcore.component import Component
 from quantcore.config_components import ConsumerSpec, import_component
 from quantcore.config_errors import ConfigError
 from quantcore.config_schema import ConsumerEntry, StreamEntry
@@ -61,42 +56,41 @@ def venue_consumers(
         where = f"consumers[{i}]"
         spec = entry if isinstance(entry, ConsumerEntry) else ConsumerEntry(target=entry)
         cls = import_component(spec.target, f"{where}.class")
-        params = dict(spec.params or {})
-        for name, rule in cls.venue_params.items():
-            _place(params, cls, name, rule, venue, alone, f"{where}.params.{name}")
+        params = _for_venue(cls, dict(spec.params or {}), venue, alone, where)
         specs.append(ConsumerSpec(cls, params, where))
     return tuple(specs)
 
 
-def _place(
-    params: dict[str, Any], cls: type[Component], name: str, rule: VenueRule, venue: str,
-    alone: bool, where: str,
-) -> None:  # fmt: skip
-    """Set the venue in ``params[name]`` as ``rule`` says: ``template``: ``{venue}``
+def _for_venue(
+    cls: type[Component], params: dict[str, Any], venue: str, alone: bool, where: str
+) -> dict[str, Any]:
+    """``params`` with the venue in each of ``cls.venue_params``: ``template``: ``{venue}``
     filled in, else like ``folder``: ``data/x`` → ``data/{venue}/x``; ``table``: ``_{venue}``
     (``-`` as ``_``) appended; ``key``: ``:{venue}`` appended; ``partition``: the venue."""
-    given, default = params.get(name), inspect.signature(cls).parameters[name].default
-    value = params.get(name, default)
-    if rule == "template" and isinstance(given, str):
-        try:
-            check_template(given, where)
-        except TemplateError as exc:
-            raise ConfigError(str(exc)) from None
-        if "{venue}" in given:
-            params[name] = given.replace("{venue}", venue)
-            return
-    if rule == "partition":
-        params.setdefault(name, venue)
-    elif venue == SPOT_NAME or (alone and (rule != "template" or given is not None)):
-        return
-    elif rule == "template" and (given is None or isinstance(given, str)):
-        params[name] = in_folder(default if given is None else given, venue)
-    elif rule == "folder":
-        params[name] = in_folder(str(value), venue)
-    elif rule == "table":
-        params[name] = f"{value}_{venue.replace('-', '_')}"
-    elif rule == "key":
-        params[name] = f"{value}:{venue}"
+    for name, rule in cls.venue_params.items():
+        given, default = params.get(name), inspect.signature(cls).parameters[name].default
+        value = params.get(name, default)
+        if rule == "template" and isinstance(given, str):
+            try:
+                check_template(given, f"{where}.params.{name}")
+            except TemplateError as exc:
+                raise ConfigError(str(exc)) from None
+            if "{venue}" in given:
+                params[name] = given.replace("{venue}", venue)
+                continue
+        if rule == "partition":
+            params.setdefault(name, venue)
+        elif venue == SPOT_NAME or (alone and (rule != "template" or given is not None)):
+            continue
+        elif rule == "template" and (given is None or isinstance(given, str)):
+            params[name] = in_folder(default if given is None else given, venue)
+        elif rule == "folder":
+            params[name] = in_folder(str(value), venue)
+        elif rule == "table":
+            params[name] = f"{value}_{venue.replace('-', '_')}"
+        elif rule == "key":
+            params[name] = f"{value}:{venue}"
+    return params
 
 
 def in_folder(path: str, folder: str) -> str:
