@@ -8,6 +8,7 @@ frame) costs ~0.15 µs against ~1.2 µs for a frozen dataclass. Copy with
 
 from __future__ import annotations
 
+import calendar
 import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -128,9 +129,19 @@ DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 """UTC time as quantcore writes it: the CSV's ``datetime``, gap files, logs and messages."""
 
 
+def datetime_text(ms: int) -> str:
+    """Epoch milliseconds as :data:`DATETIME_FORMAT` text (UTC, whole seconds)."""
+    return time.strftime(DATETIME_FORMAT, time.gmtime(ms // 1000))
+
+
+def parse_datetime_ms(text: str) -> int:
+    """:data:`DATETIME_FORMAT` text (UTC) → epoch ms; ValueError if it is not one."""
+    return calendar.timegm(time.strptime(text, DATETIME_FORMAT)) * 1000
+
+
 def utc_text(ms: int) -> str:
     """Epoch milliseconds as ``YYYY-MM-DD HH:MM:SS UTC``, for log lines and messages."""
-    return time.strftime(f"{DATETIME_FORMAT} UTC", time.gmtime(ms / 1000))
+    return f"{datetime_text(ms)} UTC"
 
 
 class Side(StrEnum):
