@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import calendar
+import time
+
 INTERVAL_MS: dict[str, int] = {
     "1s": 1_000,
     "1m": 60_000,
@@ -53,6 +56,14 @@ def bucket_start(moment_ms: int, length_ms: int) -> int:
     the epoch, weeks to Monday (the one copy: feed, aggregator and local exchange use it)."""
     offset = WEEK_OFFSET_MS if length_ms == WEEK_MS else 0
     return moment_ms - (moment_ms - offset) % length_ms
+
+
+def month_bounds(moment_ms: int) -> tuple[int, int, int, int]:
+    """(year, month, first ms of the month, first ms of the next month) of ``moment_ms``, UTC."""
+    tm = time.gmtime(moment_ms // 1000)
+    following = (tm.tm_year + 1, 1) if tm.tm_mon == 12 else (tm.tm_year, tm.tm_mon + 1)
+    start = calendar.timegm((tm.tm_year, tm.tm_mon, 1, 0, 0, 0)) * 1000
+    return tm.tm_year, tm.tm_mon, start, calendar.timegm((*following, 1, 0, 0, 0)) * 1000
 
 
 def bar_open_ms(moment_ms: int, interval: str) -> int:
