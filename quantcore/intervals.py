@@ -54,8 +54,9 @@ WEEK_OFFSET_MS = 4 * 86_400_000
 def bucket_start(moment_ms: int, length_ms: int) -> int:
     """Open time of the ``length_ms`` bar holding ``moment_ms``, aligned like Binance's: to
     the epoch, weeks to Monday (the one copy: feed, aggregator and local exchange use it)."""
-    offset = WEEK_OFFSET_MS if length_ms == WEEK_MS else 0
-    return moment_ms - (moment_ms - offset) % length_ms
+    if length_ms == WEEK_MS:
+        return moment_ms - (moment_ms - WEEK_OFFSET_MS) % length_ms
+    return moment_ms - moment_ms % length_ms
 
 
 def month_bounds(moment_ms: int) -> tuple[int, int, int, int]:
