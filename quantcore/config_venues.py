@@ -64,9 +64,9 @@ def venue_consumers(
 def _for_venue(
     cls: type[Component], params: dict[str, Any], venue: str, alone: bool, where: str
 ) -> dict[str, Any]:
-    """``params`` with the venue in each of ``cls.venue_params``: ``template``: ``{venue}``
-    filled in, else like ``folder``: ``data/x`` → ``data/{venue}/x``; ``table``: ``_{venue}``
-    (``-`` as ``_``) appended; ``key``: ``:{venue}`` appended; ``partition``: the venue."""
+    """``params`` with the venue as ``cls.venue_params`` says: ``template``: ``{venue}`` filled
+    in, or like ``folder`` (beside another venue; a futures default even alone) ``data/x`` →
+    ``data/{venue}/x``; ``table``: ``_{venue}``; ``key``: ``:{venue}``; ``partition``: it."""
     for name, rule in cls.venue_params.items():
         given, default = params.get(name), inspect.signature(cls).parameters[name].default
         value = params.get(name, default)
