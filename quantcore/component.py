@@ -12,7 +12,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from quantcore.bus import EventBus, Subscription
 from quantcore.events import (
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="Component")
+VenueRule = Literal["template", "folder", "table", "key", "partition"]
 
 HANDLER_TOPICS: dict[str, str] = {
     "on_bar": BAR,
@@ -78,6 +79,10 @@ class Component:
 
     stop_grace: float = 0.0
     """Seconds :meth:`stop` may take beyond the App's ``stop_timeout`` (its own retries)."""
+
+    venue_params: dict[str, VenueRule] = {}
+    """Parameters saying where it writes, and how they name the venue when a config
+    records several (applied by :mod:`quantcore.config_venues`)."""
 
     def __init__(self, *, name: str | None = None) -> None:
         self.name = name or type(self).__name__

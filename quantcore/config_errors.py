@@ -1,4 +1,4 @@
-"""msgspec's validation messages as the config's one-line errors: field path, value, expectation.
+"""The config's one-line errors: :class:`ConfigError`, and msgspec's messages rewritten.
 
 ``Expected `int` >= 1, got ... - at `$.feed.x``` becomes ``feed.x: 0 is not an integer
 >= 1``; an unknown key lists the settings allowed where it stands.
@@ -15,6 +15,10 @@ import msgspec.inspect
 _KINDS = {"float": "a number", "int": "an integer", "str": "a string", "bool": "true or false",
           "object": "a mapping", "array": "a list", "null": "empty"}  # fmt: skip
 _PATH = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+class ConfigError(ValueError):
+    """A config problem; ``str()`` is the single line shown to the user."""
 
 
 def schema_error(message: str, raw: Any, root: type) -> str:

@@ -8,6 +8,7 @@ frame) costs ~0.15 µs against ~1.2 µs for a frozen dataclass. Copy with
 
 from __future__ import annotations
 
+import calendar
 import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -109,11 +110,6 @@ class BarEvent(msgspec.Struct, frozen=True, gc=False):
         """Open time as Binance epoch milliseconds (exact: bar times are whole ms)."""
         return epoch_ms(self.open_time)
 
-    @property
-    def received_at(self) -> datetime:
-        """Local receive time as a UTC datetime."""
-        return datetime.fromtimestamp(self.received_ns / 1e9, UTC)
-
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -129,9 +125,23 @@ def from_epoch_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+"""UTC time as quantcore writes it: the CSV's ``datetime``, gap files, logs and messages."""
+
+
+def datetime_text(ms: int) -> str:
+    """Epoch milliseconds as :data:`DATETIME_FORMAT` text (UTC, whole seconds)."""
+    return time.strftime(DATETIME_FORMAT, time.gmtime(ms // 1000))
+
+
+def parse_datetime_ms(text: str) -> int:
+    """:data:`DATETIME_FORMAT` text (UTC) → epoch ms; ValueError if it is not one."""
+    return calendar.timegm(time.strptime(text, DATETIME_FORMAT)) * 1000
+
+
 def utc_text(ms: int) -> str:
     """Epoch milliseconds as ``YYYY-MM-DD HH:MM:SS UTC``, for log lines and messages."""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
+    return f"{datetime_text(ms)} UTC"
 
 
 class Side(StrEnum):

@@ -9,15 +9,14 @@ appends it from GapEvents; ``quantcore check`` reads it to label those holes.
 
 from __future__ import annotations
 
-import calendar
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantcore.events import datetime_text, parse_datetime_ms
+
 SUFFIX = ".gaps"
 HEADER = "first_open,last_open,reason\n"
-_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +38,7 @@ def sidecar(csv_path: Path) -> Path:
 
 
 def format_gap(first_ms: int, last_ms: int, reason: str) -> str:
-    first = time.strftime(_FORMAT, time.gmtime(first_ms // 1000))
-    last = time.strftime(_FORMAT, time.gmtime(last_ms // 1000))
-    return f"{first},{last},{reason}\n"
+    return f"{datetime_text(first_ms)},{datetime_text(last_ms)},{reason}\n"
 
 
 def append_gap(csv_path: Path, first_ms: int, last_ms: int, reason: str) -> Path:
@@ -77,7 +74,7 @@ def read_gaps(csv_path: Path) -> list[KnownGap]:
     for number, line in enumerate(lines[1:], start=2):
         parts = line.split(",", 2)
         try:
-            first, last = (_parse(p) for p in parts[:2])
+            first, last = (parse_datetime_ms(p) for p in parts[:2])
             reason = parts[2]
         except (ValueError, IndexError):
             raise GapFileError(f"{path}: line {number}: {line[:80]!r} is not a gap") from None
@@ -85,7 +82,3 @@ def read_gaps(csv_path: Path) -> list[KnownGap]:
             raise GapFileError(f"{path}: line {number}: {line[:80]!r} is not a gap")
         gaps.append(KnownGap(first, last, reason))
     return sorted(gaps, key=lambda g: g.first_ms)
-
-
-def _parse(text: str) -> int:
-    return calendar.timegm(time.strptime(text, _FORMAT)) * 1000

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import calendar
+import time
+
 INTERVAL_MS: dict[str, int] = {
     "1s": 1_000,
     "1m": 60_000,
@@ -43,12 +46,27 @@ def interval_ms(interval: str) -> int:
     return step
 
 
+WEEK_MS = INTERVAL_MS["1w"]
 WEEK_OFFSET_MS = 4 * 86_400_000
 """Binance's weekly bars open on Monday 00:00 UTC; the epoch was a Thursday."""
 
 
+def bucket_start(moment_ms: int, length_ms: int) -> int:
+    """Open time of the ``length_ms`` bar holding ``moment_ms``, aligned like Binance's: to
+    the epoch, weeks to Monday (the one copy: feed, aggregator and local exchange use it)."""
+    if length_ms == WEEK_MS:
+        return moment_ms - (moment_ms - WEEK_OFFSET_MS) % length_ms
+    return moment_ms - moment_ms % length_ms
+
+
+def month_bounds(moment_ms: int) -> tuple[int, int, int, int]:
+    """(year, month, first ms of the month, first ms of the next month) of ``moment_ms``, UTC."""
+    tm = time.gmtime(moment_ms // 1000)
+    following = (tm.tm_year + 1, 1) if tm.tm_mon == 12 else (tm.tm_year, tm.tm_mon + 1)
+    start = calendar.timegm((tm.tm_year, tm.tm_mon, 1, 0, 0, 0)) * 1000
+    return tm.tm_year, tm.tm_mon, start, calendar.timegm((*following, 1, 0, 0, 0)) * 1000
+
+
 def bar_open_ms(moment_ms: int, interval: str) -> int:
-    """Open time of the ``interval`` bar containing ``moment_ms`` (weeks start on Monday)."""
-    step = interval_ms(interval)
-    offset = WEEK_OFFSET_MS if interval == "1w" else 0
-    return moment_ms - (moment_ms - offset) % step
+    """Open time of the ``interval`` bar containing ``moment_ms``."""
+    return bucket_start(moment_ms, interval_ms(interval))

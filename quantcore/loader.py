@@ -20,6 +20,7 @@ import pandas as pd
 
 from quantcore.consumers.history import COLUMNS
 from quantcore.decimals import plain
+from quantcore.events import DATETIME_FORMAT
 
 TimeLike = datetime | pd.Timestamp | str | int
 """A datetime (naive means UTC), a pandas Timestamp, an ISO text, or epoch milliseconds."""
@@ -114,7 +115,7 @@ def _from_csv(path: Path, lo: int | None, hi: int | None, exact: bool) -> pd.Dat
         raise LoadError(f"{path}: not a quantcore CSV ({exc})") from None
     if list(frame.columns) != list(COLUMNS):
         raise LoadError(f"{path}: not a quantcore CSV (columns {list(frame.columns)})")
-    stamps = pd.to_datetime(frame["datetime"], format="%Y-%m-%d %H:%M:%S").to_numpy()
+    stamps = pd.to_datetime(frame["datetime"], format=DATETIME_FORMAT).to_numpy()
     times = stamps.astype("datetime64[ms]").view(np.int64)
     keep = _in_range(times, lo, hi)
     values = {name: frame[name].to_numpy()[keep] for name in _VALUES}

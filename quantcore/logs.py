@@ -13,6 +13,7 @@ import time
 from logging.handlers import RotatingFileHandler
 from typing import TYPE_CHECKING
 
+from quantcore.events import DATETIME_FORMAT
 from quantcore.redact import RedactingFormatter
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 def configure_logging(level: str, file: LogFile | None = None) -> None:
     """UTC timestamps on every line, to stdout and, if ``file`` is given, to a file
     rotated by the standard library's :class:`RotatingFileHandler`."""
-    formatter = RedactingFormatter("%(asctime)sZ %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S")
+    formatter = RedactingFormatter("%(asctime)sZ %(levelname)-7s %(message)s", DATETIME_FORMAT)
     formatter.converter = time.gmtime
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if file is not None:

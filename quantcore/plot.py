@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quantcore.consumers.csv_recorder import DATETIME_FORMAT, HEADER
+from quantcore.consumers.csv_recorder import HEADER
 from quantcore.consumers.history import COLUMNS
+from quantcore.events import DATETIME_FORMAT
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ from decimal import Decimal, InvalidOperation
 from itertools import pairwise
 from pathlib import Path
 
-from quantcore.consumers.csv_recorder import HEADER, parse_datetime_ms
+from quantcore.consumers.csv_recorder import HEADER
+from quantcore.events import datetime_text, parse_datetime_ms
 from quantcore.gapfile import GapFileError, KnownGap, read_gaps
 from quantcore.intervals import INTERVAL_MS, bar_open_ms, interval_ms
 from quantcore.sinks import schema
@@ -53,7 +53,8 @@ class Hole:
     def text(self) -> str:
         last = self.first_ms + (self.bars - 1) * self.step_ms
         plural = "s" if self.bars != 1 else ""
-        return f"{_stamp(self.first_ms)} .. {_stamp(last)} missing ({self.bars} bar{plural})"
+        span = f"{datetime_text(self.first_ms)} .. {datetime_text(last)}"
+        return f"{span} missing ({self.bars} bar{plural})"
 
 
 @dataclass(slots=True)
@@ -87,7 +88,7 @@ class SeriesReport:
         """The report: one summary line, then up to ``max_list`` findings per kind."""
         span = "no bars"
         if self.first_ms is not None and self.last_ms is not None:
-            span = f"{_stamp(self.first_ms)} .. {_stamp(self.last_ms)} UTC"
+            span = f"{datetime_text(self.first_ms)} .. {datetime_text(self.last_ms)} UTC"
         count = sum(len(v) for v in self.problems.values()) + len(self.holes)
         verdict = "clean" if self.clean else f"{count} problem{'s' if count != 1 else ''}"
         out = [f"{self.source}: {self.label}: {self.rows} rows, {span}: {verdict}"]
@@ -122,13 +123,13 @@ def analyze(
     previous: int | None = None
     for where, open_ms, values in rows:
         report.rows += 1
-        stamp = _stamp(open_ms)
+        stamp = datetime_text(open_ms)
         first = seen.get(open_ms)
         if first is not None:
             same = "same values" if first[1] == values else "different values"
             report.add("duplicates", f"{where}: {stamp} again ({same} as {first[0]})")
         elif previous is not None and open_ms < previous:
-            report.add("out of order", f"{where}: {stamp} after {_stamp(previous)}")
+            report.add("out of order", f"{where}: {stamp} after {datetime_text(previous)}")
         if interval is not None and first is None and bar_open_ms(open_ms, interval) != open_ms:
             report.add("off grid", f"{where}: {stamp} is not a {interval} bar open time")
         if values is not None:
@@ -387,7 +388,3 @@ def _guess_interval(times: list[int]) -> str | None:
         return None
     step = steps.most_common(1)[0][0]
     return next((name for name, ms in INTERVAL_MS.items() if ms and ms == step), None)
-
-
-def _stamp(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))

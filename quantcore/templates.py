@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from quantcore.config import AppConfig
+    from quantcore.config_schema import AppConfig
 
 FIELDS = ("symbol", "interval", "venue")
 

@@ -19,8 +19,9 @@ from quantcore.app import App
 from quantcore.bus import EventBus
 from quantcore.component import Context
 from quantcore.config import ConfigError, load_config, parse_config
-from quantcore.consumers.aggregator import BarAggregator, bucket_start
+from quantcore.consumers.aggregator import BarAggregator
 from quantcore.consumers.history import HistoryStore
+from quantcore.intervals import bucket_start
 from quantcore.sim import Kline, LocalExchange, ReplaySource
 from tests.harness import app_config, csv_rows
 from tests.paths import REPO, REST_BTC

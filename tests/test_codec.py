@@ -135,9 +135,9 @@ def test_text_path_equals_dict_path_on_recorded_frames() -> None:
     assert len(lines) == 118
     for line in lines:
         frame = json.loads(line)
-        assert codec.parse_text(line, 7) == codec.parse_frame(frame, 7)
+        assert codec.parse(line, 7) == codec.parse_frame(frame, 7)
         raw = json.dumps(frame["data"])
-        assert codec.parse_text(raw.encode()) == codec.parse_frame(frame["data"])
+        assert codec.parse(raw.encode()) == codec.parse_frame(frame["data"])
         assert codec.parse(line) == codec.parse(frame)
 
 
@@ -153,24 +153,24 @@ def test_text_path_equals_dict_path_on_recorded_frames() -> None:
 )
 def test_text_path_rejects(text: str, reason: str) -> None:
     with pytest.raises(KlineParseError, match=reason):
-        KlineCodec().parse_text(text)
+        KlineCodec().parse(text)
 
 
 def test_text_path_applies_the_same_checks(btc_frames: list[dict[str, Any]]) -> None:
     frame = copy.deepcopy(btc_frames[0])
     frame["data"]["k"]["h"] = "1.0"
     with pytest.raises(KlineParseError, match="inconsistent"):
-        KlineCodec().parse_text(json.dumps(frame))
+        KlineCodec().parse(json.dumps(frame))
     frame["data"]["E"] = 10**30
     with pytest.raises(KlineParseError):
-        KlineCodec().parse_text(json.dumps(frame))
+        KlineCodec().parse(json.dumps(frame))
 
 
 @settings(max_examples=300, deadline=None)
 @given(raw=st.binary(max_size=64) | st.text(max_size=64))
 def test_text_parser_only_raises_its_own_error_on_arbitrary_bytes(raw: bytes | str) -> None:
     with contextlib.suppress(KlineParseError):
-        KlineCodec().parse_text(raw)
+        KlineCodec().parse(raw)
 
 
 @settings(max_examples=300, deadline=None)
@@ -190,7 +190,7 @@ def test_text_parser_on_damaged_real_frames(
     text = json.dumps(frame, allow_nan=True)
     for candidate in (text, text[:cut]):
         try:
-            bar = KlineCodec().parse_text(candidate)
+            bar = KlineCodec().parse(candidate)
         except KlineParseError:
             continue
         assert bar.low <= bar.open <= bar.high and bar.low <= bar.close <= bar.high

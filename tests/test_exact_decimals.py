@@ -76,7 +76,7 @@ def test_text_and_dict_frames_keep_the_strings() -> None:
     expected = BarDecimals("0.00001036", "0.00001036", "0.00001034", "0.00001035",
                            "1311851438.00", "13577.66238330", "0.00", "0.00000000")  # fmt: skip
     assert codec.parse_frame(frame).decimals == expected
-    assert codec.parse_text(json.dumps({"stream": "x", "data": frame})).decimals == expected
+    assert codec.parse(json.dumps({"stream": "x", "data": frame})).decimals == expected
 
 
 @pytest.mark.parametrize("bad", ["1.234e-05", "1E5", "nan", "inf", "-0.1", "+1", " 1", "1_0", ".5"])
@@ -217,4 +217,4 @@ def test_text_frames_with_a_non_plain_price_are_parse_errors(bad: object) -> Non
     frame = json.loads(WS_BTC.read_text().splitlines()[0])
     frame["data"]["k"]["o"] = bad
     with pytest.raises(KlineParseError):
-        KlineCodec().parse_text(json.dumps(frame))
+        KlineCodec().parse(json.dumps(frame))

@@ -40,7 +40,7 @@ def write_csv(path: Path, lines: list[str]) -> Path:
 
 
 def open_ms(row: BinanceRow) -> int:
-    from quantcore.consumers.csv_recorder import parse_datetime_ms
+    from quantcore.events import parse_datetime_ms
 
     return parse_datetime_ms(row["open_time"][:19])
 

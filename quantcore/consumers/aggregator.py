@@ -18,28 +18,16 @@ import decimal
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from functools import reduce
 
 from quantcore.bus import Subscription
 from quantcore.component import Component
 from quantcore.decimals import plain
-from quantcore.events import BAR, BarDecimals, BarEvent
-from quantcore.intervals import interval_ms
+from quantcore.events import BAR, BarDecimals, BarEvent, from_epoch_ms
+from quantcore.intervals import bucket_start, interval_ms
 
 log = logging.getLogger(__name__)
-
-_WEEK_MS = 604_800_000
-_MONDAY_OFFSET_MS = 4 * 86_400_000
-"""1970-01-01 was a Thursday; Binance's weekly bars open on Monday 00:00 UTC."""
-
-
-def bucket_start(open_ms: int, length_ms: int) -> int:
-    """Open time (ms) of the ``length_ms`` bucket holding ``open_ms``, aligned like Binance."""
-    if length_ms == _WEEK_MS:
-        return open_ms - (open_ms - _MONDAY_OFFSET_MS) % _WEEK_MS
-    return open_ms - open_ms % length_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +147,7 @@ class BarAggregator(Component):
             self.name,
             key[0],
             target.interval,
-            _ms_datetime(bucket.start_ms).strftime("%Y-%m-%d %H:%M"),
+            from_epoch_ms(bucket.start_ms).strftime("%Y-%m-%d %H:%M"),
             len(bucket.bars),
             target.count,
             " (start-up)" if first else "",
@@ -197,11 +185,11 @@ def merge(bars: Sequence[BarEvent], interval: str, start_ms: int, length_ms: int
         total("taker_buy_volume"),
         total("taker_buy_quote_volume"),
     )
-    close_time = _ms_datetime(start_ms + length_ms - 1)
+    close_time = from_epoch_ms(start_ms + length_ms - 1)
     return BarEvent(
         symbol=first.symbol,
         interval=interval,
-        open_time=_ms_datetime(start_ms),
+        open_time=from_epoch_ms(start_ms),
         close_time=close_time,
         open=first.open,
         high=float(decimals.high),
@@ -237,7 +225,3 @@ def _targets(intervals: Sequence[str] | str, source: str, source_ms: int) -> tup
             raise ValueError(f"intervals: {name!r} is listed twice")
         targets.append(_Target(str(name), length, length // source_ms))
     return tuple(sorted(targets, key=lambda t: t.length_ms))
-
-
-def _ms_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)

@@ -11,7 +11,6 @@ crash is cut off (and saved beside it); complete rows are never touched.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import contextlib
 import logging
 import os
@@ -23,14 +22,13 @@ from pathlib import Path
 
 from quantcore.component import Component
 from quantcore.consumers.history import COLUMNS
-from quantcore.events import BarEvent, GapEvent, epoch_ms
+from quantcore.events import BarEvent, GapEvent, datetime_text, epoch_ms, parse_datetime_ms
 from quantcore.filelock import FileBusyError, lock_for_writing
 from quantcore.gapfile import append_gap
 
 log = logging.getLogger(__name__)
 
 HEADER = ",".join(COLUMNS) + "\n"
-DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _TAIL_BYTES = 4096
 _ROW_BYTES = frozenset(b"0123456789.,-+e: infaINF")
 _MAX_BATCH = 1024
@@ -60,17 +58,9 @@ def format_row(bar: BarEvent, open_ms: int | None = None) -> str:
             _DATES.clear()
         date = _DATES[day] = time.strftime("%Y-%m-%d ", time.gmtime(day * 86_400))
     minute, rest = divmod(into, 60_000)
-    if rest:
-        stamp = time.strftime(DATETIME_FORMAT, time.gmtime(open_ms // 1000))
-    else:
-        stamp = date + _CLOCK[minute]
+    stamp = datetime_text(open_ms) if rest else date + _CLOCK[minute]
     d = bar.decimals or bar.decimal_strings()
     return f"{d.close},{d.high},{d.low},{d.open},{d.volume},{d.quote_volume},{stamp}\n"
-
-
-def parse_datetime_ms(text: str) -> int:
-    """``YYYY-MM-DD HH:MM:SS`` (UTC) → epoch ms."""
-    return calendar.timegm(time.strptime(text, DATETIME_FORMAT)) * 1000
 
 
 class _CsvFile:
@@ -132,7 +122,7 @@ class _CsvFile:
                 "backfills from its last row)",
                 self.path,
                 len(self.pending),
-                time.strftime(DATETIME_FORMAT, time.gmtime(open_ms // 1000)),
+                datetime_text(open_ms),
             )
             return
         self.last_ms = open_ms
@@ -319,6 +309,8 @@ class CsvRecorder(Component):
     disk refuses writes, up to ``max_pending`` bars per file wait in memory and are
     retried every ``retry_interval`` seconds and with each new bar.
     """
+
+    venue_params = {"path": "template"}
 
     def __init__(
         self,

@@ -13,14 +13,14 @@ from typing import TextIO
 
 from quantcore.component import Component
 from quantcore.decimals import plain
-from quantcore.events import SignalEvent
+from quantcore.events import DATETIME_FORMAT, SignalEvent
 
 SIGNAL_HEADER = "time,symbol,interval,side,price,reason,source\n"
 
 
 def format_signal(signal: SignalEvent) -> str:
     """One CSV line; a comma in the reason or source is replaced, never quoted."""
-    stamp = f"{signal.time:%Y-%m-%d %H:%M:%S}.{signal.time.microsecond // 1000:03d}"
+    stamp = f"{signal.time:{DATETIME_FORMAT}}.{signal.time.microsecond // 1000:03d}"
     reason = signal.reason.replace(",", ";").replace("\n", " ")
     source = signal.source.replace(",", ";")
     return (

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from quantcore.feeds.base import DataFeed, StreamKey
 from quantcore.feeds.binance.venues import SPOT_NAME, VENUES, Venue
 
@@ -49,14 +51,6 @@ def register(name: str, factory: FeedFactory, venue: Venue | None = None) -> Non
     if venue is not None and venue.name != name:
         venue = replace(venue, name=name)
     _REGISTRY[name] = VenueEntry(name, factory, venue)
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def names() -> list[str]:
-    return list(_REGISTRY)
 
 
 def entry(name: str) -> VenueEntry:
@@ -99,16 +93,7 @@ def _redis(
 ) -> DataFeed:
     from quantcore.feeds.redis_stream import RedisStreamFeed
 
-    redis = config.redis
-    return RedisStreamFeed(
-        bus,
-        streams,
-        group=redis.group,
-        consumer=redis.consumer,
-        url=redis.url,
-        prefix=redis.prefix,
-        partials=redis.partials,
-    )
+    return RedisStreamFeed(bus, streams, **msgspec.structs.asdict(config.redis))
 
 
 def _replay(

@@ -14,20 +14,30 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
 from quantcore.events import BarEvent, from_epoch_ms, utc_text
-from quantcore.feeds.binance.venues import Venue
+from quantcore.feeds.binance.venues import DEFAULT_ARCHIVE_URL, Venue
 from quantcore.history.archive import ArchiveCorrupt, ArchiveReader
 from quantcore.intervals import interval_ms
 
 if TYPE_CHECKING:
-    from quantcore.config import AppConfig
+    from quantcore.feeds.binance.feed import BinanceFeedSettings
     from quantcore.feeds.binance.settler import SettlingFeed, StreamState
 
 log = logging.getLogger(__name__)
+
+
+class ArchiveConfig(Protocol):
+    """What :func:`attach_archive` reads of an AppConfig (history does not import config)."""
+
+    @property
+    def archive_url(self) -> str: ...
+    @property
+    def feed(self) -> BinanceFeedSettings: ...
+
 
 DAY_MS = 86_400_000
 
@@ -104,11 +114,10 @@ class ArchiveCatchUp:
         return nxt
 
 
-def attach_archive(feed: object, config: AppConfig, local_archive_url: str | None) -> None:
+def attach_archive(feed: object, config: ArchiveConfig, local_archive_url: str | None) -> None:
     """Give a Binance feed the archive for long catch-ups: the embedded local exchange's,
     or ``exchange.archive_url`` when it was set or the feed talks to Binance's own REST
     (an explicit ``rest_url`` with no archive named gets none)."""
-    from quantcore.config import DEFAULT_ARCHIVE_URL
     from quantcore.feeds.binance.settler import SettlingFeed
 
     if not isinstance(feed, SettlingFeed):

@@ -40,8 +40,8 @@ from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
 from quantcore.feeds.binance.settler import BackfillError
 from quantcore.feeds.binance.venues import SPOT
 from quantcore.history.archive import ArchiveCorrupt, ArchiveReader
-from quantcore.history.fill import DAY_MS, StreamFill, Totals, month_bounds
-from quantcore.intervals import bar_open_ms, interval_ms
+from quantcore.history.fill import DAY_MS, StreamFill, Totals
+from quantcore.intervals import bar_open_ms, interval_ms, month_bounds
 from quantcore.logs import configure_logging
 from quantcore.progress import progress
 from quantcore.sinks.schema import FloatTableError
@@ -166,7 +166,7 @@ async def _fill(
         raise ConfigError(f"exchange: cannot read the server time: {exc}") from None
     totals.rest_weight += feed.venue.time_weight
     today = server_now - server_now % DAY_MS
-    month = month_bounds(server_now)[0]
+    month = month_bounds(server_now)[2]
 
     def publish(topic: str, event: object) -> None:
         bus.publish(topic, event)

@@ -16,7 +16,6 @@ Rules (the same evidence as the live settler):
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import logging
 import time
@@ -31,7 +30,7 @@ from quantcore.events import BAR, GAP, BarEvent, GapEvent, GapReason, from_epoch
 from quantcore.feeds.binance.codec import KlineCodec
 from quantcore.feeds.binance.feed import BinanceKlineFeed
 from quantcore.history.archive import ArchiveCorrupt, ArchiveReader
-from quantcore.intervals import interval_ms
+from quantcore.intervals import interval_ms, month_bounds
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +55,6 @@ class Totals:
     rest_weight: int = 0
     fallbacks: int = 0
     """Archive files that were missing or refused, their range taken from REST instead."""
-
-
-def month_bounds(moment_ms: int) -> tuple[int, int]:
-    """[start, end) of the UTC month holding ``moment_ms``."""
-    stamp = time.gmtime(moment_ms // 1000)
-    year, month = stamp.tm_year, stamp.tm_mon
-    start = calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
-    end = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0)) * 1000
-    return start, end
 
 
 def _day(ms: int) -> str:
@@ -119,7 +109,7 @@ class StreamFill:
                 if pause is not None:
                     await pause()
                 t = self.cursor
-                start, stop = month_bounds(t)
+                start, stop = month_bounds(t)[2:]
                 if t == start and stop <= min(end_ms, month_ms):
                     if await self._archive(_month(start), start, stop):
                         continue

@@ -18,7 +18,8 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from quantcore.component import Component
-from quantcore.config import AppConfig, ConsumerSpec
+from quantcore.config_components import ConsumerSpec
+from quantcore.config_schema import AppConfig
 from quantcore.events import BarEvent, FeedState, epoch_ms, utc_text
 from quantcore.feeds.base import DataFeed, StreamKey
 from quantcore.replay import parquet_source as _parquet_source  # noqa: F401 (registers it)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from quantcore.config import ConfigError
+from quantcore.config_errors import ConfigError
 from quantcore.decimals import NOT_PLAIN, plain, to_floats
 from quantcore.events import BarDecimals, BarEvent, from_epoch_ms, utc_text
 from quantcore.feeds.base import StreamKey

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
 from quantcore.intervals import FIXED_INTERVALS
+from quantcore.intervals import bucket_start as bucket_start
 from quantcore.intervals import interval_ms as interval_ms
 
 SCALE = 100_000_000
@@ -21,8 +22,6 @@ SCALE = 100_000_000
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
-WEEK_MS = 7 * DAY_MS
-_MONDAY_OFFSET_MS = 4 * DAY_MS  # 1970-01-01 was a Thursday; Binance weeks start on Monday.
 
 INTERVALS: dict[str, int] = FIXED_INTERVALS
 """Binance kline intervals with a fixed length; "1M" (calendar month) is not supported."""
@@ -36,16 +35,6 @@ def interval_name(ms: int) -> str:
         return _NAMES[ms]
     except KeyError:
         raise ValueError(f"{ms} ms is not a Binance kline interval") from None
-
-
-def bucket_start(t_ms: int, length_ms: int) -> int:
-    """Open time of the bar of `length_ms` containing `t_ms`, aligned like Binance.
-
-    Bars are aligned to the Unix epoch, except weekly bars, which open on Monday 00:00 UTC.
-    """
-    if length_ms == WEEK_MS:
-        return t_ms - (t_ms - _MONDAY_OFFSET_MS) % WEEK_MS
-    return t_ms - t_ms % length_ms
 
 
 def to_units(text: str) -> int:

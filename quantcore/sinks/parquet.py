@@ -11,33 +11,22 @@ Layout and schema: :mod:`quantcore.sinks.parquet_format`.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import contextlib
 import errno
 import json
 import logging
 import os
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from quantcore.component import Component
 from quantcore.events import BarEvent, utc_text
 from quantcore.filelock import FileBusyError, WriterLock, lock_for_writing
+from quantcore.intervals import month_bounds
 from quantcore.sinks import parquet_format as fmt
 from quantcore.sinks.parquet_format import StoreError
 
 log = logging.getLogger(__name__)
-
-
-def month_bounds(open_ms: int) -> tuple[int, int, int, int]:
-    """(year, month, first ms of the month, first ms of the next month), all UTC."""
-    tm = time.gmtime(open_ms // 1000)
-    year, month = tm.tm_year, tm.tm_mon
-    start = calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
-    following = (year + 1, 1) if month == 12 else (year, month + 1)
-    end = calendar.timegm((*following, 1, 0, 0, 0)) * 1000
-    return year, month, start, end
 
 
 def compact(folder: Path) -> int:
@@ -163,6 +152,8 @@ class ParquetRecorder(Component):
     journal line durable against power loss (a disk flush per bar); the default survives
     a process crash. One process writes a venue of a store at a time (``_venue=V.lock``).
     """
+
+    venue_params = {"venue": "partition"}
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ class PostgresRecorder(BufferedSink):
     """
 
     defaults = {"stop_timeout": 10.0}
+    venue_params = {"table": "table"}
 
     def __init__(
         self,

@@ -71,6 +71,7 @@ class RedisStreamPublisher(BufferedSink):
     """
 
     defaults = {"max_delay": 0.0}
+    venue_params = {"prefix": "key"}
 
     def __init__(
         self,

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import re
 
-from quantcore.sinks.rows import DECIMAL_COLUMNS, ROW_COLUMNS
+from quantcore.sinks.rows import ROW_COLUMNS
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _TEXT = {"symbol", "interval"}
 _INTEGER = {"open_time", "close_time", "trades", "event_time"}
-_DECIMAL = set(DECIMAL_COLUMNS)
 _KEY = '(symbol, "interval", open_time)'
 
 

@@ -66,6 +66,8 @@ class SqliteRecorder(BufferedSink):
     committed; a power loss may lose the last commits, which the feed backfills.
     """
 
+    venue_params = {"path": "folder"}
+
     def __init__(
         self,
         *,

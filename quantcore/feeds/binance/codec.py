@@ -144,9 +144,6 @@ class KlineCodec:
         """Epoch ms → UTC datetime, cached (bar open times repeat ~30 times)."""
         return self._times.get(ms) or self._time(ms)
 
-    parse_text = parse
-    """The text path of :meth:`parse` (one method: a call less per frame)."""
-
     def parse_frame(self, message: Any, received_ns: int = 0) -> BarEvent:
         """A decoded WebSocket kline message (raw or combined) → BarEvent."""
         try:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field, replace
 
 SPOT_NAME = "binance-spot"
+DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
+"""Binance's public kline archive of every venue (``exchange.archive_url``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +47,6 @@ class Venue:
     time_weight: int = 1
     presets: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Named ``(ws_url, rest_url)`` alternatives, e.g. ``testnet``."""
-
-    @property
-    def rest_prefix(self) -> str:
-        """The versioned path prefix on the REST host: ``/api/v3``, ``/fapi/v1``, ``/dapi/v1``."""
-        root = re.sub(r"^[a-z]+://[^/]+", "", self.rest_url)
-        return f"{root}/{self.rest_version}"
 
     @property
     def root(self) -> str:
