@@ -3,14 +3,15 @@
 A recorder test adds :func:`consumer` to its config and ends with :func:`assert_store_holds`:
 the store read back with ``quantcore.load(..., exact=True)`` is the CSV's rows (the
 exchange's decimal strings, in order, none missing, none twice), and pyarrow's own read
-of the files gives every exact column, close time and trade count of the exchange's
-final bar as Decimal (never through a float). Readers only ever see whole files.
+of the files gives every exact column (taker volumes too) as Decimal, never through a
+float, with the exchange's final bar's close time, trade count and strings. Readers
+only ever see whole files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
+from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 
 import quantcore
 from quantcore.sim import Kline, LocalExchange
+from quantcore.sinks import parquet_format as fmt
 from tests.harness import Row
 
 VALUES = ["close", "high", "low", "open", "volume", "baseVolume"]
@@ -35,6 +37,7 @@ EXACT = {
     "taker_buy_quote_volume": "taker_buy_quote",
 }
 """The store's decimal columns → the exchange kline's fields (its strings)."""
+WIDE = Context(prec=40)
 
 
 def consumer(root: Path) -> dict[str, Any]:
@@ -104,17 +107,26 @@ def assert_store_holds(
     assert opens == sorted(set(opens)), "a bar stored twice"
     closes = table.column("close_time").cast(pa.int64()).to_pylist()
     trades = table.column("trades").to_pylist()
+    scales = table.column("scales").to_pylist()
     exact = {name: table.column(name).to_pylist() for name in EXACT}
     for i, open_ms in enumerate(opens):
-        assert_bar(final[open_ms], closes[i], trades[i], {n: v[i] for n, v in exact.items()})
+        values = {name: column[i] for name, column in exact.items()}
+        assert_bar(final[open_ms], closes[i], trades[i], values, scales[i])
 
 
-def assert_bar(kline: Kline, close_ms: int, trades: int, exact: dict[str, Decimal]) -> None:
-    """One stored bar against the exchange's: the Decimals are the exchange's strings' values."""
+def assert_bar(
+    kline: Kline, close_ms: int, trades: int, exact: dict[str, Decimal], scales: int
+) -> None:
+    """One stored bar against the exchange's: each Decimal, written with the decimals its
+    ``scales`` entry records (5 bits per column, in the store's column order), is the
+    exchange's string, character for character."""
     assert (close_ms, trades) == (kline.close_time, kline.trades), kline
     for name, field in EXACT.items():
         value = exact[name]
         assert type(value) is Decimal and value == Decimal(getattr(kline, field)), (name, kline)
+        places = (scales >> 5 * fmt.EXACT_COLUMNS.index(name)) & 31
+        text = format(value.quantize(Decimal(1).scaleb(-places), context=WIDE), "f")
+        assert text == getattr(kline, field), (name, text, kline)
 
 
 def tear_journal(root: Path, symbol: str, back: int, venue: str = "binance-spot") -> int:
