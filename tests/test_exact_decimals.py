@@ -1,5 +1,5 @@
-"""Exact decimals end to end: the exchange's strings reach the CSV, SQLite and the console
-unchanged (no exponent, no lost digit), while BarEvent and the DataFrame keep floats.
+"""Exact decimals end to end: the exchange's strings reach the CSV, SQLite, the Parquet
+store and the console unchanged (no exponent, no lost digit), while BarEvent and the DataFrame keep floats.
 
 The end-to-end tests replay the real SHIBUSDT recording (prices like ``0.00001036``,
 volumes like ``1311851438.00``) through the local exchange and real python-binance.
@@ -30,6 +30,7 @@ from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
 from quantcore.sim import LocalExchange, ReplaySource
 from quantcore.sinks.export import export_csv
 from quantcore.sinks.rows import from_fields, from_row, to_fields, to_row
+from tests import parquet_check
 from tests.harness import (
     app_config,
     as_floats,
@@ -158,6 +159,7 @@ async def test_shib_recording_reaches_csv_sqlite_and_dataframe_exactly(tmp_path:
                 {"class": "history"},
                 {"class": "csv", "params": {"path": str(tmp_path / "{symbol}_{interval}.csv")}},
                 {"class": "quantcore.sinks.sqlite:SqliteRecorder", "params": {"path": str(db)}},
+                parquet_check.consumer(tmp_path / "store"),
             ],
         )
         app = App(config)
@@ -171,6 +173,7 @@ async def test_shib_recording_reaches_csv_sqlite_and_dataframe_exactly(tmp_path:
         assert_rows_are_the_files_strings(rows, exchange)
         store = app.context.find(HistoryStore)
         assert store is not None and frame_rows(store.frame(SHIB, "1m")) == as_floats(rows)
+        parquet_check.assert_store_holds(tmp_path / "store", SHIB, rows, exchange)
 
     out = io.StringIO()
     assert export_csv(db, SHIB, "1m", out) == bars

@@ -24,6 +24,7 @@ from quantcore.events import BAR, BarEvent, from_epoch_ms
 from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
 from quantcore.gapfile import HEADER as GAPS_HEADER
 from quantcore.sim import LocalExchange, Realism, ReplaySource
+from tests import parquet_check
 from tests.harness import Row, app_config, csv_rows, truth_row, wait_until
 from tests.paths import CSV_BTC, REPO
 
@@ -81,15 +82,30 @@ async def test_restart_after_thirty_days_records_all_43200_bars_exactly(tmp_path
         resume = history(exchange, start - (THIRTY_DAYS + 1) * MINUTE)[0]
         path = tmp_path / "BTCUSDT_1m.csv"
         write_resume_csv(path, resume)
-        app = App(app_config(exchange, str(tmp_path / "{symbol}_{interval}.csv")))
+        template = str(tmp_path / "{symbol}_{interval}.csv")
+        store = tmp_path / "store"
+        app = App(
+            app_config(
+                exchange,
+                template,
+                consumers=[
+                    {"class": "history"},
+                    {"class": "csv", "params": {"path": template}},
+                    {"class": "console"},
+                    parquet_check.consumer(store),
+                ],
+            )
+        )
         began = time.monotonic()
         await app.run(max_bars=THIRTY_DAYS + 30)
         seconds = time.monotonic() - began
         truth = history(exchange, start - (THIRTY_DAYS + 1) * MINUTE)
         limits = exchange.limits
-    rows = csv_rows(path)
+        rows = csv_rows(path)
+        parquet_check.assert_store_holds(store, "BTCUSDT", rows[1:], None)  # all it fetched
     assert len(rows) == 1 + THIRTY_DAYS + 30
     assert rows == truth[: len(rows)]
+    assert parquet_check.assert_whole_files(store) >= 2, "30 days span two month files"
     feed = app.feed
     assert isinstance(feed, BinanceKlineFeed) and feed.stats.backfilled >= THIRTY_DAYS
     assert limits.rest_429 == 0 and limits.rest_418 == 0

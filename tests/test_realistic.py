@@ -6,7 +6,8 @@ or never, a quiet tiny-priced symbol pushes nothing for its zero-trade minutes, 
 live a short (compressed) lifetime and are sometimes announced by ``serverShutdown``, and
 connection attempts, REST weight, URL length and incoming messages are limited. On top of
 that come the classic faults, restarts just after a close (inside the REST lag) and a
-kill -9. Values are compared as the exchange's strings, character for character.
+kill -9. Values are compared as the exchange's strings, character for character, in the
+CSV and in the Parquet store the same runs record (``{folder}/store``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import yaml
 
 from quantcore.app import App
 from quantcore.config import parse_config
+from quantcore.events import utc_text
 from quantcore.sim import Kline, LocalExchange, Realism, ReplaySource, sparse
+from tests import parquet_check
 from tests.harness import inject_faults, wait_until
 from tests.paths import CSV_BTC, CSV_SHIB, EXCHANGE_INFO
 
@@ -88,6 +91,7 @@ def raw_config(exchange: LocalExchange, folder: Path, feed: dict[str, Any]) -> d
         "consumers": [
             {"class": "csv", "params": {"path": str(folder / "{symbol}_{interval}.csv")}},
             {"class": "console"},
+            parquet_check.consumer(folder / "store"),
         ],
     }
 
@@ -113,8 +117,15 @@ def truth(kline: Kline) -> ExactRow:
 
 
 def assert_final_bars(exchange: LocalExchange, folder: Path, symbol: str) -> list[ExactRow]:
-    """The CSV is a contiguous run of the exchange's final bars: none missing, none twice."""
-    rows = exact_rows(folder / f"{symbol}_1m.csv")
+    """The CSV is a contiguous run of the exchange's final bars: none missing, none twice;
+    the Parquet store (``folder/store``, compacted at stop) holds the same rows exactly."""
+    rows = assert_final_rows(exchange, exact_rows(folder / f"{symbol}_1m.csv"), symbol)
+    parquet_check.assert_store_holds(folder / "store", symbol, rows, exchange)
+    return rows
+
+
+def assert_final_rows(exchange: LocalExchange, rows: list[ExactRow], symbol: str) -> list[ExactRow]:
+    """``rows`` are a contiguous run of the exchange's final bars: none missing, none twice."""
     assert rows, f"{symbol}: nothing recorded"
     final = [truth(k) for k in exchange.closed_klines(symbol, "1m", since_ms=0)]
     start = next(i for i, row in enumerate(final) if row[6] == rows[0][6])
@@ -293,6 +304,7 @@ async def test_kill_9_inside_the_rest_lag_then_restart_records_the_final_bars(
         await just_after_close(exchange, 2_000)
         os.kill(first.pid, signal.SIGKILL)
         assert await first.wait() == -signal.SIGKILL
+        resume_ms = after_the_kill(exchange, tmp_path)
         second = await start(config)
         killed_at = rows()
         await wait_until(lambda: rows() >= killed_at + 6, 40, "6 more rows after the restart")
@@ -302,7 +314,20 @@ async def test_kill_9_inside_the_rest_lag_then_restart_records_the_final_bars(
         assert_final_bars(exchange, tmp_path, "BTCUSDT")
         assert_final_bars(exchange, tmp_path, "SHIBUSDT")
         assert_within_limits(exchange)
-    assert "Traceback" not in out.decode() + err.decode()
+    logs = out.decode() + err.decode()
+    assert "Traceback" not in logs
+    assert f"BTCUSDT 1m: resuming after {utc_text(resume_ms)}" in logs
+
+
+def after_the_kill(exchange: LocalExchange, folder: Path) -> int:
+    """The Parquet store just after a kill -9: only whole files visible, BTCUSDT a run of
+    final bars. Then its journal is left as a kill inside the write of its newest bar
+    would leave it (that bar torn), so the restart must resume from the store's own last
+    whole bar, inside the REST lag; returns that bar's open time (ms)."""
+    store = folder / "store"
+    parquet_check.assert_whole_files(store)
+    assert_final_rows(exchange, parquet_check.store_rows(store, "BTCUSDT"), "BTCUSDT")
+    return parquet_check.tear_journal(store, "BTCUSDT", back=1)
 
 
 async def start(config: Path) -> asyncio.subprocess.Process:
@@ -370,6 +395,7 @@ async def test_rest_minutes_behind_with_kill_9_restarts_and_reconnects_records_t
         await just_after_close(exchange, 2_000)
         os.kill(first.pid, signal.SIGKILL)
         assert await first.wait() == -signal.SIGKILL
+        resume_ms = after_the_kill(exchange, tmp_path)
         second = await start(config)
         killed_at = rows()
         for _ in range(3):
@@ -402,4 +428,5 @@ async def test_rest_minutes_behind_with_kill_9_restarts_and_reconnects_records_t
     assert any(Decimal(row[4]) == 0 for row in shib), "no zero-trade bar was recorded"
     logs = (out + err + out3 + err3).decode()
     assert "Traceback" not in logs
+    assert f"BTCUSDT 1m: resuming after {utc_text(resume_ms)}" in (out + err).decode()
     assert "live bars held until REST serves a bar after" in logs

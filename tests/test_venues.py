@@ -1,6 +1,7 @@
 """Every venue gets spot's reliability tests: the seeded fault schedule, a restart that
 resumes, and values equal to the exchange's, exactly (parametrized over the registry's
-Binance venues, each played by the local exchange from real data of that venue).
+Binance venues, each played by the local exchange from real data of that venue), in the
+CSV and in the Parquet store alike (``tmp_path/store``, the venue's partition).
 
 And a venue can be added from outside the package: a toy venue defined here registers
 itself and records bars without any change to quantcore's code.
@@ -26,6 +27,7 @@ from quantcore.events import utc_text
 from quantcore.feeds import registry
 from quantcore.feeds.binance.venues import COINM, SPOT, USDM, VENUES, Venue
 from quantcore.sim import LocalExchange, ReplaySource
+from tests import parquet_check
 from tests.harness import (
     as_floats,
     caught_up,
@@ -66,6 +68,7 @@ def venue_config(exchange: LocalExchange, tmp_path: Path, **feed: Any) -> Any:
         "consumers": [
             {"class": "history"},
             {"class": "csv", "params": {"path": str(tmp_path / "{symbol}_{interval}.csv")}},
+            parquet_check.consumer(tmp_path / "store"),
         ],
     }
     return parse_config(raw)
@@ -93,6 +96,7 @@ async def test_every_venue_survives_the_fault_schedule(tmp_path: Path, name: str
         assert rows == truth_since(exchange, rows[0], len(rows), symbol)
         store = app.context.find(HistoryStore)
         assert store is not None and frame_rows(store.frame(symbol, "1m")) == as_floats(rows)
+        parquet_check.assert_store_holds(tmp_path / "store", symbol, rows, exchange, venue.name)
         calls = exchange.limits.rest_calls
     assert app.feed is not None and app.feed.stats.backfilled >= 1, faults
     assert summary.bars_recorded == len(rows)
@@ -123,6 +127,7 @@ async def test_every_venue_resumes_after_a_restart(tmp_path: Path, name: str) ->
         await asyncio.wait_for(run, 10)
         rows = csv_rows(path)
         assert rows == truth_since(exchange, rows[0], len(rows), symbol)
+        parquet_check.assert_store_holds(tmp_path / "store", symbol, rows, exchange, venue.name)
     assert second.feed is not None and second.feed.stats.backfilled >= 1
 
 
@@ -241,6 +246,7 @@ async def test_demo_records_three_venues_at_once(tmp_path: Path) -> None:
     raw["exchange"]["local"]["speed"] = 600
     raw["consumers"][1]["params"]["path"] = str(tmp_path / "{symbol}_{interval}.csv")
     raw["consumers"].append({"class": "sqlite", "params": {"path": str(tmp_path / "bars.db")}})
+    raw["consumers"].append(parquet_check.consumer(tmp_path / "store"))  # one root, 3 venues
     config = parse_config(raw, "demo_venues.yaml")
     assert [part.venue for part in config.parts] == [SPOT.name, USDM.name, COINM.name]
     app = App(config)
@@ -266,6 +272,11 @@ async def test_demo_records_three_venues_at_once(tmp_path: Path) -> None:
                 "ORDER BY open_time"
             ).fetchall()
         assert [(*row[:6], utc_text(row[6])[:-4]) for row in stored] == csv_rows(csv)
+    for csv, venue in zip(files, (SPOT, USDM, COINM), strict=True):  # each its partition
+        symbol = csv.name.removesuffix("_1m.csv")
+        assert parquet_check.store_rows(tmp_path / "store", symbol, venue.name) == csv_rows(csv)
+    assert parquet_check.assert_whole_files(tmp_path / "store") >= 3
+    assert not list((tmp_path / "store").rglob("_journal.csv"))
     feeds = [part.feed for part in app.parts]
     assert [f.name for f in feeds if f is not None] == ["binance", USDM.name, COINM.name]
 

@@ -1,6 +1,7 @@
 """``quantcore run`` with the Parquet recorder, as real processes against the local exchange:
-kill -9 twice and restart, and the store still equals the CSV and the exchange string for
-string; a second process on the same store is refused in one line (exit 2)."""
+kill -9 twice and restart (only whole files visible after each kill), and the store still
+equals the CSV and the exchange string for string; a second process on the same store is
+refused in one line (exit 2)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import quantcore
 from quantcore.sim import LocalExchange, ReplaySource
+from tests import parquet_check
 from tests.harness import caught_up, csv_rows, truth_since, wait_until
 from tests.paths import CSV_BTC
 
@@ -55,6 +56,7 @@ async def test_kill_9_twice_then_the_store_equals_the_csv_and_the_exchange(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "BTCUSDT_1m.csv"
+    store = tmp_path / "store"
     async with LocalExchange([ReplaySource.from_file(CSV_BTC)], speed=600) as exchange:
         config = write_config(tmp_path, exchange, csv=True)
         for _ in range(2):
@@ -63,7 +65,9 @@ async def test_kill_9_twice_then_the_store_equals_the_csv_and_the_exchange(
             await wait_until(lambda at=at: rows_in(path) >= at + 15, 30, "15 rows before the kill")
             os.kill(process.pid, signal.SIGKILL)
             assert await process.wait() == -signal.SIGKILL
-            assert quantcore.load("BTCUSDT", "1m", source=tmp_path / "store").shape[0] >= at + 15
+            parquet_check.assert_whole_files(store)
+            held = parquet_check.store_rows(store, "BTCUSDT")
+            assert len(held) >= at + 15 and held == truth_since(exchange, held[0], len(held))
         process = await start_app(config)
         at = rows_in(path)
         await wait_until(lambda: rows_in(path) >= at + 15, 30, "15 more rows after restart")
@@ -73,16 +77,7 @@ async def test_kill_9_twice_then_the_store_equals_the_csv_and_the_exchange(
         assert process.returncode == 0, err.decode()
         rows = csv_rows(path)
         assert rows == truth_since(exchange, rows[0], len(rows))
-
-    exact = quantcore.load("BTCUSDT", "1m", source=tmp_path / "store", exact=True)
-    stamps = exact["datetime"].dt.strftime("%Y-%m-%d %H:%M:%S")
-    values = exact[["close", "high", "low", "open", "volume", "baseVolume"]]
-    stored = [
-        (*v, s) for v, s in zip(values.itertuples(index=False, name=None), stamps, strict=True)
-    ]
-    assert stored == rows
-    assert not list((tmp_path / "store").rglob("_journal.csv")), "compacted on stop"
-    assert not list((tmp_path / "store").rglob(".data.parquet.tmp"))
+        parquet_check.assert_store_holds(store, "BTCUSDT", rows, exchange)  # compacted on stop
 
 
 async def test_a_second_process_on_the_same_store_is_refused(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
-"""Every sink whole on its own: the App records to CSV + PostgreSQL + Redis on the local
-exchange; the databases fall behind (a run with the CSV alone), both servers are down
-when the next run starts and are stopped again mid-run for OUTAGE bars. At the end the
-table and the stream each equal the CSV string for string, and the CSV equals the
-exchange's ground truth."""
+"""Every sink whole on its own: the App records to CSV + Parquet + PostgreSQL + Redis on
+the local exchange; the databases fall behind (a run with the files alone), both servers
+are down when the next run starts and are stopped again mid-run for OUTAGE bars. At the
+end the table, the stream and the Parquet store each equal the CSV string for string,
+and the CSV equals the exchange's ground truth."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ from quantcore.consumers.csv_recorder import HEADER, format_row
 from quantcore.sim import LocalExchange, ReplaySource
 from quantcore.sinks import schema
 from quantcore.sinks.base import BufferedSink
+from quantcore.sinks.parquet import ParquetRecorder
 from quantcore.sinks.postgres import PostgresRecorder
 from quantcore.sinks.redis_streams import RedisStreamPublisher, stream_name
 from quantcore.sinks.rows import from_fields, from_row
+from tests import parquet_check
 from tests.harness import app_config, csv_rows, truth_since, wait_until
 from tests.paths import CSV_BTC
 from tests.sinks.servers import PostgresServer, RedisServer, redis_server_binary
@@ -86,7 +88,10 @@ async def test_table_and_stream_equal_the_csv_after_outages_before_and_during_th
     async with LocalExchange([ReplaySource.from_file(CSV_BTC)], speed=120) as exchange:
 
         def config(sinks: bool) -> AppConfig:
-            consumers: list[dict[str, Any]] = [{"class": "csv", "params": {"path": template}}]
+            consumers: list[dict[str, Any]] = [
+                {"class": "csv", "params": {"path": template}},
+                parquet_check.consumer(tmp_path / "store"),  # never behind: the databases are
+            ]
             if sinks:
                 consumers += [
                     {"class": "postgres", "params": {"dsn": postgres_server.dsn, "table": table, **fast}},
@@ -101,8 +106,9 @@ async def test_table_and_stream_equal_the_csv_after_outages_before_and_during_th
         await asyncio.to_thread(postgres_server.stop)
         kept_redis.stop()
         app = App(config(True))
-        csv, postgres, redis = app.components
+        csv, parquet, postgres, redis = app.components
         assert isinstance(postgres, PostgresRecorder) and isinstance(redis, RedisStreamPublisher)
+        assert isinstance(parquet, ParquetRecorder)
         sinks: list[BufferedSink] = [postgres, redis]
         run = asyncio.create_task(app.run())
         try:
@@ -116,7 +122,7 @@ async def test_table_and_stream_equal_the_csv_after_outages_before_and_during_th
 
         def caught_up() -> bool:
             last = csv.resume_point(*STREAM)
-            return all(
+            return parquet.resume_point(*STREAM) == last and all(
                 s.buffer.healthy and not len(s.buffer) and s.resume_point(*STREAM) == last
                 for s in sinks
             )
@@ -138,6 +144,7 @@ async def test_table_and_stream_equal_the_csv_after_outages_before_and_during_th
         summary = await asyncio.wait_for(run, 30)
         rows = csv_rows(csv_path)
         assert rows == truth_since(exchange, rows[0], len(rows))
+        parquet_check.assert_store_holds(tmp_path / "store", "BTCUSDT", rows, exchange)
     assert summary.not_recorded == 0 and summary.subscriber_errors == 0
     assert len(rows) >= FIRST + BEHIND + 3 + OUTAGE
     assert all(sink.buffer.dropped == 0 for sink in sinks)
@@ -163,17 +170,21 @@ async def test_a_recorder_behind_is_filled_for_its_own_range_and_the_others_skip
         {"class": "csv", "params": {"path": template}},
         {"class": "postgres", "params": {"dsn": postgres_server.dsn, "table": table, **params}},
         {"class": "redis", "params": {"url": kept_redis.url, "prefix": prefix, **params}},
+        parquet_check.consumer(tmp_path / "store"),
     ]
     async with LocalExchange([ReplaySource.from_file(CSV_BTC)], speed=120) as exchange:
         await App(app_config(exchange, template, consumers=consumers)).run(max_bars=12)
         lines = csv_path.read_text().splitlines(keepends=True)
         csv_path.write_text("".join(lines[:7]))  # the header and 6 rows: an older backup
         app = App(app_config(exchange, template, consumers=consumers))
-        _, postgres, redis = app.components
+        _, postgres, redis, parquet = app.components
         assert isinstance(postgres, PostgresRecorder) and isinstance(redis, RedisStreamPublisher)
+        assert isinstance(parquet, ParquetRecorder)
         summary = await app.run(max_bars=11)
         rows = csv_rows(csv_path)
         assert rows == truth_since(exchange, rows[0], len(rows)) and len(rows) == 17
+        parquet_check.assert_store_holds(tmp_path / "store", "BTCUSDT", rows, exchange)
+    assert parquet.rows_written == 5
     assert summary.not_recorded == 0
     for sink in (postgres, redis):
         assert (sink.skipped, sink.refilled, sink.buffer.written) == (6, 0, 5), sink.name
