@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from _common import Reporter, best_and_median, median, parser
 
 import quantcore
@@ -181,8 +183,30 @@ async def main() -> None:
             assert len(frame) == count
             return time.perf_counter() - start
 
-        # Alternating rounds, so both see the same machine load; best of each.
+        loaded = quantcore.load(SYMBOL, INTERVAL, source=folder / "store")
+        year_file = one_year_file(folder / "store", folder / "year.parquet")
+        rewrite = rewrite_cpu(folder / "store", folder / "rewrite") / count * 1e6
+        report.note(
+            f"a layout of one file per year, rewritten at each month close, would add "
+            f"{rewrite:.1f} µs CPU per bar to the recorder (old rows read and written again)"
+        )
+
+        def time_floor() -> float:
+            """Copying the frame's columns once: what any loader must at least write."""
+            start = time.perf_counter()
+            copies = [loaded[name].to_numpy().copy() for name in loaded.columns]
+            assert len(copies[0]) == count
+            return time.perf_counter() - start
+
+        def time_year_file() -> float:
+            start = time.perf_counter()
+            assert len(read_year_file(year_file)) == count
+            return time.perf_counter() - start
+
+        # Alternating rounds, so all see the same machine load; best of each.
         rounds = [(time_parquet(), time_csv()) for _ in range(args.rounds)]
+        floor = min(time_floor() for _ in range(args.rounds))
+        year_best = min(time_year_file() for _ in range(args.rounds))
         parquet_best = min(p for p, _ in rounds)
         csv_best = min(c for _, c in rounds)
         ratio = csv_best / parquet_best
@@ -199,6 +223,12 @@ async def main() -> None:
             target=">= 10x faster",
             met=ratio >= 10,
         )
+        report.note(
+            f"floor, one copy of the frame's {loaded.memory_usage().sum() / 1e6:.0f} MB: "
+            f"{floor * 1000:.1f} ms (read_csv / floor {csv_best / floor:.1f}x); the same "
+            f"year as one file (not the store's month layout): {year_best * 1000:.0f} ms "
+            f"(read_csv / that {csv_best / year_best:.1f}x)"
+        )
         exact_best, _ = best_and_median(
             lambda: _timed(lambda: quantcore.load(SYMBOL, INTERVAL, source=folder / "store",
                                                   exact=True)), 1)  # fmt: skip
@@ -212,6 +242,44 @@ async def main() -> None:
             ratio=f"{store_bytes / csv_bytes:.2f}x",
         )
     report.save()
+
+
+def one_year_file(store: Path, path: Path) -> Path:
+    """The store's months of the stream written as one file with the store's settings:
+    what a load would read if closed years were compacted (an experiment, not the layout)."""
+    stream = fmt.stream_dir(store, "binance-spot", SYMBOL, INTERVAL)
+    table = pa.concat_tables([fmt.read_month(month) for month in fmt.months(stream)])
+    fmt.write_atomically(path.parent, table)
+    (path.parent / fmt.DATA).rename(path)
+    return path
+
+
+def rewrite_cpu(store: Path, work: Path) -> float:
+    """Process CPU (s) of rewriting one growing year file at each month close, minus
+    writing each month's rows alone (monthly compaction costs that already)."""
+    stream = fmt.stream_dir(store, "binance-spot", SYMBOL, INTERVAL)
+    alone = work / "month"
+    alone.mkdir(parents=True)
+    spent = 0.0
+    for month in fmt.months(stream):
+        rows = fmt.read_month(month)
+        start = time.process_time()
+        table = rows
+        if (work / fmt.DATA).exists():
+            with fmt.open_ours(work / fmt.DATA) as opened:
+                table = pa.concat_tables([opened.read(), rows])
+        fmt.write_atomically(work, table)
+        middle = time.process_time()
+        fmt.write_atomically(alone, rows)
+        spent += 2 * middle - start - time.process_time()
+    return spent
+
+
+def read_year_file(path: Path) -> pd.DataFrame:
+    names = ["open_time", *(f"{name}_float" for name in fmt.FLOAT_COLUMNS)]
+    table = pq.ParquetFile(path, memory_map=True).read(columns=names)
+    columns = {name: table.column(name).to_numpy() for name in names}
+    return pd.DataFrame(columns, copy=False)
 
 
 def month_of(bar: BarEvent) -> tuple[str, str]:
