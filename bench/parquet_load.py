@@ -5,30 +5,37 @@ through the ParquetRecorder and the CsvRecorder (the same closed bars, as the co
 builds them). Then, in the same run:
 
 - ``quantcore.load`` from the Parquet store against ``pandas.read_csv`` of the same CSV
-  (best of 3 each; target: at least 10x faster);
+  (alternating rounds, best of each; target: at least 10x faster), after checking the
+  loaded frame equals the HistoryStore's frame of the same bars;
 - disk bytes per bar of both;
-- CPU per bar of each recorder at live-like rates: bars handed over one at a time with a
-  pause between them (a cold cache, as live), plus the Parquet recorder's compactions
-  spread over the bars they compact (target: within the CSV recorder's).
+- process CPU per bar (``time.process_time``) of each recorder at live-like rates: the
+  same bars handed to both one at a time, taking turns, with a pause before each call (a
+  cold cache, as live), plus the Parquet recorder's compactions spread over the bars they
+  compact (target: within the CSV recorder's).
 
-Run: python bench/parquet_load.py [--bars 525600] [--live-sample 3000]
+Run: python bench/parquet_load.py [--bars 525600] [--live-sample 3000] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from _common import Reporter, best_and_median, median, parser
 
 import quantcore
 from quantcore.consumers.csv_recorder import CsvRecorder
+from quantcore.consumers.history import HistoryStore
 from quantcore.events import BarDecimals, BarEvent
 from quantcore.sim.generator import RandomWalkSource
 from quantcore.sinks import parquet_format as fmt
@@ -66,17 +73,34 @@ def _values(d: BarDecimals) -> tuple[str, ...]:
 
 def live_cpu_per_bar(
     first: Callable[[BarEvent], None], second: Callable[[BarEvent], None], bars: list[BarEvent]
-) -> tuple[float, float]:
-    """Median thread CPU (µs) of one call of each recorder's ``on_bar``, each after a 1 ms
-    pause (live-like: caches cold again), the two taking turns so both see the same load."""
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(mean, median) process CPU (µs, ``time.process_time``) of one call of each
+    recorder's ``on_bar``, each after a 1 ms pause (live-like: caches cold again), the two
+    taking turns bar by bar so both see the same machine load."""
     samples: tuple[list[float], list[float]] = ([], [])
     for bar in bars:
         for on_bar, own in ((first, samples[0]), (second, samples[1])):
             time.sleep(0.001)
-            start = time.thread_time_ns()
+            start = time.process_time_ns()
             on_bar(bar)
-            own.append((time.thread_time_ns() - start) / 1000)
-    return (median(samples[0]), median(samples[1]))
+            own.append((time.process_time_ns() - start) / 1000)
+    first_cpu, second_cpu = samples
+    return (statistics.fmean(first_cpu), median(first_cpu)), (
+        statistics.fmean(second_cpu),
+        median(second_cpu),
+    )
+
+
+def same_as_history(frame: pd.DataFrame, bars: list[BarEvent]) -> None:
+    """The loaded frame holds exactly the HistoryStore's frame of the same bars."""
+    history = HistoryStore()
+    for bar in bars:
+        history.on_bar(bar)
+    expected = history.frame(SYMBOL, INTERVAL)
+    assert list(frame.columns) == list(expected.columns), frame.columns
+    assert frame.dtypes.equals(expected.dtypes), frame.dtypes
+    for name in expected.columns:
+        assert np.array_equal(frame[name].to_numpy(), expected[name].to_numpy()), name
 
 
 def folder_bytes(root: Path) -> int:
@@ -87,6 +111,7 @@ async def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--bars", type=int, default=525_600)
     p.add_argument("--live-sample", type=int, default=3000)
+    p.add_argument("--rounds", type=int, default=5, help="alternating load/read_csv timings")
     args = p.parse_args()
     report = Reporter("parquet_load", args.results)
     bars = year_of_bars(args.bars)
@@ -98,7 +123,9 @@ async def main() -> None:
         csv = CsvRecorder(path=str(folder / "{symbol}_{interval}.csv"))
         store = ParquetRecorder(root=str(folder / "store"))
         sample = args.live_sample
-        csv_live, parquet_live = live_cpu_per_bar(csv.on_bar, store.on_bar, bars[:sample])
+        (csv_live, csv_median), (parquet_live, parquet_median) = live_cpu_per_bar(
+            csv.on_bar, store.on_bar, bars[:sample]
+        )
         for bar in bars[sample:]:
             csv.on_bar(bar)
             store.on_bar(bar)
@@ -122,9 +149,14 @@ async def main() -> None:
             compact_cpu += time.process_time() - start
         compaction = compact_cpu / len(bars) * 1e6
         parquet_total = parquet_live + compaction
-        report.add("CsvRecorder CPU per bar (live-like)", f"{csv_live:.1f} µs")
+        report.note(
+            f"per-bar CPU over {sample:,} bars, mean (median): CsvRecorder {csv_live:.1f} "
+            f"({csv_median:.1f}) µs, ParquetRecorder journal append {parquet_live:.1f} "
+            f"({parquet_median:.1f}) µs"
+        )
+        report.add("CsvRecorder CPU per bar (live-like, mean)", f"{csv_live:.1f} µs")
         report.add(
-            "ParquetRecorder CPU per bar (live-like, journal append + compaction share)",
+            "ParquetRecorder CPU per bar (live-like, mean journal append + compaction share)",
             f"{parquet_total:.1f} µs ({parquet_live:.1f} + {compaction:.1f})",
             baseline=f"CsvRecorder {csv_live:.1f} µs",
             ratio=f"{parquet_total / csv_live:.2f}x",
@@ -132,6 +164,8 @@ async def main() -> None:
             met=parquet_total <= csv_live,
         )
 
+        same_as_history(quantcore.load(SYMBOL, INTERVAL, source=folder / "store"), bars)
+        report.note("quantcore.load's frame equals the HistoryStore's frame of the same bars")
         # The timings below start from a clean heap: the year of BarEvents is dropped.
         count = len(bars)
         del bars, by_month
@@ -149,9 +183,38 @@ async def main() -> None:
             assert len(frame) == count
             return time.perf_counter() - start
 
-        parquet_best, _ = best_and_median(time_parquet, 3)
-        csv_best, _ = best_and_median(time_csv, 3)
+        loaded = quantcore.load(SYMBOL, INTERVAL, source=folder / "store")
+        year_file = one_year_file(folder / "store", folder / "year.parquet")
+        rewrite = rewrite_cpu(folder / "store", folder / "rewrite") / count * 1e6
+        report.note(
+            f"a layout of one file per year, rewritten at each month close, would add "
+            f"{rewrite:.1f} µs CPU per bar to the recorder (old rows read and written again)"
+        )
+
+        def time_floor() -> float:
+            """Copying the frame's columns once: what any loader must at least write."""
+            start = time.perf_counter()
+            copies = [loaded[name].to_numpy().copy() for name in loaded.columns]
+            assert len(copies[0]) == count
+            return time.perf_counter() - start
+
+        def time_year_file() -> float:
+            start = time.perf_counter()
+            assert len(read_year_file(year_file)) == count
+            return time.perf_counter() - start
+
+        # Alternating rounds, so all see the same machine load; best of each.
+        rounds = [(time_parquet(), time_csv()) for _ in range(args.rounds)]
+        floor = min(time_floor() for _ in range(args.rounds))
+        year_best = min(time_year_file() for _ in range(args.rounds))
+        parquet_best = min(p for p, _ in rounds)
+        csv_best = min(c for _, c in rounds)
         ratio = csv_best / parquet_best
+        report.note(
+            f"{args.rounds} alternating rounds: quantcore.load median "
+            f"{median([p for p, _ in rounds]) * 1000:.0f} ms, pandas.read_csv median "
+            f"{median([c for _, c in rounds]) * 1000:.0f} ms"
+        )
         report.add(
             f"quantcore.load from Parquet, {count:,} bars",
             f"{parquet_best * 1000:.0f} ms",
@@ -159,6 +222,12 @@ async def main() -> None:
             ratio=f"{ratio:.1f}x faster",
             target=">= 10x faster",
             met=ratio >= 10,
+        )
+        report.note(
+            f"floor, one copy of the frame's {loaded.memory_usage().sum() / 1e6:.0f} MB: "
+            f"{floor * 1000:.1f} ms (read_csv / floor {csv_best / floor:.1f}x); the same "
+            f"year as one file (not the store's month layout): {year_best * 1000:.0f} ms "
+            f"(read_csv / that {csv_best / year_best:.1f}x)"
         )
         exact_best, _ = best_and_median(
             lambda: _timed(lambda: quantcore.load(SYMBOL, INTERVAL, source=folder / "store",
@@ -173,6 +242,44 @@ async def main() -> None:
             ratio=f"{store_bytes / csv_bytes:.2f}x",
         )
     report.save()
+
+
+def one_year_file(store: Path, path: Path) -> Path:
+    """The store's months of the stream written as one file with the store's settings:
+    what a load would read if closed years were compacted (an experiment, not the layout)."""
+    stream = fmt.stream_dir(store, "binance-spot", SYMBOL, INTERVAL)
+    table = pa.concat_tables([fmt.read_month(month) for month in fmt.months(stream)])
+    fmt.write_atomically(path.parent, table)
+    (path.parent / fmt.DATA).rename(path)
+    return path
+
+
+def rewrite_cpu(store: Path, work: Path) -> float:
+    """Process CPU (s) of rewriting one growing year file at each month close, minus
+    writing each month's rows alone (monthly compaction costs that already)."""
+    stream = fmt.stream_dir(store, "binance-spot", SYMBOL, INTERVAL)
+    alone = work / "month"
+    alone.mkdir(parents=True)
+    spent = 0.0
+    for month in fmt.months(stream):
+        rows = fmt.read_month(month)
+        start = time.process_time()
+        table = rows
+        if (work / fmt.DATA).exists():
+            with fmt.open_ours(work / fmt.DATA) as opened:
+                table = pa.concat_tables([opened.read(), rows])
+        fmt.write_atomically(work, table)
+        middle = time.process_time()
+        fmt.write_atomically(alone, rows)
+        spent += 2 * middle - start - time.process_time()
+    return spent
+
+
+def read_year_file(path: Path) -> pd.DataFrame:
+    names = ["open_time", *(f"{name}_float" for name in fmt.FLOAT_COLUMNS)]
+    table = pq.ParquetFile(path, memory_map=True).read(columns=names)
+    columns = {name: table.column(name).to_numpy() for name in names}
+    return pd.DataFrame(columns, copy=False)
 
 
 def month_of(bar: BarEvent) -> tuple[str, str]:
