@@ -153,8 +153,8 @@ class PostgresRecorder(BufferedSink):
         del self._gaps[: len(gaps)]
 
     def on_gap(self, gap: GapEvent) -> None:
-        """Queue the range for ``<table>_gaps``: it is written with the next batch (retried
-        with it while the database is down) or at stop, so ``quantcore check`` can label it."""
+        """Queue the range for ``<table>_gaps`` (SQLite's record of why a hole is there): it
+        is written with the next batch (retried with it while the database is down) or at stop."""
         first, last = epoch_ms(gap.first_open), epoch_ms(gap.last_open)
         self._gaps.append((gap.symbol, gap.interval, first, last, gap.reason.value))
 

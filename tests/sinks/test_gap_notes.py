@@ -18,12 +18,16 @@ import psycopg
 import pyarrow.dataset as ds
 import pytest
 
+from quantcore.bus import EventBus
 from quantcore.cli import main
+from quantcore.events import GAP, GapEvent, GapReason
 from quantcore.gapfile import STORE_NAME, append_gap, sidecar
 from quantcore.sim import LocalExchange, RandomWalkSource
 from quantcore.sim.archive import ExchangeGaps
+from quantcore.sinks.postgres import PostgresRecorder
 from tests.harness import csv_rows
 from tests.paths import CSV_BTC
+from tests.sinks.helpers import make_bar, start_all, stop_all
 from tests.sinks.servers import PostgresServer
 from tests.test_history_command import MINUTE, day_ms, history, truth
 from tests.test_parquet_commands import recording, write_csv
@@ -129,3 +133,22 @@ def test_export_carries_the_csv_sidecar_over_each_range_once(
         "a gap; nothing written\n"
     )
     assert {p: p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()} == before
+
+
+async def test_a_gap_with_no_bar_after_it_reaches_postgres_at_stop(
+    postgres_server: PostgresServer, unique: str
+) -> None:
+    """No batch follows the GapEvent: the note is written when the recorder stops, and
+    a second note for the same first bar replaces the first (as SQLite's INSERT OR REPLACE)."""
+    bus, table = EventBus(), f"bars_{unique}"
+    recorder = PostgresRecorder(dsn=postgres_server.dsn, table=table, max_delay=30)
+    await start_all(bus, [recorder])
+    first, last = make_bar(0).open_time, make_bar(9).open_time
+    bus.publish(GAP, GapEvent("BTCUSDT", "1m", first, make_bar(4).open_time, GapReason.EXCHANGE))
+    bus.publish(GAP, GapEvent("BTCUSDT", "1m", first, last, GapReason.EXCHANGE))
+    await stop_all(bus, [recorder])
+    async with await psycopg.AsyncConnection.connect(postgres_server.dsn) as conn:
+        cursor = await conn.execute(f'SELECT * FROM "{table}_gaps"')
+        assert await cursor.fetchall() == [
+            ("BTCUSDT", "1m", make_bar(0).open_time_ms, make_bar(9).open_time_ms, REASON)
+        ]
