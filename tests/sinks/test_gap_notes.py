@@ -99,7 +99,8 @@ def test_export_carries_the_csv_sidecar_over_each_range_once(
 ) -> None:
     """The real recording with 180 bars cut out and written down as an exchange gap: the
     converted store labels the hole; exporting again adds only a range it lacks; a bad
-    sidecar line is one line (exit 2) and the store is left byte for byte."""
+    sidecar line is one line (exit 2) and the store is left byte for byte; ``--force``
+    makes the store's ranges the CSV's."""
     rows = recording(CSV_BTC)[:600]
     csv = write_csv(tmp_path / "BTCUSDT_1m.csv", [*rows[:100], *rows[280:]])
     first, last = (day_ms("2025-08-01") + n * MINUTE for n in (100, 279))
@@ -133,6 +134,9 @@ def test_export_carries_the_csv_sidecar_over_each_range_once(
         "a gap; nothing written\n"
     )
     assert {p: p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()} == before
+    sidecar(csv).write_text(HEADER + f"2025-08-01 01:40:00,2025-08-01 04:39:00,{REASON}\n")
+    assert main([*argv, "--force"]) == 0
+    assert gaps.read_bytes() == sidecar(csv).read_bytes()
 
 
 async def test_a_gap_with_no_bar_after_it_reaches_postgres_at_stop(
