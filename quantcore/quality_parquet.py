@@ -5,7 +5,7 @@ duplicates, order, grid and OHLC sanity on the exact values (each decimal with t
 it was recorded with), plus what only a store can get wrong: a ``close_time`` that is not
 open + interval - 1 ms, a bar filed under another month's folder, a month file that
 cannot be read. Month files and the journal of a month not compacted yet are both read,
-so the report covers every recorded bar.
+so the report covers every recorded bar; the stream's ``_gaps.csv`` labels known gaps.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from quantcore.gapfile import STORE_NAME, GapFileError, read_from
 from quantcore.intervals import interval_ms
-from quantcore.quality import CheckError, SeriesReport, Values, analyze
+from quantcore.quality import CheckError, SeriesReport, Values, analyze, explain
 from quantcore.sinks import parquet_format as fmt
 
 _SIX = list(fmt.FLOAT_COLUMNS)
@@ -43,6 +44,10 @@ def check_store(root: Path) -> list[SeriesReport]:
             step = None
         report = SeriesReport(f"{root}:{venue}", f"{symbol} {interval}", step)
         analyze(report, _rows(report, stream, step), interval if step else None)
+        try:
+            explain(report, read_from(stream / STORE_NAME))
+        except GapFileError as exc:
+            report.add("bad gaps file", str(exc))
         reports.append(report)
     return reports
 

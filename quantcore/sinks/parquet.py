@@ -20,8 +20,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from quantcore.component import Component
-from quantcore.events import BarEvent, utc_text
+from quantcore.events import BarEvent, GapEvent, epoch_ms, utc_text
 from quantcore.filelock import FileBusyError, WriterLock, lock_for_writing
+from quantcore.gapfile import STORE_NAME, append_to
 from quantcore.intervals import month_bounds
 from quantcore.sinks import parquet_format as fmt
 from quantcore.sinks.parquet_format import StoreError
@@ -231,6 +232,20 @@ class ParquetRecorder(Component):
         closed = self._stream(bar.symbol, bar.interval).write(bar)
         if closed is not None:
             self._compact_later(closed)
+
+    def on_gap(self, gap: GapEvent) -> None:
+        """Write the range down in the stream folder's ``_gaps.csv`` (the CSV sidecar's
+        format), so ``quantcore check`` labels that hole (a failed note is logged, never fatal)."""
+        if gap.key not in self._streams and gap.key not in set(self.context.streams):
+            return
+        folder = self._stream(*gap.key).folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            append_to(folder / STORE_NAME, epoch_ms(gap.first_open), epoch_ms(gap.last_open),
+                      gap.reason.value, self.fsync)  # fmt: skip
+        except OSError as exc:
+            log.error("%s: cannot write down the gap %s .. %s (%s): %s", folder, gap.first_open,
+                      gap.last_open, gap.reason.value, exc.strerror or exc)  # fmt: skip
 
     def _compact_later(self, folder: Path) -> None:
         """Compact a closed month in the background thread (the loop never waits on it)."""

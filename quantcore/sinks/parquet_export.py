@@ -11,7 +11,8 @@ months, and running it again adds the rest.
 A stream the store already holds: the bars after its last bar are appended, provided
 every bar both hold is equal, digit for digit (else refused, nothing written); ``--force``
 replaces the stream instead. Values keep the exchange's strings; a CSV has no trades,
-taker volumes or event times, so those are null (unknown), never invented.
+taker volumes or event times, so those are null (unknown), never invented. The CSV's
+``.gaps`` sidecar goes into the stream's ``_gaps.csv`` (ranges it lacks; ``--force``: all).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pyarrow.csv as pacsv
 
 from quantcore.consumers.csv_recorder import HEADER
 from quantcore.consumers.history import COLUMNS
+from quantcore.gapfile import STORE_NAME, GapFileError, KnownGap, merge_into, read_from, read_gaps
 from quantcore.intervals import bar_open_ms, interval_ms
 from quantcore.progress import progress
 from quantcore.sinks import parquet_format as fmt
@@ -60,6 +62,8 @@ class Source:
     table: pa.Table
     where: list[str]
     """Per row, where it came from (``line 17``, ``open_time 1725408000000``)."""
+    gaps: list[KnownGap] | None = None
+    """Known gaps to carry over (a CSV's ``.gaps`` sidecar); None: the source has none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,10 @@ def read_csv(path: Path, interval: str) -> Source:
         raise ExportError(f"{path}: cannot read: {exc.strerror}") from None
     if not data.startswith(HEADER.encode()):
         raise ExportError(f"{path}: not a quantcore CSV (first line is not {HEADER.strip()!r})")
+    try:
+        gaps = read_gaps(path)
+    except GapFileError as exc:
+        raise ExportError(f"{exc}; nothing written") from None
     body = data[len(HEADER) : data.rfind(b"\n") + 1]
     if not body:
         raise ExportError(f"{path}: no bars; nothing written", EXIT_NO_BARS)
@@ -170,7 +178,7 @@ def read_csv(path: Path, interval: str) -> Source:
         index = table.schema.get_field_index(name)
         field = table.schema.field(index)
         table = table.set_column(index, field, _zero_nulls(field.type, count))
-    return Source(str(path), table, where)
+    return Source(str(path), table, where, gaps)
 
 
 def read_sqlite(db: Path, table: str, symbol: str, interval: str) -> Source:
@@ -246,6 +254,8 @@ def write_store(
     try:
         last = recorder.resume_point(symbol, interval)  # refuses foreign folders, locks
         stream = fmt.stream_dir(root, venue, symbol, interval)
+        if source.gaps is not None and not force:
+            read_from(stream / STORE_NAME)  # a bad gaps file refuses before any bar is written
         new, held, missing = source.table, 0, 0
         if last is not None and not force:
             first = int(_open_times(source.table)[0])
@@ -260,6 +270,9 @@ def write_store(
         written = _write_months(new, stream, replace=force)
         if force:
             _drop_other_months(stream, written)
+        if source.gaps is not None:
+            stream.mkdir(parents=True, exist_ok=True)
+            merge_into(stream / STORE_NAME, source.gaps, replace=force)
         return Outcome(new.num_rows, held, missing)
     finally:
         asyncio.run(recorder.stop())

@@ -5,7 +5,8 @@ psycopg 3 async, one connection; each batch is one transaction of a pipelined
 strings, so they are stored and read back exactly (a NUMERIC keeps the scale it got).
 A dropped connection (server restart, network) is thrown away and reopened by the retry
 loop, so the failed batch is written again: ON CONFLICT makes that safe even when the
-lost reply was for a commit that did happen.
+lost reply was for a commit that did happen. GapEvents are written down in
+``<table>_gaps`` (the SQLite layout) with the next batch, or at stop.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import logging
 import psycopg
 
 from quantcore.backoff import describe
-from quantcore.events import BarEvent, FeedState
+from quantcore.events import BarEvent, FeedState, GapEvent, epoch_ms
 from quantcore.sinks import schema
 from quantcore.sinks.base import BufferedSink
 from quantcore.sinks.rows import to_row
+
+log = logging.getLogger(__name__)
 
 
 class PostgresRecorder(BufferedSink):
@@ -52,6 +55,9 @@ class PostgresRecorder(BufferedSink):
         self._insert = schema.insert(self.table, "%s")
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._resume: dict[tuple[str, str], int] = {}
+        self._gaps_table = schema.gaps_table(table)
+        self._gaps: list[tuple[str, str, int, int, str]] = []
+        """Ranges of GapEvents not written down yet (in the next batch's transaction)."""
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
@@ -130,6 +136,7 @@ class PostgresRecorder(BufferedSink):
         return None if row is None or row[0] is None else int(row[0])  # type: ignore[call-overload]
 
     async def write_batch(self, batch: list[BarEvent]) -> None:
+        gaps = self._gaps[:]
         try:
             conn = await self._connection()
             async with conn.transaction(), conn.cursor() as cursor:
@@ -137,9 +144,25 @@ class PostgresRecorder(BufferedSink):
                     self._insert,
                     [to_row(bar) for bar in batch],
                 )
+                if gaps:
+                    await cursor.execute(schema.create_gaps_table(self._gaps_table, "BIGINT"))
+                    await cursor.executemany(schema.insert_gap(self._gaps_table, "%s"), gaps)
         except BaseException:
             await self._discard()
             raise
+        del self._gaps[: len(gaps)]
+
+    def on_gap(self, gap: GapEvent) -> None:
+        """Queue the range for ``<table>_gaps`` (SQLite's record of why a hole is there): it
+        is written with the next batch (retried with it while the database is down) or at stop."""
+        first, last = epoch_ms(gap.first_open), epoch_ms(gap.last_open)
+        self._gaps.append((gap.symbol, gap.interval, first, last, gap.reason.value))
 
     async def close(self) -> None:
+        if self._gaps:
+            try:
+                await self.write_batch([])
+            except (psycopg.Error, OSError, TimeoutError, ValueError) as exc:
+                log.error("%s: %d gap notes not written down in %s: %s", self.dsn_name,
+                          len(self._gaps), self._gaps_table, describe(exc))  # fmt: skip
         await self._discard()

@@ -98,3 +98,13 @@ def create_gaps_table(gaps: str, integer: str) -> str:
         f"first_open {integer} NOT NULL, last_open {integer} NOT NULL, reason TEXT NOT NULL, "
         'PRIMARY KEY (symbol, "interval", first_open))'
     )
+
+
+def insert_gap(gaps: str, placeholder: str) -> str:
+    """Write down one range (symbol, interval, first_open, last_open, reason); a range
+    starting at the same bar is replaced (the newer note is the better informed)."""
+    values = ", ".join([placeholder] * 5)
+    return (
+        f'INSERT INTO {gaps} VALUES ({values}) ON CONFLICT (symbol, "interval", first_open) '
+        "DO UPDATE SET last_open = excluded.last_open, reason = excluded.reason"
+    )
