@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="one stream of a SQLite database as CSV, or a recording into a Parquet store"
     )
     export_module.configure_parser(export)
-    export.set_defaults(handler=export_module.run)
+    export.set_defaults(handler=_export)
 
     validate = commands.add_parser(
         "validate", help="check a config, print the resolved settings; connects to nothing"
@@ -113,6 +113,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     return run_command(args.config, args.duration, args.max_bars)
+
+
+def _export(args: argparse.Namespace) -> int:
+    """``export``: a SQLite stream as CSV, or ``--to parquet`` (pyarrow, an optional extra)."""
+    from quantcore.sinks import export
+
+    if not export.pick_source(args):
+        return export.EXIT_BAD_INPUT
+    if args.to != "parquet":
+        return export.run(args)
+    try:
+        from quantcore.sinks import parquet_export
+    except ImportError as exc:
+        print(f"export: --to parquet needs {exc.name} (pip install 'quantcore[parquet]')",
+              file=sys.stderr)  # fmt: skip
+        return export.EXIT_BAD_INPUT
+    return parquet_export.run(args)
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -19,11 +19,11 @@ import pyarrow as pa
 
 from quantcore.gapfile import STORE_NAME, GapFileError, read_from
 from quantcore.intervals import interval_ms
-from quantcore.quality import CheckError, SeriesReport, Values, analyze, explain
+from quantcore.quality_report import CheckError, SeriesReport, Values, analyze, explain
 from quantcore.sinks import parquet_format as fmt
 
 _SIX = list(fmt.FLOAT_COLUMNS)
-"""open, high, low, close, volume, quote_volume: the order of :data:`quantcore.quality.Values`."""
+"""open, high, low, close, volume, quote_volume: the order of ``quality_report.Values``."""
 
 
 def check_store(root: Path) -> list[SeriesReport]:

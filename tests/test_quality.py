@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from quantcore.consumers.csv_recorder import HEADER
-from quantcore.quality import Hole, check_csv, check_sqlite
+from quantcore.quality import check_csv, check_sqlite
+from quantcore.quality_report import Hole
 from quantcore.sinks import schema
 from quantcore.sinks.sqlite import connect, create_table
 from tests.paths import CSV_BTC, read_text

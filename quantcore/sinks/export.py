@@ -215,22 +215,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Export as parsed; the exit code: 0, 1 when the stream has no bars (nothing is
-    written), 2 for a bad database or a refused ``--out`` (one line on stderr).
-    ``--to parquet`` is :func:`quantcore.sinks.parquet_export.run` (same exit codes)."""
+def pick_source(args: argparse.Namespace) -> bool:
+    """``--db`` or ``--csv``, not both (False, one line on stderr); ``--db`` defaults to
+    ``data/bars.sqlite``. Both exports (CSV here, ``--to parquet``) start with it."""
     if args.csv is not None and args.db is not None:
         print("export: give --db or --csv, not both", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return False
     args.db = args.db or "data/bars.sqlite"
-    if args.to == "parquet":
-        try:
-            from quantcore.sinks import parquet_export
-        except ImportError as exc:
-            print(f"export: --to parquet needs {exc.name} (pip install 'quantcore[parquet]')",
-                  file=sys.stderr)  # fmt: skip
-            return EXIT_BAD_INPUT
-        return parquet_export.run(args)
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export one stream as CSV after :func:`pick_source`; the exit code: 0, 1 when the
+    stream has no bars (nothing is written), 2 for a bad database or a refused ``--out``
+    (one line on stderr). ``--to parquet`` is :mod:`quantcore.sinks.parquet_export`."""
     if args.csv is not None:
         print("export: --csv is a source for --to parquet (it is a CSV already)", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -263,7 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write one stream of a SqliteRecorder database as a quantcore CSV.",
     )
     configure_parser(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if args.to == "parquet":
+        print("export: --to parquet is `quantcore export --to parquet`", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run(args) if pick_source(args) else EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":
