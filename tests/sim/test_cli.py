@@ -41,7 +41,7 @@ async def test_simulate_prints_urls_serves_python_binance_and_exits_on_sigterm()
     proc = await _spawn("--port", "0", "--speed", "max", "--symbols", "BTCUSDT,ETHUSDT")
     try:
         assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().rstrip("\n")
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().rstrip("\n")
         match = LINE.match(line)
         assert match, line
         assert match.group(3) == "btcusdt@kline_1m,ethusdt@kline_1m"
@@ -54,7 +54,7 @@ async def test_simulate_prints_urls_serves_python_binance_and_exits_on_sigterm()
             rows = await client.get_klines(symbol="BTCUSDT", interval="1m", limit=3)
             assert len(rows) == 3
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 5) == 0
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
         log = (await proc.stdout.read()).decode()
         assert "INFO    playing BTCUSDT: seeded random walk (seed 0), 1m base" in log
         assert "INFO    as fast as clients read, market clock at " in log
@@ -68,7 +68,7 @@ async def test_simulate_prints_urls_serves_python_binance_and_exits_on_sigterm()
 
 async def test_replay_exits_when_done() -> None:
     proc = await _spawn("--data", f"DOTUSDT={WS_3SYM}", "--exit-when-done", "--speed", "600")
-    out, err = await asyncio.wait_for(proc.communicate(), 10)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err
     assert b"streams=dotusdt@kline_1m" in out
     assert re.search(rb"playing DOTUSDT: replaying \d+ 1m bars, 2021-04-04 \d\d:\d\d UTC", out)
@@ -87,7 +87,7 @@ async def test_replay_exits_when_done() -> None:
 )
 async def test_bad_input_is_one_line_and_exit_2(args: list[str], problem: str) -> None:
     proc = await _spawn(*args)
-    out, err = await asyncio.wait_for(proc.communicate(), 10)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert out == b""
     lines = err.decode().splitlines()
