@@ -29,7 +29,7 @@ import aiohttp
 from quantcore.backoff import describe
 from quantcore.events import BAR, GAP, BarEvent, GapEvent, GapReason, from_epoch_ms, utc_text
 from quantcore.feeds.binance.codec import KlineCodec
-from quantcore.feeds.binance.feed import BinanceKlineFeed
+from quantcore.feeds.binance.rest import BinanceRest
 from quantcore.history.archive import ArchiveCorrupt, ArchiveReader
 from quantcore.intervals import interval_ms
 
@@ -84,7 +84,7 @@ class StreamFill:
         interval: str,
         publish: Callable[[str, object], None],
         reader: ArchiveReader,
-        feed: BinanceKlineFeed,
+        rest: BinanceRest,
         totals: Totals,
         on_progress: Callable[[int], object] = lambda n: None,
         batch: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
@@ -93,7 +93,7 @@ class StreamFill:
         self.step = interval_ms(interval)
         self.publish = publish
         self.reader = reader
-        self.feed = feed
+        self.rest = rest
         self.totals = totals
         self.on_progress = on_progress
         self.batch = batch
@@ -234,10 +234,10 @@ class StreamFill:
     async def _rest_page(self, start: int, wanted: int) -> tuple[list[BarEvent], int]:
         """Final bars from ``start`` (asking ``wanted`` + the evidence row), and the open time
         of the answer's last bar: every bar before it is settled (served or absent)."""
-        feed = self.feed
-        limit = max(2, min(feed.venue.klines_limit, wanted + 1))
-        self.totals.rest_weight += feed.venue.klines_weight(limit)
-        rows = await feed.rest_klines(self.symbol, self.interval, start, None, limit)
+        rest = self.rest
+        limit = max(2, min(rest.venue.klines_limit, wanted + 1))
+        self.totals.rest_weight += rest.venue.klines_weight(limit)
+        rows = await rest.klines(self.symbol, self.interval, start, None, limit)
         now = time.time_ns()
         bars = [self.codec.parse_rest_row(self.symbol, self.interval, r, now) for r in rows]
         bars = [b for b in bars if b.open_time_ms >= start]
@@ -248,7 +248,7 @@ class StreamFill:
     async def _rest(self, lo: int, hi: int) -> None:
         """Every final bar of ``[lo, hi)`` from REST, paged, within the weight budget."""
         days: set[int] = set()
-        page = self.feed.venue.klines_limit
+        page = self.rest.venue.klines_limit
         while self.cursor < hi:
             start = self.cursor
             bars, settled = await self._rest_page(start, min(page, (hi - start) // self.step))

@@ -30,15 +30,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import aiohttp
 import orjson
-from binance import AsyncClient
-from binance.exceptions import BinanceAPIException
 
 from quantcore.backoff import describe
 from quantcore.bus import EventBus
@@ -55,17 +53,11 @@ from quantcore.feeds.binance.codec import (
 from quantcore.feeds.binance.limits import (
     ConnectionBudget,
     ConnectLimits,
-    RestBudget,
     RestLimits,
     connection_budget,
-    rest_budget,
 )
-from quantcore.feeds.binance.settler import (
-    BackfillError,
-    SettlingFeed,
-    StreamState,
-    StreamWait,
-)
+from quantcore.feeds.binance.rest import BackfillError, BinanceRest, retry_after
+from quantcore.feeds.binance.settler import SettlingFeed, StreamState, StreamWait
 from quantcore.feeds.binance.transport import (
     SocketClosed,
     StreamSocket,
@@ -190,7 +182,6 @@ class BinanceKlineFeed(SettlingFeed):
         self._codec = KlineCodec()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._client: AsyncClient | None = None
         self._symbols_checked = False
         self._check_lock = asyncio.Lock()
         self._settle_lock = asyncio.Lock()
@@ -207,9 +198,13 @@ class BinanceKlineFeed(SettlingFeed):
             self.settings.ws_url, self.settings.connect_limits
         )
         self.venue = self.settings.venue
-        self.rest_budget: RestBudget = rest_budget(
-            self.settings.rest_url, self.settings.rest_limits or RestLimits()
+        self.rest = BinanceRest(
+            self.settings.rest_url,
+            self.venue,
+            self.settings.rest_limits or RestLimits(),
+            self.stats,
         )
+        self.rest_budget = self.rest.budget
 
     def stop(self) -> None:
         self._stopping.set()
@@ -218,9 +213,6 @@ class BinanceKlineFeed(SettlingFeed):
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        client = AsyncClient()
-        client.API_URL = self.settings.rest_url.rstrip("/")
-        self._client = client
         connections = self.connections = self.plan_connections()
         tasks = [
             asyncio.create_task(
@@ -238,7 +230,7 @@ class BinanceKlineFeed(SettlingFeed):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await client.close_connection()
+            await self.rest.close()
             self.report(FeedState.STOPPED, self.stats.summary())
             if len(self.sequencers) > 1:
                 log.info("%s: bars per stream: %s", self.name, self.stream_summary())
@@ -330,7 +322,7 @@ class BinanceKlineFeed(SettlingFeed):
         if self.settings.backfill_limit is None or not first:
             return
         await self._check_symbols()
-        server_now = await self._server_time()
+        server_now = await self.server_time()
         for state in first:
             state.live_from_ms = bar_open_ms(server_now, state.key[1]) - state.step_ms
 
@@ -355,17 +347,15 @@ class BinanceKlineFeed(SettlingFeed):
         response = getattr(exc, "response", None)
         status = getattr(response, "status_code", None)
         if status in (418, 429):
-            headers = getattr(response, "headers", {})
-            wait = _seconds(headers.get("Retry-After")) or 60.0
+            wait = retry_after(getattr(response, "headers", {}))
             self.connect_budget.ban(wait)
             log.warning("%s: handshake refused (HTTP %s): waiting %.0fs", self.name, status, wait)
 
     async def _open(self, names: Sequence[str]) -> StreamSocket:
         """Connect one combined-stream socket with the configured transport."""
-        assert self._client is not None
         settings = self.settings
         return await open_socket(
-            settings.transport, self._client, settings.ws_url, names, settings.max_queue_size
+            settings.transport, settings.ws_url, names, settings.max_queue_size
         )
 
     async def _watch(self, conn: _Connection) -> None:
@@ -535,7 +525,7 @@ class BinanceKlineFeed(SettlingFeed):
         for state in live[: self.settings.probe_streams]:
             symbol, interval = state.key
             try:
-                rows = await self.rest_klines(symbol, interval, None, None, 1)
+                rows = await self.rest.klines(symbol, interval, None, None, 1)
             except BackfillError as exc:
                 log.info("%s: liveness probe failed: %s", self.name, exc)
                 return False
@@ -562,19 +552,17 @@ class BinanceKlineFeed(SettlingFeed):
         async with self._check_lock:
             if self._symbols_checked:
                 return
-            client = self._client
-            assert client is not None
             configured = sorted({symbol for symbol, _ in self.sequencers})
-            params = {}
-            if self.venue.exchange_info_by_symbols and len(configured) <= EXCHANGE_INFO_SYMBOLS:
-                params = {"symbols": orjson.dumps(configured).decode()}
+            by_name = (
+                self.venue.exchange_info_by_symbols and len(configured) <= EXCHANGE_INFO_SYMBOLS
+            )
             source = self.venue.endpoint(self.settings.rest_url, "exchangeInfo")
             try:
-                info = await self._exchange_info(params)
+                info = await self.rest.exchange_info(configured if by_name else None)
             except BackfillError as exc:
                 if "-1121" not in str(exc):
                     raise
-                info = await self._exchange_info({})  # -1121 names no symbol: see which
+                info = await self.rest.exchange_info()  # -1121 names no symbol: see which
             status = self.venue.status_field
             listed = {entry["symbol"]: entry.get(status) for entry in info.get("symbols", [])}
             unknown = [symbol for symbol in configured if symbol not in listed]
@@ -589,93 +577,6 @@ class BinanceKlineFeed(SettlingFeed):
                     for state in self.states.values():
                         state.halted |= state.key[0] == symbol
             self._symbols_checked = True
-
-    async def _exchange_info(self, params: dict[str, str]) -> Any:
-        weight = self.venue.exchange_info_weight
-        return await self._rest("exchangeInfo", weight, partial(self._get, "exchangeInfo", params))
-
-    # -- REST ----------------------------------------------------------------------------
-
-    async def rest_klines(
-        self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None, limit: int
-    ) -> list[list[Any]]:
-        params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}
-        if start_ms is not None:
-            params["startTime"] = start_ms
-        if end_ms is not None:
-            params["endTime"] = end_ms
-        weight = self.venue.klines_weight(limit)
-        rows: list[list[Any]] = await self._rest(
-            f"{symbol} {interval} klines", weight, partial(self._get, "klines", params)
-        )
-        return rows
-
-    async def _server_time(self) -> int:
-        """The exchange's clock in epoch ms: authoritative for which bars have settled."""
-        weight = self.venue.time_weight
-        answer = await self._rest("server time", weight, partial(self._get, "time", {}))
-        server_ms = int(answer["serverTime"])
-        self.clock.observe(server_ms)
-        return server_ms
-
-    async def _get(self, endpoint: str, params: dict[str, Any]) -> Any:
-        """GET one of the venue's public endpoints through python-binance's session (its
-        error handling, its ``response`` for the weight header), whatever the venue."""
-        client = self._client
-        assert client is not None
-        uri = self.venue.endpoint(self.settings.rest_url, endpoint)
-        if not params:  # as python-binance's own calls: no body, no form
-            return await client._request("get", uri, False)
-        return await client._request("get", uri, False, data=params)
-
-    async def _rest(self, what: str, weight: int, call: Callable[[], Awaitable[Any]]) -> Any:
-        """One REST request inside the process-wide weight budget.
-
-        A 429/418 bans every caller for Retry-After (no request is sent inside the
-        window) and this call fails, to be retried by its caller's own schedule; any
-        other failure is a BackfillError naming ``what``.
-        """
-        budget = self.rest_budget
-        await budget.acquire(weight)
-        self.stats.rest_calls += 1
-        try:
-            answer = await call()
-        except BinanceAPIException as exc:
-            self._read_weight(getattr(exc, "response", None))
-            if exc.status_code in (418, 429):
-                wait = _retry_after(exc) or 60.0
-                budget.ban(wait)
-                self.stats.rate_limited += 1
-                log.warning(
-                    "%s: %s: HTTP %d, nothing is sent for %.0fs (Retry-After)",
-                    self.name, what, exc.status_code, wait,
-                )  # fmt: skip
-            raise BackfillError(f"{what}: HTTP {exc.status_code} {exc.code} {exc.message}") from exc
-        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-            raise BackfillError(f"{what}: {describe(exc)}") from exc
-        self._read_weight(getattr(self._client, "response", None))
-        return answer
-
-    def _read_weight(self, response: Any) -> None:
-        headers = getattr(response, "headers", None)
-        if headers is None:
-            return
-        used = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m")
-        if used is not None and used.isdigit():
-            self.rest_budget.report_used(int(used))
-
-
-def _seconds(value: Any) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _retry_after(exc: BinanceAPIException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    return _seconds(headers.get("Retry-After")) if headers is not None else None
 
 
 def _is_server_shutdown(message: Any) -> bool:

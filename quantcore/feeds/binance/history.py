@@ -1,7 +1,7 @@
 """RestHistory: a Binance feed's past bars for a sink filling its own range (``BarHistory``).
 
-It goes through the feed's own REST path (its python-binance session, weight budget,
-Retry-After handling and counters), so a sink's catch-up shares the process's REST
+It goes through the feed's own REST client (its weight budget, Retry-After handling and
+counters), so a sink's catch-up shares the process's REST
 budget with the feed. A row is final only on evidence: REST also serves a later bar of
 the stream (its view has moved past that row's close), never because a clock ran out.
 """
@@ -27,7 +27,7 @@ class RestHistory:
         self, symbol: str, interval: str, start_ms: int, end_ms: int
     ) -> HistoryPage:
         feed = self._feed
-        rows = await feed.rest_klines(symbol, interval, start_ms, end_ms, feed.venue.klines_limit)
+        rows = await feed.rest.klines(symbol, interval, start_ms, end_ms, feed.venue.klines_limit)
         received = time.time_ns()
         bars = [self._codec.parse_rest_row(symbol, interval, row, received) for row in rows]
         bars = [bar for bar in bars if bar.open_time_ms >= start_ms]

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from abc import abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -41,6 +40,7 @@ from quantcore.events import (
 )
 from quantcore.feeds.base import DataFeed, StreamKey, StreamSequencer
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
+from quantcore.feeds.binance.rest import BackfillError, BinanceRest
 from quantcore.intervals import bar_open_ms
 from quantcore.progress import progress
 
@@ -62,10 +62,6 @@ DAY_MS = 86_400_000
 RETRY_MS = (1_000, 16_000)
 """Exchange ms before REST is asked again after an answer without evidence: doubles
 from the first to the second while REST stays behind."""
-
-
-class BackfillError(RuntimeError):
-    """A REST call failed; the settler retries later, so no gap is skipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +112,7 @@ class SettlingFeed(DataFeed):
     states: dict[StreamKey, StreamState]
     clock: ExchangeClock
     venue: Venue
+    rest: BinanceRest
     fatal_stream: StreamKey | None
     _codec: KlineCodec
     _stopping: asyncio.Event
@@ -125,15 +122,11 @@ class SettlingFeed(DataFeed):
     archive: ArchiveCatchUp | None = None
     """Whole archived days of a long outage come from here (set by the App), not REST."""
 
-    @abstractmethod
-    async def rest_klines(
-        self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None, limit: int
-    ) -> list[list[Any]]:
-        """One ``klines`` request inside the weight budget (BackfillError on failure)."""
-
-    @abstractmethod
-    async def _server_time(self) -> int:
-        """The exchange's clock in epoch ms, read over REST."""
+    async def server_time(self) -> int:
+        """The exchange's clock in epoch ms, read over REST: what has settled is its call."""
+        server_ms = await self.rest.server_time()
+        self.clock.observe(server_ms)
+        return server_ms
 
     def resume_after(self, key: StreamKey, open_time_ms: int) -> None:
         super().resume_after(key, open_time_ms)
@@ -184,7 +177,7 @@ class SettlingFeed(DataFeed):
             due = [s for s in due if only is None or s in only]
             if not due:
                 return
-            server_now = await self._server_time()
+            server_now = await self.server_time()
             self._check_resume_points(due, server_now)
             if self.fatal is not None:
                 return
@@ -317,7 +310,7 @@ class SettlingFeed(DataFeed):
         limit = min(page, max(2, (top - cursor) // step + 2))
         try:
             while not self._stopping.is_set():
-                rows = await self.rest_klines(symbol, interval, cursor, end_ms, limit)
+                rows = await self.rest.klines(symbol, interval, cursor, end_ms, limit)
                 received = time.time_ns()
                 bars = [self._parse_row(symbol, interval, row, received) for row in rows]
                 for n, bar in enumerate(bars):
