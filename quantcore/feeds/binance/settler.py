@@ -26,7 +26,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quantcore.events import (
     GAP,
@@ -41,14 +41,14 @@ from quantcore.events import (
 from quantcore.feeds.base import DataFeed, StreamKey, StreamSequencer
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
 from quantcore.feeds.binance.rest import BackfillError, BinanceRest
+from quantcore.feeds.binance.settings import BinanceFeedSettings
+from quantcore.feeds.binance.symbols import SymbolCheck
 from quantcore.intervals import bar_open_ms
 from quantcore.progress import progress
 
 if TYPE_CHECKING:
     from quantcore.feeds.binance.clock import ExchangeClock
-    from quantcore.feeds.binance.feed import BinanceFeedSettings
     from quantcore.feeds.binance.venues import Venue
-    from quantcore.history.catchup import ArchiveCatchUp
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,14 @@ class StreamState:
     misses: int = 0
 
 
+class ArchiveDays(Protocol):
+    """Whole archived days of a long catch-up (``history.catchup.ArchiveCatchUp``)."""
+
+    async def publish_days(
+        self, feed: SettlingFeed, state: StreamState, start_ms: int, server_now: int
+    ) -> int: ...
+
+
 class SettlingFeed(DataFeed):
     """The settling half of the Binance feed: REST catch-up, held bars, gap events."""
 
@@ -118,8 +126,8 @@ class SettlingFeed(DataFeed):
     _stopping: asyncio.Event
     _wake: asyncio.Event
     _settle_lock: asyncio.Lock
-    _symbols_checked: bool
-    archive: ArchiveCatchUp | None = None
+    symbol_check: SymbolCheck
+    archive: ArchiveDays | None = None
     """Whole archived days of a long outage come from here (set by the App), not REST."""
 
     async def server_time(self) -> int:
@@ -155,7 +163,7 @@ class SettlingFeed(DataFeed):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), settings.poll)
             self._wake.clear()
-            if self._stopping.is_set() or not self._symbols_checked:
+            if self._stopping.is_set() or not self.symbol_check.done:
                 continue
             try:
                 await self._settle(self._due())
