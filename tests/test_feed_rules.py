@@ -86,7 +86,7 @@ async def test_the_rest_client_sends_nothing_inside_retry_after_after_a_429() ->
                 await asyncio.wait_for(rest.server_time(), 0.5)
             assert sum(ex.limits.rest_calls.values()) == calls and ex.limits.rest_418 == 0
         finally:
-            await rest.close()
+            await rest.aclose()
 
 
 async def test_the_rest_client_names_the_call_and_the_exchange_error() -> None:
@@ -99,7 +99,7 @@ async def test_the_rest_client_names_the_call_and_the_exchange_error() -> None:
             assert [entry["symbol"] for entry in info["symbols"]] == ["BTCUSDT"]
             assert rest.stats.rest_calls == 2
         finally:
-            await rest.close()
+            await rest.aclose()
 
 
 def test_exchange_clock_learns_the_rate_it_runs_at() -> None:

@@ -226,14 +226,11 @@ class DataFeed(ABC):
         """A live closed bar: published if next, else held in order until the hole before
         it is filled (:meth:`release`); True when it opened the hole."""
         held = sequencer.held
-        if not held:
-            if self.offer(bar) is None:
-                return False
-            held.append(bar)
-            return True
-        if bar.open_time == sequencer.next_open():
-            self.offer(bar)  # it fills the hole: the held bars behind it may follow
-            self.release(sequencer)
+        if not held or bar.open_time == sequencer.next_open():
+            if self.offer(bar) is not None:
+                held.append(bar)
+                return True
+            self.release(sequencer)  # if it filled the hole, the held bars behind it follow
         elif bar.open_time > held[-1].open_time:
             held.append(bar)
         elif bar.open_time not in {h.open_time for h in held}:

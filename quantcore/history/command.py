@@ -132,10 +132,14 @@ async def _one_venue(
             except (CsvPathError, FloatTableError, OSError) as exc:
                 raise ConfigError(f"{component.name}: {exc}") from None
             started.append(component)
-        async with _exchange(config) as (settings, archive_url), _rest(config, settings) as feed:
+        async with _exchange(config) as (settings, archive_url):
+            feed = BinanceKlineFeed(EventBus(), config.streams, settings)  # for REST, never run
             context.history = history_of(feed)
             timeout = aiohttp.ClientTimeout(total=300, sock_connect=30)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with (
+                contextlib.aclosing(feed.rest),
+                aiohttp.ClientSession(timeout=timeout) as session,
+            ):
                 reader = ArchiveReader(session, archive_url, settings.venue, cache)
                 await _fill(config, components, bus, feed.rest, reader, since_ms, until_ms, totals)
     finally:
@@ -252,19 +256,6 @@ async def _exchange(config: AppConfig) -> AsyncIterator[tuple[BinanceFeedSetting
             config.feed, ws_url=exchange.ws_url, rest_url=exchange.rest_url
         )
         yield settings, exchange.archive_url
-
-
-@contextlib.asynccontextmanager
-async def _rest(
-    config: AppConfig, settings: BinanceFeedSettings
-) -> AsyncIterator[BinanceKlineFeed]:
-    """A feed that is never run, for its REST client (weight budget, Retry-After) and its
-    history for recorders filling their own range."""
-    feed = BinanceKlineFeed(EventBus(), config.streams, settings)
-    try:
-        yield feed
-    finally:
-        await feed.rest.close()
 
 
 def _date(text: str) -> int:

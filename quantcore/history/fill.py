@@ -29,17 +29,15 @@ import aiohttp
 from quantcore.backoff import describe
 from quantcore.events import BAR, GAP, BarEvent, GapEvent, GapReason, from_epoch_ms, utc_text
 from quantcore.feeds.binance.codec import KlineCodec
+from quantcore.feeds.binance.history import final_page
 from quantcore.feeds.binance.rest import BinanceRest
 from quantcore.history.archive import ArchiveCorrupt, ArchiveReader
 from quantcore.intervals import interval_ms
+from quantcore.sinks.refill import HistoryPending
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
-
-
-class Unproven(RuntimeError):
-    """REST cannot yet prove the next bars final (it serves no later bar)."""
 
 
 @dataclass(slots=True)
@@ -132,7 +130,7 @@ class StreamFill:
                     continue
                 await self._rest(t, end_ms)
                 break
-        except Unproven as exc:
+        except HistoryPending as exc:
             log.warning("%s %s: stopped at %s: %s (a later run continues from there)",
                         self.symbol, self.interval, utc_text(self.cursor), exc)  # fmt: skip
         self._flush_gap()
@@ -208,7 +206,7 @@ class StreamFill:
             while hole < nxt:
                 rows, settled = await self._rest_page(hole, (nxt - hole) // step + 1)
                 if settled <= hole:
-                    raise Unproven(f"REST serves no bar after {utc_text(hole)} yet")
+                    raise HistoryPending(f"REST serves no bar after {utc_text(hole)} yet")
                 for bar in rows:
                     t = bar.open_time_ms
                     if t < nxt:
@@ -234,16 +232,9 @@ class StreamFill:
     async def _rest_page(self, start: int, wanted: int) -> tuple[list[BarEvent], int]:
         """Final bars from ``start`` (asking ``wanted`` + the evidence row), and the open time
         of the answer's last bar: every bar before it is settled (served or absent)."""
-        rest = self.rest
-        limit = max(2, min(rest.venue.klines_limit, wanted + 1))
-        self.totals.rest_weight += rest.venue.klines_weight(limit)
-        rows = await rest.klines(self.symbol, self.interval, start, None, limit)
-        now = time.time_ns()
-        bars = [self.codec.parse_rest_row(self.symbol, self.interval, r, now) for r in rows]
-        bars = [b for b in bars if b.open_time_ms >= start]
-        if not bars:
-            raise Unproven(f"REST serves nothing from {utc_text(start)} yet")
-        return bars[:-1], bars[-1].open_time_ms
+        limit = max(2, min(self.rest.venue.klines_limit, wanted + 1))
+        self.totals.rest_weight += self.rest.venue.klines_weight(limit)
+        return await final_page(self.rest, self.codec, (self.symbol, self.interval), start, limit)
 
     async def _rest(self, lo: int, hi: int) -> None:
         """Every final bar of ``[lo, hi)`` from REST, paged, within the weight budget."""
@@ -254,7 +245,7 @@ class StreamFill:
             bars, settled = await self._rest_page(start, min(page, (hi - start) // self.step))
             if settled <= start:
                 self.totals.rest_days += len(days)
-                raise Unproven(f"REST serves no bar after {utc_text(start)} yet")
+                raise HistoryPending(f"REST serves no bar after {utc_text(start)} yet")
             bars = [b for b in bars if b.open_time_ms < hi]
             days.update(b.open_time_ms // DAY_MS for b in bars)
             self._emit_all(bars)

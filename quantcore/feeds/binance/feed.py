@@ -63,12 +63,8 @@ class BinanceKlineFeed(ConnectionSupervisor):
         }
         self.connect_budget = connection_budget(self.settings.ws_url, self.settings.connect_limits)
         self.venue = self.settings.venue
-        self.rest = BinanceRest(
-            self.settings.rest_url,
-            self.venue,
-            self.settings.rest_limits or RestLimits(),
-            self.stats,
-        )
+        limits = self.settings.rest_limits or RestLimits()
+        self.rest = BinanceRest(self.settings.rest_url, self.venue, limits, self.stats)
         self.rest_budget = self.rest.budget
         self.symbol_check = SymbolCheck(self.rest, (symbol for symbol, _ in self.sequencers), name)
 
@@ -96,7 +92,7 @@ class BinanceKlineFeed(ConnectionSupervisor):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.rest.close()
+            await self.rest.aclose()
             self.report(FeedState.STOPPED, self.stats.summary())
             if len(self.sequencers) > 1:
                 log.info("%s: bars per stream: %s", self.name, self.stream_summary())

@@ -1,10 +1,6 @@
-"""BinanceRest: a venue's public REST endpoints over aiohttp, inside the weight budget.
-
-Every REST call of the process (the feed's catch-up, liveness probes and symbol check,
-``history``, a sink filling its range) goes through one: a call first takes its documented
-weight from its host's budget (:mod:`.limits`), the answer's ``X-MBX-USED-WEIGHT-1M``
-corrects the count, and a 429/418 bans every caller for its ``Retry-After`` (60 s if
-absent) before the call fails. Every failure is a :class:`BackfillError` naming the call.
+"""BinanceRest: a venue's public REST endpoints over aiohttp, for every REST call of the
+process. A call takes its weight from its host's budget (:mod:`.limits`) first; a 429/418
+bans every caller for its ``Retry-After``; every failure is a :class:`BackfillError`.
 """
 
 from __future__ import annotations
@@ -43,7 +39,7 @@ class BinanceRest:
         self.stats = stats or FeedStats()
         self._session: aiohttp.ClientSession | None = None
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None

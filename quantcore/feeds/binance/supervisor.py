@@ -1,11 +1,7 @@
-"""The connection supervisor: one per group of streams, each run by ``DataFeed.supervise``.
-
-It connects within the process-wide attempt budget, settles what the stream missed before
-pumping, judges silence through the liveness probes, hands over to a fresh connection
-before a planned close (``serverShutdown``, the 24 h lifetime: make before break, so
-nothing is lost and no REST call is needed), and reports why a connection ended. Combined
-stream URLs over about 8,000 characters are refused (a third-party measurement), so
-streams are split by URL length as well as by Binance's documented stream limit.
+"""The connection supervisor: per group of streams (split by Binance's stream limit and by
+URL length: over about 8,000 characters is refused, a third-party measurement), connect
+within the attempt budget, settle, pump, judge silence, hand over before a planned close
+(make before break), and back off after failures (``DataFeed.supervise``).
 """
 
 from __future__ import annotations
@@ -13,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import abstractmethod
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +19,7 @@ from quantcore.backoff import describe
 from quantcore.events import FeedState
 from quantcore.feeds.binance.codec import KlineParseError, is_error_payload, stream_name
 from quantcore.feeds.binance.limits import ConnectionBudget
-from quantcore.feeds.binance.liveness import SilenceProbe
+from quantcore.feeds.binance.liveness import market_moved
 from quantcore.feeds.binance.rest import BackfillError, retry_after
 from quantcore.feeds.binance.settler import SettlingFeed, StreamState
 from quantcore.feeds.binance.symbols import UnknownSymbolError
@@ -180,7 +175,11 @@ class ConnectionSupervisor(SettlingFeed):
         socket until the pump starts)."""
         await self.connect_budget.acquire()
         self.report(FeedState.CONNECTING, f"{self.settings.ws_url} {conn.label}")
-        link = Link(await self._open(conn.names))
+        settings = self.settings
+        socket = await open_socket(
+            settings.transport, settings.ws_url, conn.names, settings.max_queue_size
+        )
+        link = Link(socket)
         link.opened = asyncio.get_running_loop().time()
         self.report(FeedState.CONNECTED, conn.label)
         if pump:
@@ -200,19 +199,13 @@ class ConnectionSupervisor(SettlingFeed):
             self.connect_budget.ban(wait)
             log.warning("%s: handshake refused (HTTP %s): waiting %.0fs", self.name, status, wait)
 
-    async def _open(self, names: Sequence[str]) -> StreamSocket:
-        """Connect one combined-stream socket with the configured transport."""
-        settings = self.settings
-        return await open_socket(
-            settings.transport, settings.ws_url, names, settings.max_queue_size
-        )
-
     async def _watch(self, conn: Connection) -> None:
         """Supervise the live link until it is lost; a planned close hands over instead."""
         loop = asyncio.get_running_loop()
         settings = self.settings
         timeout = settings.stall_timeout
-        probe = SilenceProbe(self.rest, self.stats, timeout, settings.probe_streams)
+        next_probe = 0.0
+        quiet_probes = 0
         while True:
             link = conn.link
             assert link is not None and link.pump is not None
@@ -227,13 +220,19 @@ class ConnectionSupervisor(SettlingFeed):
                 conn.link = await self._hand_over(link, conn, reason)
                 continue
             silent = now - conn.last_frame
-            moved = await probe.moved(conn.streams, silent)
-            if moved is not None:
+            if silent <= timeout:
+                quiet_probes = 0
+            elif now >= next_probe:
+                self.stats.probes += 1
+                moved = await market_moved(self.rest, conn.streams, settings.probe_streams)
                 conn.quiet_at = 0.0 if moved else loop.time()
-            if moved:
-                raise StreamLost(
-                    f"no frame for {silent:.1f}s while the market moved", FeedState.STALLED
-                )
+                if moved:
+                    raise StreamLost(
+                        f"no frame for {silent:.1f}s while the market moved", FeedState.STALLED
+                    )
+                # A quiet market: ask again, less often the longer it stays quiet.
+                quiet_probes += 1
+                next_probe = loop.time() + min(timeout * 2**quiet_probes, max(timeout, 60.0))
 
     async def _hand_over(self, old: Link, conn: Connection, reason: str) -> Link:
         """Make before break: the new socket is subscribed before the old one closes, so a

@@ -1,9 +1,5 @@
-"""The symbol check: the configured symbols must be listed, and are worth waiting for only
-while TRADING.
-
-Binance silently sends nothing for an unknown stream, so without this a typo in a symbol
-would look like a healthy, quiet feed.
-"""
+"""The symbol check: Binance sends nothing for an unknown stream, so without it a typo in a
+symbol would look like a healthy, quiet feed; a symbol not TRADING is not waited for."""
 
 from __future__ import annotations
 
