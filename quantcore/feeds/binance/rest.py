@@ -47,11 +47,9 @@ class BinanceRest:
     async def klines(
         self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None, limit: int
     ) -> list[list[Any]]:
-        params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}
-        if start_ms is not None:
-            params["startTime"] = start_ms
-        if end_ms is not None:
-            params["endTime"] = end_ms
+        asked = {"symbol": symbol, "interval": interval, "startTime": start_ms, "endTime": end_ms}
+        params = {name: value for name, value in asked.items() if value is not None}
+        params["limit"] = limit
         weight = self.venue.klines_weight(limit)
         rows: list[list[Any]] = await self.get(
             "klines", weight, params, f"{symbol} {interval} klines"

@@ -26,7 +26,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from quantcore.events import (
     GAP,
@@ -39,16 +39,14 @@ from quantcore.events import (
     utc_text,
 )
 from quantcore.feeds.base import DataFeed, StreamKey, StreamSequencer
+from quantcore.feeds.binance.clock import ExchangeClock
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
 from quantcore.feeds.binance.rest import BackfillError, BinanceRest
 from quantcore.feeds.binance.settings import BinanceFeedSettings
 from quantcore.feeds.binance.symbols import SymbolCheck
+from quantcore.feeds.binance.venues import Venue
 from quantcore.intervals import bar_open_ms
 from quantcore.progress import progress
-
-if TYPE_CHECKING:
-    from quantcore.feeds.binance.clock import ExchangeClock
-    from quantcore.feeds.binance.venues import Venue
 
 log = logging.getLogger(__name__)
 
