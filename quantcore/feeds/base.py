@@ -192,12 +192,14 @@ class DataFeed(ABC):
         self._emit(sequencer, bar)
         return None
 
-    def offer_partial(self, sequencer: StreamSequencer, bar: BarEvent) -> None:
+    def offer_partial(self, sequencer: StreamSequencer, bar: BarEvent, anchor: bool = True) -> None:
         """Publish an in-progress update unless its bar already closed (counted as stale);
-        the first update of a stream anchors its sequence."""
+        the first update of a stream anchors its sequence unless ``anchor`` is False (a
+        partial stream read apart from the closed one may overtake a closed bar)."""
         last = sequencer.last
         if last is None:
-            sequencer.anchor(bar.open_time)
+            if anchor:
+                sequencer.anchor(bar.open_time)
         elif bar.open_time <= last:
             self.stats.stale += 1
             return

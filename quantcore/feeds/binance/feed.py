@@ -1,11 +1,8 @@
-"""BinanceKlineFeed: Binance kline streams, closed bars in order, each once, none missing.
+"""BinanceKlineFeed: pumps each connection's frames through the codec to the ordering.
 
-Three independent jobs, so no one of them can stall another: one **supervisor** per
-connection (``supervisor.py``, with the ``liveness.py`` probes and the ``symbols.py``
-check), the **settler** (``settler.py``: every closed bar the stream did not deliver,
-from REST on evidence), and the **ordering** (``DataFeed`` in ``feeds/base.py``: closed
-bars out strictly in order, live ones held behind a hole). This module pumps each
-connection's frames through the codec to them. REST goes through ``rest.py``.
+Independent jobs, so none can stall another: a supervisor per connection (``supervisor.py``),
+the settler (``settler.py``: bars the stream did not deliver, from REST on evidence), and
+the ordering (``DataFeed`` in ``feeds/base.py``: closed bars strictly in order, each once).
 """
 
 from __future__ import annotations

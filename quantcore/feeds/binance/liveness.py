@@ -4,7 +4,6 @@ a silent connection is dead only if REST shows the market moved."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 from quantcore.events import from_epoch_ms
 from quantcore.feeds.binance.rest import BackfillError, BinanceRest
@@ -13,7 +12,7 @@ from quantcore.feeds.binance.settler import StreamState
 log = logging.getLogger(__name__)
 
 
-async def market_moved(rest: BinanceRest, streams: Sequence[StreamState], probes: int) -> bool:
+async def market_moved(rest: BinanceRest, streams: list[StreamState], probes: int) -> bool:
     """Whether any of the ``probes`` liveliest ``streams`` traded since the stream last
     showed it (a newer bar with trades, or more trades); False when REST cannot tell."""
     live = [s for s in streams if not s.halted]

@@ -86,7 +86,7 @@ class BinanceRest:
                     budget.ban(wait)
                     self.stats.rate_limited += 1
                     log.warning(
-                        "%s: HTTP %d, nothing is sent for %.0fs (Retry-After)", what, status, wait
+                        "%s: HTTP %d: nothing sent for %.0fs (Retry-After)", what, status, wait
                     )
                 body = await response.read()
         except (TimeoutError, OSError, aiohttp.ClientError) as exc:

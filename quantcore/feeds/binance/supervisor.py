@@ -175,12 +175,9 @@ class ConnectionSupervisor(SettlingFeed):
         socket until the pump starts)."""
         await self.connect_budget.acquire()
         self.report(FeedState.CONNECTING, f"{self.settings.ws_url} {conn.label}")
-        settings = self.settings
-        socket = await open_socket(
-            settings.transport, settings.ws_url, conn.names, settings.max_queue_size
-        )
-        link = Link(socket)
-        link.opened = asyncio.get_running_loop().time()
+        s = self.settings
+        socket = await open_socket(s.transport, s.ws_url, conn.names, s.max_queue_size)
+        link = Link(socket, opened=asyncio.get_running_loop().time())
         self.report(FeedState.CONNECTED, conn.label)
         if pump:
             self._start_pump(link, conn)
@@ -265,7 +262,8 @@ class ConnectionSupervisor(SettlingFeed):
     def _not_a_kline(self, message: Any, exc: KlineParseError, conn: Connection) -> None:
         """Error payloads end the connection, ``serverShutdown`` starts a handover, and
         anything else is a malformed frame, counted and skipped."""
-        if _is_server_shutdown(message):
+        text = message.decode(errors="replace") if isinstance(message, bytes) else message
+        if isinstance(text, str) and '"serverShutdown"' in text:  # this server restarts soon
             if conn.handover is None:
                 conn.handover = "serverShutdown"
                 log.info("%s: serverShutdown: handing over to a new connection", self.name)
@@ -275,13 +273,6 @@ class ConnectionSupervisor(SettlingFeed):
             raise StreamLost(error) from None
         self.stats.malformed += 1
         self.report(FeedState.MALFORMED, f"frame skipped: {exc}", logging.WARNING)
-
-
-def _is_server_shutdown(message: Any) -> bool:
-    """Binance's notice that this server is about to restart (combined or raw form)."""
-    if isinstance(message, bytes):
-        message = message.decode(errors="replace")
-    return isinstance(message, str) and '"serverShutdown"' in message
 
 
 def _error_payload(message: Any) -> str | None:
@@ -303,9 +294,8 @@ def _error_payload(message: Any) -> str | None:
 
 
 async def close_link(link: Link) -> None:
-    """Stop the link's pump for sure, then tear its socket down (the socket is detached
-    first: python-binance's ``recv`` can swallow a cancellation, see
-    :meth:`LibrarySocket.run`)."""
+    """Stop the link's pump for sure, then tear its socket down (detached first: python-
+    binance's ``recv`` can swallow a cancellation, see :meth:`LibrarySocket.run`)."""
     link.socket.detach()
     pump = link.pump
     while pump is not None and not pump.done():
