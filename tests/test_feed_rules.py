@@ -16,8 +16,10 @@ from quantcore.config import ConfigError, parse_config
 from quantcore.feeds.binance.clock import ExchangeClock
 from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
 from quantcore.feeds.binance.limits import ConnectionBudget, ConnectLimits, RestBudget, RestLimits
+from quantcore.feeds.binance.rest import BackfillError, BinanceRest
+from quantcore.feeds.binance.venues import SPOT
 from quantcore.intervals import bar_open_ms, interval_ms
-from quantcore.sim import LocalExchange, ReplaySource
+from quantcore.sim import LocalExchange, Realism, ReplaySource
 from tests.harness import app_config
 from tests.paths import REST_BTC
 
@@ -62,6 +64,42 @@ async def test_rest_budget_trusts_the_exchange_count() -> None:
     # the exchange said 99 of 100 are used: the next call waits for the next minute
     assert not waiter.done() or int(time.time() // 60) != minute
     waiter.cancel()
+
+
+async def test_the_rest_client_sends_nothing_inside_retry_after_after_a_429() -> None:
+    """Against the local exchange's weight limit: the client counts by the exchange's
+    ``X-MBX-USED-WEIGHT-1M``, a 429 fails the call and bans the host's budget for its
+    Retry-After, and the next call waits instead of being sent (no 418 follows)."""
+    realism = Realism(weight_limit=10, weight_window=30.0)
+    async with LocalExchange(symbols=["BTCUSDT"], speed=1.0, realism=realism) as ex:
+        rest = BinanceRest(ex.rest_url, SPOT, RestLimits(weight_per_minute=6000))
+        try:
+            assert await rest.server_time() == pytest.approx(ex.now_ms, abs=5_000)
+            with pytest.raises(BackfillError) as refused:
+                for _ in range(10):
+                    assert len(await rest.klines("BTCUSDT", "1m", None, None, 2)) == 2
+            assert "BTCUSDT 1m klines: HTTP 429 -1003 Too many requests" in str(refused.value)
+            assert rest.budget.rate_limited == rest.stats.rate_limited == 1
+            assert rest.budget.used_reported == ex.limits.rest_weight == 9
+            calls = sum(ex.limits.rest_calls.values())
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(rest.server_time(), 0.5)
+            assert sum(ex.limits.rest_calls.values()) == calls and ex.limits.rest_418 == 0
+        finally:
+            await rest.aclose()
+
+
+async def test_the_rest_client_names_the_call_and_the_exchange_error() -> None:
+    async with LocalExchange(symbols=["BTCUSDT"], speed=1.0) as ex:
+        rest = BinanceRest(ex.rest_url, SPOT, RestLimits())
+        try:
+            with pytest.raises(BackfillError, match=r"^NOPEUSDT 1m klines: HTTP 400 -1121 Inv"):
+                await rest.klines("NOPEUSDT", "1m", None, None, 2)
+            info = await rest.exchange_info(["BTCUSDT"])
+            assert [entry["symbol"] for entry in info["symbols"]] == ["BTCUSDT"]
+            assert rest.stats.rest_calls == 2
+        finally:
+            await rest.aclose()
 
 
 def test_exchange_clock_learns_the_rate_it_runs_at() -> None:

@@ -157,8 +157,8 @@ async def test_live_bars_ahead_of_the_rest_clock_never_trigger_the_future_check(
     (before, the feed stopped with "the last recorded bar ... is in the future")."""
 
     class LaggingClockFeed(BinanceKlineFeed):
-        async def _server_time(self) -> int:
-            return await super()._server_time() - 2 * MINUTE
+        async def server_time(self) -> int:
+            return await super().server_time() - 2 * MINUTE
 
     source = ReplaySource.from_file(CSV_BTC)
     async with LocalExchange([source], speed=None, history_bars=50, updates_per_bar=3) as exchange:

@@ -409,7 +409,6 @@ async def _opened_reads_hello(transport: str, script: Any) -> StreamSocket:
         port = server.sockets[0].getsockname()[1]
         socket = await open_socket(
             transport,  # type: ignore[arg-type]
-            None,
             f"ws://127.0.0.1:{port}/",
             ["btcusdt@kline_1m"],
             100,  # type: ignore[arg-type]

@@ -1,8 +1,9 @@
-"""DataFeed: the contract every market-data source fulfils, and the ordering rules it shares.
+"""DataFeed: the contract every market-data source fulfils, and the one place of ordering.
 
 Whatever the transport, subscribers see closed bars strictly increasing in open time
 per (symbol, interval), each exactly once; a hole in the sequence is reported to the
-concrete feed (which can backfill it) before any later bar is published.
+concrete feed (which can backfill it) before any later bar is published, and live bars
+behind it wait in order (:meth:`DataFeed.hold`), never dropped.
 """
 
 from __future__ import annotations
@@ -70,13 +71,15 @@ class ReconnectPolicy:
 
 
 class StreamSequencer:
-    """Order keeper for one stream: remembers the last closed bar that went out."""
+    """Order keeper for one stream: the last closed bar that went out, and the live closed
+    bars ``held`` in order behind a hole."""
 
-    __slots__ = ("last", "step")
+    __slots__ = ("held", "last", "step")
 
     def __init__(self, interval: str) -> None:
         self.step = timedelta(milliseconds=interval_ms(interval))
         self.last: datetime | None = None
+        self.held: list[BarEvent] = []
 
     def next_open(self) -> datetime | None:
         """Open time of the next closed bar due, or None before anything is known."""
@@ -191,12 +194,14 @@ class DataFeed(ABC):
         self._emit(sequencer, bar)
         return None
 
-    def offer_partial(self, sequencer: StreamSequencer, bar: BarEvent) -> None:
+    def offer_partial(self, sequencer: StreamSequencer, bar: BarEvent, anchor: bool = True) -> None:
         """Publish an in-progress update unless its bar already closed (counted as stale);
-        the first update of a stream anchors its sequence."""
+        the first update of a stream anchors its sequence unless ``anchor`` is False (a
+        partial stream read apart from the closed one may overtake a closed bar)."""
         last = sequencer.last
         if last is None:
-            sequencer.anchor(bar.open_time)
+            if anchor:
+                sequencer.anchor(bar.open_time)
         elif bar.open_time <= last:
             self.stats.stale += 1
             return
@@ -220,6 +225,39 @@ class DataFeed(ABC):
             self.stats.backfilled += 1
             self.stream_backfilled[bar.key] += 1
         return True
+
+    def hold(self, sequencer: StreamSequencer, bar: BarEvent) -> bool:
+        """A live closed bar: published if next, else held in order until the hole before
+        it is filled (:meth:`release`); True when it opened the hole."""
+        held = sequencer.held
+        if not held or bar.open_time == sequencer.next_open():
+            if self.offer(bar) is not None:
+                held.append(bar)
+                return True
+            self.release(sequencer)  # if it filled the hole, the held bars behind it follow
+        elif bar.open_time > held[-1].open_time:
+            held.append(bar)
+        elif bar.open_time not in {h.open_time for h in held}:
+            held.append(bar)
+            held.sort(key=lambda h: h.open_time)
+        else:
+            self.stats.duplicates += 1
+        return False
+
+    def release(self, sequencer: StreamSequencer) -> None:
+        """Publish the held bars that are now next in line, stopping at the next hole."""
+        held = sequencer.held
+        taken = 0
+        for bar in held:
+            last = sequencer.last
+            if last is not None and bar.open_time <= last:
+                self.stats.duplicates += 1
+            elif bar.open_time == sequencer.next_open():
+                self.publish_closed(bar, backfilled=False)
+            else:
+                break
+            taken += 1
+        del held[:taken]
 
     @property
     def limit_reached(self) -> bool:

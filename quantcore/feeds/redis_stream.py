@@ -23,7 +23,7 @@ from redis.typing import KeyT, StreamIdT
 
 from quantcore.backoff import Backoff, describe
 from quantcore.bus import EventBus
-from quantcore.events import BAR_PARTIAL, BarEvent, FeedState, epoch_ms
+from quantcore.events import BarEvent, FeedState, epoch_ms
 from quantcore.feeds.base import DataFeed, ReconnectPolicy, StreamKey
 from quantcore.sinks.redis_streams import (
     DEFAULT_PREFIX,
@@ -240,14 +240,4 @@ class RedisStreamFeed(DataFeed):
                     self.stats.frames += 1
                     bar = self._decode(keys[key], entry_id, fields)
                     if bar is not None and not bar.closed:
-                        self._offer_partial(bar)
-
-    def _offer_partial(self, bar: BarEvent) -> None:
-        """Like :meth:`offer` but never anchors the sequence: the partial stream is read
-        apart from the closed one, so an update may overtake the previous closed bar."""
-        sequencer = self.sequencers.get(bar.key)
-        if sequencer is None or (sequencer.last is not None and bar.open_time <= sequencer.last):
-            self.stats.stale += 1
-            return
-        self.stats.partials += 1
-        self.bus.publish(BAR_PARTIAL, bar)
+                        self.offer_partial(self.sequencers[bar.key], bar, anchor=False)

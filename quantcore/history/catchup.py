@@ -91,7 +91,8 @@ class ArchiveCatchUp:
         (final, no REST weight); returns the open time where REST takes over. Live bars
         held behind the hole keep precedence."""
         symbol, interval = state.key
-        held_from = state.held[0].open_time_ms if state.held else None
+        held = state.sequencer.held
+        held_from = held[0].open_time_ms if held else None
         today = server_now - server_now % DAY_MS
         published = 0
         nxt = start_ms

@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
-from binance import AsyncClient
 
 from quantcore.app import history_of, start_local_exchange
 from quantcore.bus import EventBus
@@ -37,7 +36,7 @@ from quantcore.config import AppConfig, ConfigError, load_config
 from quantcore.consumers.csv_recorder import CsvPathError
 from quantcore.events import BAR
 from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
-from quantcore.feeds.binance.settler import BackfillError
+from quantcore.feeds.binance.rest import BackfillError, BinanceRest
 from quantcore.feeds.binance.venues import SPOT
 from quantcore.history.archive import ArchiveCorrupt, ArchiveReader
 from quantcore.history.fill import DAY_MS, StreamFill, Totals
@@ -133,12 +132,16 @@ async def _one_venue(
             except (CsvPathError, FloatTableError, OSError) as exc:
                 raise ConfigError(f"{component.name}: {exc}") from None
             started.append(component)
-        async with _exchange(config) as (settings, archive_url), _rest(config, settings) as feed:
+        async with _exchange(config) as (settings, archive_url):
+            feed = BinanceKlineFeed(EventBus(), config.streams, settings)  # for REST, never run
             context.history = history_of(feed)
             timeout = aiohttp.ClientTimeout(total=300, sock_connect=30)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with (
+                contextlib.aclosing(feed.rest),
+                aiohttp.ClientSession(timeout=timeout) as session,
+            ):
                 reader = ArchiveReader(session, archive_url, settings.venue, cache)
-                await _fill(config, components, bus, feed, reader, since_ms, until_ms, totals)
+                await _fill(config, components, bus, feed.rest, reader, since_ms, until_ms, totals)
     finally:
         await bus.drain(config.runtime.stop_timeout)
         for component in reversed(started):
@@ -154,17 +157,17 @@ async def _fill(
     config: AppConfig,
     components: list[Component],
     bus: EventBus,
-    feed: BinanceKlineFeed,
+    rest: BinanceRest,
     reader: ArchiveReader,
     since_ms: int,
     until_ms: int | None,
     totals: Totals,
 ) -> None:
     try:
-        server_now = await feed._server_time()
+        server_now = await rest.server_time()
     except BackfillError as exc:
         raise ConfigError(f"exchange: cannot read the server time: {exc}") from None
-    totals.rest_weight += feed.venue.time_weight
+    totals.rest_weight += rest.venue.time_weight
     today = server_now - server_now % DAY_MS
     month = month_bounds(server_now)[2]
 
@@ -188,7 +191,7 @@ async def _fill(
             log.info("%s %s: nothing to do (recorded through %s)", symbol, interval, _text(start))
             continue
         try:
-            first = await _first_bar(feed, symbol, interval, start, totals)
+            first = await _first_bar(rest, symbol, interval, start, totals)
         except BackfillError as exc:
             raise ConfigError(f"{symbol} {interval}: {exc}") from None
         if first is None or first >= end:
@@ -197,7 +200,7 @@ async def _fill(
         cursor = start if resumed else first
         shown = progress((end - cursor) // step, f"history {symbol} {interval}")
         fill = StreamFill(
-            symbol, interval, publish, reader, feed, totals, shown.update, _batch(components)
+            symbol, interval, publish, reader, rest, totals, shown.update, _batch(components)
         )
         log.info(
             "%s %s %s: history %s .. %s", config.venue, symbol, interval, _text(cursor), _text(end)
@@ -230,12 +233,12 @@ async def _throttle(bus: EventBus) -> None:
 
 
 async def _first_bar(
-    feed: BinanceKlineFeed, symbol: str, interval: str, start: int, totals: Totals
+    rest: BinanceRest, symbol: str, interval: str, start: int, totals: Totals
 ) -> int | None:
     """Open time of the exchange's first bar at or after ``start`` (``startTime=0``: the
     listing), from one ``limit=1`` klines request."""
-    totals.rest_weight += feed.venue.klines_weight(1)
-    rows = await feed.rest_klines(symbol, interval, start, None, 1)
+    totals.rest_weight += rest.venue.klines_weight(1)
+    rows = await rest.klines(symbol, interval, start, None, 1)
     return int(rows[0][0]) if rows else None
 
 
@@ -253,22 +256,6 @@ async def _exchange(config: AppConfig) -> AsyncIterator[tuple[BinanceFeedSetting
             config.feed, ws_url=exchange.ws_url, rest_url=exchange.rest_url
         )
         yield settings, exchange.archive_url
-
-
-@contextlib.asynccontextmanager
-async def _rest(
-    config: AppConfig, settings: BinanceFeedSettings
-) -> AsyncIterator[BinanceKlineFeed]:
-    """A feed that is never run, for its REST path (python-binance session, weight budget,
-    Retry-After) only."""
-    feed = BinanceKlineFeed(EventBus(), config.streams, settings)
-    client = AsyncClient()
-    client.API_URL = settings.rest_url.rstrip("/")
-    feed._client = client
-    try:
-        yield feed
-    finally:
-        await client.close_connection()
 
 
 def _date(text: str) -> int:

@@ -28,17 +28,15 @@ import aiohttp
 from quantcore.backoff import describe
 from quantcore.events import BAR, GAP, BarEvent, GapEvent, GapReason, from_epoch_ms, utc_text
 from quantcore.feeds.binance.codec import KlineCodec
-from quantcore.feeds.binance.feed import BinanceKlineFeed
+from quantcore.feeds.binance.history import final_page
+from quantcore.feeds.binance.rest import BinanceRest
 from quantcore.history.archive import ArchiveCorrupt, ArchiveReader
 from quantcore.intervals import interval_ms, month_bounds
+from quantcore.sinks.refill import HistoryPending
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
-
-
-class Unproven(RuntimeError):
-    """REST cannot yet prove the next bars final (it serves no later bar)."""
 
 
 @dataclass(slots=True)
@@ -74,7 +72,7 @@ class StreamFill:
         interval: str,
         publish: Callable[[str, object], None],
         reader: ArchiveReader,
-        feed: BinanceKlineFeed,
+        rest: BinanceRest,
         totals: Totals,
         on_progress: Callable[[int], object] = lambda n: None,
         batch: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
@@ -83,7 +81,7 @@ class StreamFill:
         self.step = interval_ms(interval)
         self.publish = publish
         self.reader = reader
-        self.feed = feed
+        self.rest = rest
         self.totals = totals
         self.on_progress = on_progress
         self.batch = batch
@@ -122,7 +120,7 @@ class StreamFill:
                     continue
                 await self._rest(t, end_ms)
                 break
-        except Unproven as exc:
+        except HistoryPending as exc:
             log.warning("%s %s: stopped at %s: %s (a later run continues from there)",
                         self.symbol, self.interval, utc_text(self.cursor), exc)  # fmt: skip
         self._flush_gap()
@@ -198,7 +196,7 @@ class StreamFill:
             while hole < nxt:
                 rows, settled = await self._rest_page(hole, (nxt - hole) // step + 1)
                 if settled <= hole:
-                    raise Unproven(f"REST serves no bar after {utc_text(hole)} yet")
+                    raise HistoryPending(f"REST serves no bar after {utc_text(hole)} yet")
                 for bar in rows:
                     t = bar.open_time_ms
                     if t < nxt:
@@ -224,27 +222,20 @@ class StreamFill:
     async def _rest_page(self, start: int, wanted: int) -> tuple[list[BarEvent], int]:
         """Final bars from ``start`` (asking ``wanted`` + the evidence row), and the open time
         of the answer's last bar: every bar before it is settled (served or absent)."""
-        feed = self.feed
-        limit = max(2, min(feed.venue.klines_limit, wanted + 1))
-        self.totals.rest_weight += feed.venue.klines_weight(limit)
-        rows = await feed.rest_klines(self.symbol, self.interval, start, None, limit)
-        now = time.time_ns()
-        bars = [self.codec.parse_rest_row(self.symbol, self.interval, r, now) for r in rows]
-        bars = [b for b in bars if b.open_time_ms >= start]
-        if not bars:
-            raise Unproven(f"REST serves nothing from {utc_text(start)} yet")
-        return bars[:-1], bars[-1].open_time_ms
+        limit = max(2, min(self.rest.venue.klines_limit, wanted + 1))
+        self.totals.rest_weight += self.rest.venue.klines_weight(limit)
+        return await final_page(self.rest, self.codec, (self.symbol, self.interval), start, limit)
 
     async def _rest(self, lo: int, hi: int) -> None:
         """Every final bar of ``[lo, hi)`` from REST, paged, within the weight budget."""
         days: set[int] = set()
-        page = self.feed.venue.klines_limit
+        page = self.rest.venue.klines_limit
         while self.cursor < hi:
             start = self.cursor
             bars, settled = await self._rest_page(start, min(page, (hi - start) // self.step))
             if settled <= start:
                 self.totals.rest_days += len(days)
-                raise Unproven(f"REST serves no bar after {utc_text(start)} yet")
+                raise HistoryPending(f"REST serves no bar after {utc_text(start)} yet")
             bars = [b for b in bars if b.open_time_ms < hi]
             days.update(b.open_time_ms // DAY_MS for b in bars)
             self._emit_all(bars)

@@ -1,18 +1,33 @@
-"""RestHistory: a Binance feed's past bars for a sink filling its own range (``BarHistory``).
-
-It goes through the feed's own REST path (its python-binance session, weight budget,
-Retry-After handling and counters), so a sink's catch-up shares the process's REST
-budget with the feed. A row is final only on evidence: REST also serves a later bar of
-the stream (its view has moved past that row's close), never because a clock ran out.
-"""
+"""Final closed bars of a past range from REST: a row is final only when REST also serves a
+later bar (its view has moved past that row's close), never because a clock ran out."""
 
 from __future__ import annotations
 
 import time
 
+from quantcore.events import BarEvent, utc_text
 from quantcore.feeds.binance.codec import KlineCodec
 from quantcore.feeds.binance.feed import BinanceKlineFeed
+from quantcore.feeds.binance.rest import BinanceRest
 from quantcore.sinks.refill import HistoryPage, HistoryPending
+
+
+async def final_page(
+    rest: BinanceRest, codec: KlineCodec, key: tuple[str, str], start_ms: int, limit: int,
+    end_ms: int | None = None,
+) -> tuple[list[BarEvent], int]:  # fmt: skip
+    """The final bars of one ``limit``-row answer from ``start_ms``, and the open time of
+    its last row: every bar before it is settled (served, or absent on the exchange)."""
+    symbol, interval = key
+    rows = await rest.klines(symbol, interval, start_ms, end_ms, limit)
+    received = time.time_ns()
+    bars = [codec.parse_rest_row(symbol, interval, row, received) for row in rows]
+    bars = [bar for bar in bars if bar.open_time_ms >= start_ms]
+    if not bars:
+        raise HistoryPending(
+            f"{symbol} {interval}: REST serves nothing from {utc_text(start_ms)} yet"
+        )
+    return bars[:-1], bars[-1].open_time_ms
 
 
 class RestHistory:
@@ -20,19 +35,16 @@ class RestHistory:
     ``end_ms``, already published, is the evidence that everything before it is final)."""
 
     def __init__(self, feed: BinanceKlineFeed) -> None:
-        self._feed = feed
-        self._codec = KlineCodec()
+        self.rest = feed.rest
+        self.codec = KlineCodec()
 
     async def final_bars(
         self, symbol: str, interval: str, start_ms: int, end_ms: int
     ) -> HistoryPage:
-        feed = self._feed
-        rows = await feed.rest_klines(symbol, interval, start_ms, end_ms, feed.venue.klines_limit)
-        received = time.time_ns()
-        bars = [self._codec.parse_rest_row(symbol, interval, row, received) for row in rows]
-        bars = [bar for bar in bars if bar.open_time_ms >= start_ms]
-        if not bars:
-            raise HistoryPending(f"{symbol} {interval}: REST serves nothing from {start_ms} yet")
-        if bars[-1].open_time_ms >= end_ms:
+        page = self.rest.venue.klines_limit
+        bars, last = await final_page(
+            self.rest, self.codec, (symbol, interval), start_ms, page, end_ms
+        )
+        if last >= end_ms:
             return HistoryPage([bar for bar in bars if bar.open_time_ms < end_ms], end_ms)
-        return HistoryPage(bars[:-1], bars[-1].open_time_ms)
+        return HistoryPage(bars, last)

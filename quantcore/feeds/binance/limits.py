@@ -132,23 +132,19 @@ class RestBudget:
         self._banned_until = max(self._banned_until, time.monotonic() + seconds)
 
 
-_budgets: dict[tuple[str, str], ConnectionBudget | RestBudget] = {}
+_connect_budgets: dict[str, ConnectionBudget] = {}
+_rest_budgets: dict[str, RestBudget] = {}
 
 
 def _host(url: str) -> str:
-    parts = urlsplit(url)
-    return parts.netloc or url
+    return urlsplit(url).netloc or url
 
 
 def connection_budget(ws_url: str, limits: ConnectLimits) -> ConnectionBudget:
     """The process-wide attempt budget for the WebSocket host of ``ws_url``."""
-    budget = _budgets.setdefault(("ws", _host(ws_url)), ConnectionBudget(limits))
-    assert isinstance(budget, ConnectionBudget)
-    return budget
+    return _connect_budgets.setdefault(_host(ws_url), ConnectionBudget(limits))
 
 
 def rest_budget(rest_url: str, limits: RestLimits) -> RestBudget:
     """The process-wide weight budget for the REST host of ``rest_url``."""
-    budget = _budgets.setdefault(("rest", _host(rest_url)), RestBudget(limits))
-    assert isinstance(budget, RestBudget)
-    return budget
+    return _rest_budgets.setdefault(_host(rest_url), RestBudget(limits))

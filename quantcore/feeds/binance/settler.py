@@ -24,10 +24,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from abc import abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from quantcore.events import (
     GAP,
@@ -40,15 +39,14 @@ from quantcore.events import (
     utc_text,
 )
 from quantcore.feeds.base import DataFeed, StreamKey, StreamSequencer
+from quantcore.feeds.binance.clock import ExchangeClock
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
+from quantcore.feeds.binance.rest import BackfillError, BinanceRest
+from quantcore.feeds.binance.settings import BinanceFeedSettings
+from quantcore.feeds.binance.symbols import SymbolCheck
+from quantcore.feeds.binance.venues import Venue
 from quantcore.intervals import bar_open_ms
 from quantcore.progress import progress
-
-if TYPE_CHECKING:
-    from quantcore.feeds.binance.clock import ExchangeClock
-    from quantcore.feeds.binance.feed import BinanceFeedSettings
-    from quantcore.feeds.binance.venues import Venue
-    from quantcore.history.catchup import ArchiveCatchUp
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +60,6 @@ DAY_MS = 86_400_000
 RETRY_MS = (1_000, 16_000)
 """Exchange ms before REST is asked again after an answer without evidence: doubles
 from the first to the second while REST stays behind."""
-
-
-class BackfillError(RuntimeError):
-    """A REST call failed; the settler retries later, so no gap is skipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +84,6 @@ class StreamState:
     seen_open: datetime | None = None
     """Open time of the newest bar seen in a frame or a probe."""
     seen_trades: int = -1
-    held: list[BarEvent] = field(default_factory=list)
-    """Live closed bars waiting, in order, for the settler to fill the hole before them."""
     caught_up: bool = False
     """Set at the first catch-up: only that one may be capped by backfill_limit."""
     halted: bool = False
@@ -109,6 +101,14 @@ class StreamState:
     misses: int = 0
 
 
+class ArchiveDays(Protocol):
+    """Whole archived days of a long catch-up (``history.catchup.ArchiveCatchUp``)."""
+
+    async def publish_days(
+        self, feed: SettlingFeed, state: StreamState, start_ms: int, server_now: int
+    ) -> int: ...
+
+
 class SettlingFeed(DataFeed):
     """The settling half of the Binance feed: REST catch-up, held bars, gap events."""
 
@@ -116,24 +116,21 @@ class SettlingFeed(DataFeed):
     states: dict[StreamKey, StreamState]
     clock: ExchangeClock
     venue: Venue
+    rest: BinanceRest
     fatal_stream: StreamKey | None
     _codec: KlineCodec
     _stopping: asyncio.Event
     _wake: asyncio.Event
     _settle_lock: asyncio.Lock
-    _symbols_checked: bool
-    archive: ArchiveCatchUp | None = None
+    symbol_check: SymbolCheck
+    archive: ArchiveDays | None = None
     """Whole archived days of a long outage come from here (set by the App), not REST."""
 
-    @abstractmethod
-    async def rest_klines(
-        self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None, limit: int
-    ) -> list[list[Any]]:
-        """One ``klines`` request inside the weight budget (BackfillError on failure)."""
-
-    @abstractmethod
-    async def _server_time(self) -> int:
-        """The exchange's clock in epoch ms, read over REST."""
+    async def server_time(self) -> int:
+        """The exchange's clock in epoch ms, read over REST: what has settled is its call."""
+        server_ms = await self.rest.server_time()
+        self.clock.observe(server_ms)
+        return server_ms
 
     def resume_after(self, key: StreamKey, open_time_ms: int) -> None:
         super().resume_after(key, open_time_ms)
@@ -146,9 +143,9 @@ class SettlingFeed(DataFeed):
         out = {}
         for key, state in self.states.items():
             nxt = state.sequencer.next_open()
-            if state.waiting_since is not None and state.held and nxt is not None:
+            if state.waiting_since is not None and state.sequencer.held and nxt is not None:
                 since = datetime.fromtimestamp(state.waiting_since, UTC)
-                out[key] = StreamWait(since, len(state.held), nxt)
+                out[key] = StreamWait(since, len(state.sequencer.held), nxt)
         return out
 
     # -- the loop ------------------------------------------------------------------------
@@ -162,7 +159,7 @@ class SettlingFeed(DataFeed):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), settings.poll)
             self._wake.clear()
-            if self._stopping.is_set() or not self._symbols_checked:
+            if self._stopping.is_set() or not self.symbol_check.done:
                 continue
             try:
                 await self._settle(self._due())
@@ -184,7 +181,7 @@ class SettlingFeed(DataFeed):
             due = [s for s in due if only is None or s in only]
             if not due:
                 return
-            server_now = await self._server_time()
+            server_now = await self.server_time()
             self._check_resume_points(due, server_now)
             if self.fatal is not None:
                 return
@@ -209,7 +206,7 @@ class SettlingFeed(DataFeed):
                 estimate is None
                 or (
                     estimate >= state.ask_at_ms
-                    and (state.held or epoch_ms(nxt) + state.step_ms + grace <= estimate)
+                    and (state.sequencer.held or epoch_ms(nxt) + state.step_ms + grace <= estimate)
                 )
             ):
                 due.append(state)
@@ -251,14 +248,14 @@ class SettlingFeed(DataFeed):
             state.caught_up = True
             start = self._cap(state, start, current)
         before = sequencer.last
-        self._release(state)
+        self.release(state.sequencer)
         start = sequencer_next(state) or start
-        if not state.held or start < state.held[0].open_time_ms:
+        if not sequencer.held or start < sequencer.held[0].open_time_ms:
             await self._fetch(state, start, server_now)
-        self._release(state)
+        self.release(state.sequencer)
         nxt = sequencer.next_open()
         behind = nxt is not None and epoch_ms(nxt) + step <= server_now
-        if (state.held or behind) and sequencer.last == before:
+        if (sequencer.held or behind) and sequencer.last == before:
             first, most = RETRY_MS
             state.ask_at_ms = server_now + min(most, first << min(state.misses, 8))
             state.misses += 1
@@ -275,8 +272,8 @@ class SettlingFeed(DataFeed):
         oldest = current - limit * state.step_ms
         if state.live_from_ms is not None:
             oldest = min(oldest, state.live_from_ms)
-        if state.held:
-            oldest = min(oldest, state.held[0].open_time_ms)
+        if state.sequencer.held:
+            oldest = min(oldest, state.sequencer.held[0].open_time_ms)
         if start >= oldest:
             return start
         symbol, interval = state.key
@@ -304,7 +301,7 @@ class SettlingFeed(DataFeed):
         if self.archive is not None and server_now - start_ms > 2 * DAY_MS:
             start_ms = await self.archive.publish_days(self, state, start_ms, server_now)
         trusted_ms = server_now - int(self.settings.settle * 1000)
-        end_ms = state.held[-1].open_time_ms if state.held else None
+        end_ms = state.sequencer.held[-1].open_time_ms if state.sequencer.held else None
         page = self.venue.klines_limit
         top = end_ms if end_ms is not None else bar_open_ms(server_now, interval)
         expected = (top - start_ms) // step
@@ -317,7 +314,7 @@ class SettlingFeed(DataFeed):
         limit = min(page, max(2, (top - cursor) // step + 2))
         try:
             while not self._stopping.is_set():
-                rows = await self.rest_klines(symbol, interval, cursor, end_ms, limit)
+                rows = await self.rest.klines(symbol, interval, cursor, end_ms, limit)
                 received = time.time_ns()
                 bars = [self._parse_row(symbol, interval, row, received) for row in rows]
                 for n, bar in enumerate(bars):
@@ -359,13 +356,13 @@ class SettlingFeed(DataFeed):
         returns the number of bars declared absent."""
         absent = 0
         while True:
-            self._release(state)
+            self.release(state.sequencer)
             nxt = sequencer_next(state)
             if nxt is None or nxt >= open_ms:
                 return absent
             stop = open_ms
-            if state.held:
-                stop = min(stop, state.held[0].open_time_ms)
+            if state.sequencer.held:
+                stop = min(stop, state.sequencer.held[0].open_time_ms)
             if stop <= nxt:
                 return absent
             last = stop - state.step_ms
@@ -388,53 +385,23 @@ class SettlingFeed(DataFeed):
     # -- live closed bars ----------------------------------------------------------------
 
     def _on_closed(self, state: StreamState, bar: BarEvent) -> None:
-        """A live closed bar: published if next, else held in order until the hole is filled."""
-        held = state.held
-        if not held:
-            if self.offer(bar) is not None:
-                held.append(bar)
-                self._wake.set()
-            return
-        if bar.open_time == state.sequencer.next_open():
-            self.offer(bar)  # it fills the hole: the held bars behind it may follow
-            self._release(state)
-        elif bar.open_time > held[-1].open_time:
-            held.append(bar)
-        elif bar.open_time not in {h.open_time for h in held}:
-            held.append(bar)
-            held.sort(key=lambda h: h.open_time)
-        else:
-            self.stats.duplicates += 1
-
-    def _release(self, state: StreamState) -> None:
-        """Publish the held bars that are now next in line, stopping at the next hole."""
-        held = state.held
-        sequencer = state.sequencer
-        taken = 0
-        for bar in held:
-            last = sequencer.last
-            if last is not None and bar.open_time <= last:
-                self.stats.duplicates += 1
-            elif bar.open_time == sequencer.next_open():
-                self.publish_closed(bar, backfilled=False)
-            else:
-                break
-            taken += 1
-        del held[:taken]
-        if not held and state.waiting_since is not None:
+        """A live closed bar, in order (:meth:`DataFeed.hold`); a new hole wakes the settler."""
+        if self.hold(state.sequencer, bar):
+            self._wake.set()
+        elif not state.sequencer.held and state.waiting_since is not None:
             self._note_wait(state)
 
     def _note_wait(self, state: StreamState) -> None:
         """One log line when held bars start waiting for REST, one when the wait ends."""
         symbol, interval = state.key
         nxt = state.sequencer.next_open()
-        if state.held and state.waiting_since is None and nxt is not None:
+        if state.sequencer.held and state.waiting_since is None and nxt is not None:
             state.waiting_since = time.time()
             log.info(
                 "%s: %s %s: %d live bars held until REST serves a bar after %s (REST lags)",
-                self.name, symbol, interval, len(state.held), nxt,
+                self.name, symbol, interval, len(state.sequencer.held), nxt,
             )  # fmt: skip
-        elif not state.held and state.waiting_since is not None:
+        elif not state.sequencer.held and state.waiting_since is not None:
             log.info(
                 "%s: %s %s: REST caught up after %.1fs; held bars released",
                 self.name, symbol, interval, time.time() - state.waiting_since,

@@ -143,23 +143,23 @@ class LibrarySocket:
     """python-binance's ``multiplex_socket`` with its own reconnects disabled (the
     supervisor owns reconnects) and frames kept as text for the codec."""
 
-    __slots__ = ("_detached", "_socket")
+    __slots__ = ("_client", "_detached", "_socket")
 
-    def __init__(self, socket: Any) -> None:
+    def __init__(self, socket: Any, client: AsyncClient) -> None:
         self._socket = socket
+        self._client = client
         self._detached = False
 
     @classmethod
-    async def open(
-        cls, client: AsyncClient, ws_url: str, names: Sequence[str], max_queue: int
-    ) -> LibrarySocket:
+    async def open(cls, ws_url: str, names: Sequence[str], max_queue: int) -> LibrarySocket:
+        client = AsyncClient()
         manager = BinanceSocketManager(client, max_queue_size=max_queue)
         manager.STREAM_URL = ws_url
         socket = manager.multiplex_socket(list(names))
         socket.MAX_RECONNECTS = 0
         socket.TIMEOUT = 1.0
         socket.json_loads = _keep_text
-        wrapped = cls(socket)
+        wrapped = cls(socket, client)
         try:
             await socket.__aenter__()
         except BaseException:
@@ -192,6 +192,7 @@ class LibrarySocket:
                 if socket.ws is not None:
                     await socket.ws.close()
                 await socket.__aexit__(None, None, None)
+                await self._client.close_connection()
         except Exception as exc:
             log.debug("socket teardown: %s", describe(exc))
 
@@ -201,7 +202,7 @@ def _keep_text(frame: str | bytes) -> str | bytes:
 
 
 async def open_socket(
-    transport: Transport, client: AsyncClient, ws_url: str, names: Sequence[str], max_queue: int
+    transport: Transport, ws_url: str, names: Sequence[str], max_queue: int
 ) -> StreamSocket:
     """Connect one combined-stream socket of the configured kind."""
     if transport == "picows":
@@ -214,4 +215,4 @@ async def open_socket(
 
             return await CuttingSocket.open(ws_url, names, max_queue)
         return await PublicSocket.open(ws_url, names, max_queue)
-    return await LibrarySocket.open(client, ws_url, names, max_queue)
+    return await LibrarySocket.open(ws_url, names, max_queue)
