@@ -15,7 +15,14 @@ from quantcore.bus import EventBus
 from quantcore.config import ConfigError, parse_config
 from quantcore.feeds.binance.clock import ExchangeClock
 from quantcore.feeds.binance.feed import BinanceFeedSettings, BinanceKlineFeed
-from quantcore.feeds.binance.limits import ConnectionBudget, ConnectLimits, RestBudget, RestLimits
+from quantcore.feeds.binance.limits import (
+    ConnectionBudget,
+    ConnectLimits,
+    RestBudget,
+    RestLimits,
+    connection_budget,
+    rest_budget,
+)
 from quantcore.feeds.binance.rest import BackfillError, BinanceRest
 from quantcore.feeds.binance.venues import SPOT
 from quantcore.intervals import bar_open_ms, interval_ms
@@ -35,6 +42,16 @@ async def test_connection_budget_spaces_attempts_and_caps_the_window() -> None:
     # the 4th attempt had to wait for the 1st to leave the 0.6 s window
     assert stamps[3] - stamps[0] >= 0.59
     assert budget.recent <= 3
+
+
+def test_the_strictest_callers_limits_hold_for_a_host() -> None:
+    """Binance counts per IP: a second feed's tighter limits are not lost to the first's."""
+    rest = rest_budget("http://127.0.0.1:1/api", RestLimits(weight_per_minute=3000))
+    assert rest_budget("http://127.0.0.1:1/fapi", RestLimits(weight_per_minute=500)) is rest
+    assert rest_budget("http://127.0.0.1:1/", RestLimits()).limits.weight_per_minute == 500
+    ws = connection_budget("ws://127.0.0.1:1/ws", ConnectLimits(attempts=50, window=60))
+    connection_budget("ws://127.0.0.1:1/ws", ConnectLimits(attempts=80, window=300, spacing=0))
+    assert ws.limits == ConnectLimits(attempts=50, window=300, spacing=0.25)
 
 
 async def test_connection_budget_honours_a_ban() -> None:

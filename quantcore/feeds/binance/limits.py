@@ -4,6 +4,7 @@ Binance counts both per IP, so every connection and every REST call of the proce
 from one budget per exchange host, whatever the faults: a reconnect storm is slowed by
 the attempt budget, and a 429/418 makes *every* caller wait out ``Retry-After`` instead
 of one caller retrying inside the ban window (which is what escalates to a 418 ban).
+Every caller's limits hold: the strictest one given for a host is the budget's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ class ConnectLimits:
     window: float = 300.0
     spacing: float = 0.25
 
+    def stricter(self, other: ConnectLimits) -> ConnectLimits:
+        """Both callers' limits hold: the fewer attempts, the longer window and spacing."""
+        return ConnectLimits(min(self.attempts, other.attempts), max(self.window, other.window),
+                             max(self.spacing, other.spacing))  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class RestLimits:
@@ -40,6 +46,10 @@ class RestLimits:
     """
 
     weight_per_minute: int = 3000
+
+    def stricter(self, other: RestLimits) -> RestLimits:
+        """Both callers' limits hold: the smaller weight per minute."""
+        return RestLimits(min(self.weight_per_minute, other.weight_per_minute))
 
 
 class ConnectionBudget:
@@ -141,10 +151,16 @@ def _host(url: str) -> str:
 
 
 def connection_budget(ws_url: str, limits: ConnectLimits) -> ConnectionBudget:
-    """The process-wide attempt budget for the WebSocket host of ``ws_url``."""
-    return _connect_budgets.setdefault(_host(ws_url), ConnectionBudget(limits))
+    """The process-wide attempt budget for the WebSocket host of ``ws_url``; a caller with
+    stricter limits tightens it (Binance counts per IP, so every caller's limits must hold)."""
+    budget = _connect_budgets.setdefault(_host(ws_url), ConnectionBudget(limits))
+    budget.limits = budget.limits.stricter(limits)
+    return budget
 
 
 def rest_budget(rest_url: str, limits: RestLimits) -> RestBudget:
-    """The process-wide weight budget for the REST host of ``rest_url``."""
-    return _rest_budgets.setdefault(_host(rest_url), RestBudget(limits))
+    """The process-wide weight budget for the REST host of ``rest_url``; the strictest
+    caller's weight per minute holds for all."""
+    budget = _rest_budgets.setdefault(_host(rest_url), RestBudget(limits))
+    budget.limits = budget.limits.stricter(limits)
+    return budget
