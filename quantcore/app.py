@@ -181,7 +181,7 @@ class VenueApp:
 
     def _fatal_text(self, feed: DataFeed) -> str:
         """The feed's reason, led by the file that holds a stream's contradicting history."""
-        key = getattr(feed, "fatal_stream", None)
+        key = feed.fatal_stream
         holders = [
             str(c.path_for(*key))
             for c in self.components

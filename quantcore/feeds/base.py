@@ -104,6 +104,8 @@ class DataFeed(ABC):
         """Of those, bars filled from REST (gaps and catch-up) per (symbol, interval)."""
         self.fatal: str | None = None
         """Why the feed gave up for good (e.g. an unknown symbol); None while healthy."""
+        self.fatal_stream: StreamKey | None = None
+        """The stream whose history contradicts the exchange, when that is why."""
         self.bar_limit: int | None = None
         """Stop after publishing this many closed bars (``--max-bars``); None: no limit."""
         self.sequencers: dict[StreamKey, StreamSequencer] = {

@@ -51,7 +51,6 @@ class BinanceKlineFeed(ConnectionSupervisor):
         self._wake = asyncio.Event()
         self._settle_lock = asyncio.Lock()
         self.clock = ExchangeClock()
-        self.fatal_stream: StreamKey | None = None
         """The stream whose recorded history contradicts the exchange, if that is fatal."""
         self.connections: list[Connection] = []
         """The planned connections (set by :meth:`run`), read by the metrics exporter."""
