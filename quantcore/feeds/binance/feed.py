@@ -52,6 +52,7 @@ from quantcore.feeds.binance.codec import (
     is_error_payload,
     stream_name,
 )
+from quantcore.feeds.binance.forming import FormingBars
 from quantcore.feeds.binance.limits import (
     ConnectionBudget,
     ConnectLimits,
@@ -188,6 +189,8 @@ class BinanceKlineFeed(SettlingFeed):
         super().__init__(bus, streams, name)
         self.settings = settings or BinanceFeedSettings()
         self._codec = KlineCodec()
+        self.forming = FormingBars(self._codec, self.sequencers)
+        """Each stream's bar still forming, converted only when asked for."""
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._client: AsyncClient | None = None
@@ -491,6 +494,7 @@ class BinanceKlineFeed(SettlingFeed):
             if self.bar_limit is not None and self.limit_reached:
                 self.stats.stale += 1
             else:  # most frames: straight to the partial rule, no second stream lookup
+                self.forming.latest[state.key] = bar
                 self.offer_partial(state.sequencer, bar)
             return
         self._on_closed(state, bar)
@@ -523,6 +527,7 @@ class BinanceKlineFeed(SettlingFeed):
         elif open_time <= last:
             self.stats.stale += 1
             return
+        self.forming.latest[state.key] = (k, event_ms)
         self.stats.partials += 1
 
     async def _market_moved(self, conn: _Connection) -> bool:
