@@ -40,6 +40,7 @@ from _common import (
     load_average,
     median,
     parser,
+    run_main,
 )
 
 from quantcore.app import App
@@ -300,7 +301,7 @@ async def main_async() -> None:
         "run them too (see docs/benchmarks.md); default: no peers",
     )
     args = p.parse_args()
-    out = Reporter("end_to_end", args.results)
+    out = Reporter(f"end_to_end[{args.loop}]", args.results)
     names = ["BTCUSDT"]
     bars = args.bars
     blast = bars * args.updates_per_bar
@@ -343,7 +344,7 @@ async def main_async() -> None:
     out.note(
         f"blast of {bars:,} real BTCUSDT 1m bars x {args.updates_per_bar} frames = {frames:,} "
         f"frames per run, pre-rendered, server in its own process; median of {args.rounds} "
-        f"alternating rounds; "
+        f"alternating rounds; every client on the {args.loop} event loop; "
         f"load {load_average()}"
     )
     labels = {
@@ -364,8 +365,8 @@ async def main_async() -> None:
         out.note(
             f"peers with {args.peers_python}: each keeps the closed bars and appends one CSV "
             f"line per closed bar (line-buffered), checked to hold all {bars:,}; cryptofeed "
-            f"as shipped runs on uvloop (FeedHandler's default; quantcore and the loops above "
-            f"on asyncio's own loop); unicorn reads in its own stream thread"
+            f"as shipped runs on uvloop (FeedHandler's default); unicorn reads in its own "
+            f"stream thread"
         )
     else:
         out.note(
@@ -395,4 +396,4 @@ async def main_async() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main_async())
+    run_main(main_async)

@@ -40,6 +40,7 @@ from _common import (
     peak_rss_bytes,
     percentile,
     rss_bytes,
+    run_main,
     symbols,
 )
 
@@ -226,7 +227,7 @@ async def main_async() -> None:
         help="the kind exchange (no Binance limits) instead of the realistic profile",
     )
     args = p.parse_args()
-    out = Reporter("scale", args.results)
+    out = Reporter(f"scale[{args.transport}]", args.results)
     names = symbols(args.symbols)
     expected = args.symbols * args.updates_per_bar / 60
     samples: list[Sample] = []
@@ -367,4 +368,4 @@ async def main_async() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main_async())
+    run_main(main_async)
