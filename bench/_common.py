@@ -15,7 +15,7 @@ import re
 import resource
 import statistics
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,10 +99,27 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--transport",
         choices=("picows", "websockets", "python-binance"),
-        default="websockets",
+        default="picows",
         help="feed.transport of the App",
     )
+    p.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop the whole script runs on (the App's runtime.loop)",
+    )
     return p
+
+
+def run_main(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a script's ``main`` on the event loop its ``--loop`` option names."""
+    known, _ = parser("").parse_known_args()
+    if known.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 # -- statistics ------------------------------------------------------------------------------

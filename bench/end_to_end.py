@@ -40,11 +40,12 @@ from _common import (
     load_average,
     median,
     parser,
+    run_main,
 )
 
 from quantcore.app import App
 from quantcore.component import Component
-from quantcore.events import BarEvent, FeedState, FeedStatus
+from quantcore.events import BAR_PARTIAL, BarEvent, FeedState, FeedStatus
 from quantcore.feeds.binance.codec import stream_name
 
 with warnings.catch_warnings():
@@ -83,7 +84,9 @@ class _ExchangeLoad:
 
 
 class _Probe(Component):
-    """Subscribed last: notes wall and CPU time at the first event and at the last bar.
+    """Subscribed last, to closed bars only (so it adds no ``bar.partial`` subscriber):
+    notes wall and CPU time at the first closed bar and at the last, and the feed's frame
+    count at both; the frames between them are the ones timed.
 
     Clocks are read only at those two points: a CPU-time clock per event would cost
     more than some of the stages it measures.
@@ -93,10 +96,15 @@ class _Probe(Component):
         super().__init__(name="probe")
         self.target = bars
         self.bars = 0
-        self.events = 0
         self.first = (0.0, 0.0)
         self.last = (0.0, 0.0)
+        self.frames = (0, 0)
         self.connected = self.live = 0.0
+        self.app: App | None = None
+
+    def _feed_frames(self) -> int:
+        assert self.app is not None and self.app.feed is not None
+        return self.app.feed.stats.frames
 
     def on_feed_status(self, status: FeedStatus) -> None:
         if status.state is FeedState.CONNECTED and not self.connected:
@@ -105,34 +113,6 @@ class _Probe(Component):
             self.live = time.perf_counter()
 
     def on_bar(self, bar: BarEvent) -> None:
-        self.events += 1
-        self.bars += 1
-        if self.bars == self.target:
-            self.last = (time.perf_counter(), time.process_time())
-
-    def on_bar_partial(self, bar: BarEvent) -> None:
-        if not self.events:
-            self.first = (time.perf_counter(), time.process_time())
-        self.events += 1
-
-
-class _ClosedProbe(_Probe):
-    """For a CSV-only App, where nobody subscribes to ``bar.partial``: timed from the
-    first closed bar to the last, the frames between them counted by the feed."""
-
-    def __init__(self, bars: int) -> None:
-        super().__init__(bars)
-        self.app: App | None = None
-        self.frames = (0, 0)
-
-    def _feed_frames(self) -> int:
-        assert self.app is not None and self.app.feed is not None
-        return self.app.feed.stats.frames
-
-    on_bar_partial = Component.on_bar_partial  # not overridden: not subscribed
-
-    def on_bar(self, bar: BarEvent) -> None:
-        self.events += 1
         self.bars += 1
         if self.bars == 1:
             self.first = (time.perf_counter(), time.process_time())
@@ -146,32 +126,26 @@ async def run_app(
     exchange: ExchangeProcess, names: list[str], bars: int, transport: str, history: bool = True
 ) -> Run:
     """The App until ``bars`` closed bars went out; HistoryStore + CsvRecorder, no console
-    (``history=False``: CsvRecorder alone, so nobody subscribes to ``bar.partial``)."""
-    probe = _Probe(bars) if history else _ClosedProbe(bars)
+    (``history=False``: CsvRecorder alone). Nobody subscribes to ``bar.partial``."""
+    probe = _Probe(bars)
     with tempfile.TemporaryDirectory(prefix="qc-bench-") as tmp:
         config = app_config(exchange.ws_url, exchange.rest_url, names, tmp)
         # The blast's clock stands after its last bar: nothing is old enough to skip.
         feed = replace(config.feed, transport=transport, backfill_limit=10**6)  # type: ignore[arg-type]
         consumers = config.consumers if history else config.consumers[1:]
         config = replace(config, feed=feed, consumers=consumers)
-        app = App(config, [probe])
-        if isinstance(probe, _ClosedProbe):
-            probe.app = app
+        app = probe.app = App(config, [probe])
         exchange_load = _ExchangeLoad(exchange.pid)
         await app.run(max_bars=bars, duration=120)
         exchange_cpu = exchange_load.share()
     assert app.feed is not None
     stats = app.feed.stats
-    events = stats.bars if isinstance(probe, _ClosedProbe) else stats.partials + stats.bars
-    if events != probe.events or stats.bars != bars or stats.malformed:
-        raise RuntimeError(f"app run incomplete: {stats.summary()}")
+    if stats.bars != bars or stats.malformed or app.bus.has_subscribers(BAR_PARTIAL):
+        raise RuntimeError(f"app run incomplete or not comparable: {stats.summary()}")
     if not probe.connected or probe.live - probe.connected > BLAST_START_DELAY / 2:
         # Frames parsed before the pump ran would be decoded outside the timed span.
         raise RuntimeError("the App went live after the blast began: figure not comparable")
-    if isinstance(probe, _ClosedProbe):
-        frames = probe.frames[1] - probe.frames[0]
-    else:
-        frames = probe.events - 1
+    frames = probe.frames[1] - probe.frames[0]
     return Run(frames, probe.last[0] - probe.first[0], probe.last[1] - probe.first[1], exchange_cpu)
 
 
@@ -327,7 +301,7 @@ async def main_async() -> None:
         "run them too (see docs/benchmarks.md); default: no peers",
     )
     args = p.parse_args()
-    out = Reporter("end_to_end", args.results)
+    out = Reporter(f"end_to_end[{args.loop}]", args.results)
     names = ["BTCUSDT"]
     bars = args.bars
     blast = bars * args.updates_per_bar
@@ -370,7 +344,7 @@ async def main_async() -> None:
     out.note(
         f"blast of {bars:,} real BTCUSDT 1m bars x {args.updates_per_bar} frames = {frames:,} "
         f"frames per run, pre-rendered, server in its own process; median of {args.rounds} "
-        f"alternating rounds; "
+        f"alternating rounds; every client on the {args.loop} event loop; "
         f"load {load_average()}"
     )
     labels = {
@@ -391,8 +365,8 @@ async def main_async() -> None:
         out.note(
             f"peers with {args.peers_python}: each keeps the closed bars and appends one CSV "
             f"line per closed bar (line-buffered), checked to hold all {bars:,}; cryptofeed "
-            f"as shipped runs on uvloop (FeedHandler's default; quantcore and the loops above "
-            f"on asyncio's own loop); unicorn reads in its own stream thread"
+            f"as shipped runs on uvloop (FeedHandler's default); unicorn reads in its own "
+            f"stream thread"
         )
     else:
         out.note(
@@ -403,11 +377,14 @@ async def main_async() -> None:
         target, met = "", None
         if kind == "app:picows":
             target, met = "<= 1.5x floor", cpu[kind] / floor <= 1.5
+        # Round n of every kind ran back to back: its ratio to that round's floor.
+        ratios = [r.cpu_us / f.cpu_us for r, f in zip(runs[kind], runs["bare:picows"], strict=True)]
+        each = " ".join(f"{r.cpu_us:.1f}" for r in runs[kind])
         out.add(
             f"client CPU per frame: {labels[kind]}",
-            f"{cpu[kind]:.1f} us/frame at {rate[kind]:,.0f} msg/s",
+            f"{cpu[kind]:.1f} us/frame (rounds: {each}) at {rate[kind]:,.0f} msg/s",
             baseline=f"floor {floor:.1f} us/frame",
-            ratio=f"{cpu[kind] / floor:.2f}x",
+            ratio=f"{cpu[kind] / floor:.2f}x (per round {min(ratios):.2f}-{max(ratios):.2f}x)",
             target=target,
             met=met,
         )
@@ -422,4 +399,4 @@ async def main_async() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main_async())
+    run_main(main_async)

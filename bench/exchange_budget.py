@@ -16,7 +16,7 @@ import asyncio
 import tempfile
 from dataclasses import dataclass
 
-from _common import Reporter, load_average, parser, symbols
+from _common import Reporter, load_average, parser, run_main, symbols
 
 from quantcore.app import App
 from quantcore.config import parse_config
@@ -149,4 +149,4 @@ async def main_async() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main_async())
+    run_main(main_async)

@@ -10,7 +10,6 @@ Run: python bench/latency.py [--seconds S] [--rate MSG_PER_S] [--symbols N]
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 import time
@@ -23,6 +22,7 @@ from _common import (
     load_average,
     parser,
     percentile,
+    run_main,
     symbols,
 )
 
@@ -112,7 +112,7 @@ async def main_async() -> None:
     p.add_argument("--symbols", type=int, default=50)
     p.add_argument("--updates-per-bar", type=int, default=11, help="x:false per bar")
     args = p.parse_args()
-    out = Reporter("latency", args.results)
+    out = Reporter(f"latency[{args.transport}]", args.results)
     names = symbols(args.symbols)
     per_bar = args.updates_per_bar + 1
     speed = args.rate * 60 / (args.symbols * per_bar)
@@ -155,7 +155,7 @@ async def main_async() -> None:
     )
     q50, q99, qmax = _spread(probe.partial)
     out.add(
-        "received -> HistoryStore updated (x:false)",
+        "received -> bar.partial delivered (x:false; this probe subscribes)",
         f"p50 {q50:.0f} us, p99 {q99:.0f} us, max {qmax:.0f} us",
     )
     out.add(
@@ -168,4 +168,4 @@ async def main_async() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main_async())
+    run_main(main_async)

@@ -25,7 +25,7 @@ from quantcore.bus import EventBus
 from quantcore.component import Component, Context
 from quantcore.config import AppConfig, ConfigError, LocalExchangeConfig
 from quantcore.consumers.csv_recorder import CsvPathError, CsvRecorder
-from quantcore.events import BAR, utc_text
+from quantcore.events import BAR, BarEvent, utc_text
 from quantcore.feeds import registry
 from quantcore.feeds.base import DataFeed, FeedStats, StreamKey
 from quantcore.feeds.binance.feed import BinanceFeedSettings
@@ -133,6 +133,7 @@ class VenueApp:
                 feed = self.feed = self._make_feed(settings)
                 attach_archive(feed, self.config, self._local_archive)
                 self.context.history = history_of(feed)
+                self.context.forming = forming_of(feed)
                 feed.bar_limit = max_bars
                 for key, open_ms in resume.items():
                     feed.resume_after(key, open_ms)
@@ -376,6 +377,13 @@ def history_of(feed: DataFeed) -> BarHistory | None:
     from quantcore.feeds.binance.history import RestHistory
 
     return RestHistory(feed) if isinstance(feed, BinanceKlineFeed) else None
+
+
+def forming_of(feed: DataFeed) -> Callable[[str, str], BarEvent | None] | None:
+    """The feed's bars still forming, converted on request (None: it keeps none)."""
+    from quantcore.feeds.binance.feed import BinanceKlineFeed
+
+    return feed.forming.current if isinstance(feed, BinanceKlineFeed) else None
 
 
 def start_local_exchange(

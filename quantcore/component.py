@@ -54,6 +54,9 @@ class Context:
     components: list[Component] = field(default_factory=list)
     history: BarHistory | None = None
     """The feed's past bars, for a recorder filling its own range (set once the feed exists)."""
+    forming: Callable[[str, str], BarEvent | None] | None = None
+    """The feed's bar still forming for (symbol, interval), converted on request (set once
+    the feed exists; None: the feed keeps none, only ``bar.partial`` carries it)."""
     request_stop: Callable[[], None] = field(default=lambda: None)
     """Stops the whole run gracefully (the App's ``stop``), e.g. when a recorder can no
     longer keep what it is handed."""

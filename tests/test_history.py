@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from quantcore.app import App
+from quantcore.bus import EventBus
+from quantcore.component import Component, Context
 from quantcore.consumers.history import COLUMNS, HistoryStore
-from quantcore.events import BarEvent
+from quantcore.events import BAR_PARTIAL, BarEvent
+from quantcore.sim import LocalExchange, ReplaySource
+from tests.harness import app_config, csv_rows
+from tests.paths import REST_BTC
 
 T0 = datetime(2024, 9, 4, 2, 27, tzinfo=UTC)
 
@@ -97,3 +107,90 @@ def test_current_partial_and_per_stream_separation() -> None:
     assert store.count("BTCUSDT", "1m") == 2 and store.count("ETHUSDT", "1m") == 1
     empty = store.frame("DOTUSDT", "1m")
     assert tuple(empty.columns) == COLUMNS and len(empty) == 0
+
+
+def test_current_is_asked_of_the_feed_without_a_partial_subscription() -> None:
+    """By default nobody subscribes to ``bar.partial`` for the store: the feed keeps its
+    forming bars and converts one only when :meth:`HistoryStore.current` asks."""
+    asked: list[tuple[str, str]] = []
+    forming = make_bar(5, closed=False)
+
+    def feed_forming(symbol: str, interval: str) -> BarEvent | None:
+        asked.append((symbol, interval))
+        return forming if symbol == "BTCUSDT" else None
+
+    bus = EventBus()
+    store = HistoryStore()
+    store.attach(Context(bus, forming=feed_forming))
+    assert not bus.has_subscribers(BAR_PARTIAL)
+    assert store.current("BTCUSDT", "1m") is forming
+    assert store.current("ETHUSDT", "1m") is None
+    assert asked == [("BTCUSDT", "1m"), ("ETHUSDT", "1m")]
+    subscribed = HistoryStore(partials=True)
+    subscribed.attach(Context(EventBus()))
+    assert subscribed.context.bus.has_subscribers(BAR_PARTIAL)
+
+
+class _Sampler(Component):
+    """Reads ``HistoryStore.current`` every few ms while the App runs, and notes the last
+    closed bar published at each read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.samples: list[tuple[BarEvent, int | None]] = []
+        self.last_closed: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def on_bar(self, bar: BarEvent) -> None:
+        self.last_closed = bar.open_time_ms
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._sample())
+
+    async def _sample(self) -> None:
+        store = self.context.find(HistoryStore)
+        assert store is not None
+        while True:
+            await asyncio.sleep(0.003)
+            bar = store.current("BTCUSDT", "1m")
+            if bar is not None:
+                self.samples.append((bar, self.last_closed))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def test_current_end_to_end_is_the_forming_bar_with_the_exchange_strings(
+    tmp_path: Path,
+) -> None:
+    """Against the local exchange, no ``bar.partial`` subscriber: every bar ``current``
+    returns is still forming (newer than the last closed bar), opened at the price its
+    closed bar shows in the CSV, and within that bar's final range (exact decimals)."""
+    sampler = _Sampler()
+    async with LocalExchange([ReplaySource.from_file(REST_BTC)], updates_per_bar=20) as exchange:
+        config = app_config(exchange, str(tmp_path / "{symbol}_{interval}.csv"))
+        app = App(config, extra_components=[sampler])
+        await app.run(max_bars=30)
+    assert not app.bus.has_subscribers(BAR_PARTIAL)
+    closed = {
+        int(pd.Timestamp(row[6]).timestamp() * 1000): row
+        for row in csv_rows(tmp_path / "BTCUSDT_1m.csv")
+    }
+    checked = 0
+    for bar, last_closed in sampler.samples:
+        assert not bar.closed
+        assert last_closed is None or bar.open_time_ms > last_closed
+        row = closed.get(bar.open_time_ms)
+        if row is None:
+            continue  # a bar still forming when the run ended
+        exact = bar.decimal_strings()
+        h, lo, o = (Decimal(v) for v in row[1:4])
+        assert exact.open == row[3]
+        assert lo <= Decimal(exact.low) <= Decimal(exact.high) <= h
+        assert lo <= Decimal(exact.close) <= h and Decimal(exact.volume) <= Decimal(row[4])
+        assert bar.close == float(exact.close) and bar.open == float(o)
+        checked += 1
+    assert checked >= 20, (checked, len(sampler.samples))

@@ -3,9 +3,9 @@
 Every message in order (also those that arrived before ``run``, fragmented ones, and
 frames cut anywhere by TCP), pings answered, a failing callback ends ``run`` with its
 own exception, ``detach`` ends it quietly, and a closed connection or a protocol error
-is :class:`SocketClosed`. Each test runs with picows, websockets' public ``recv`` loop,
-and the frame cutter where the installed websockets is one it runs on (16, 17); CI runs
-this file again on the lowest websockets setup.cfg allows.
+is :class:`SocketClosed`. Each test runs with picows and websockets' public ``recv`` loop
+(the websockets transport, public API only); CI runs this file again on the lowest
+websockets setup.cfg allows.
 """
 
 from __future__ import annotations
@@ -40,11 +40,9 @@ from quantcore.events import BarEvent
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
 from quantcore.feeds.binance.picows_socket import PicowsSocket
 from quantcore.feeds.binance.transport import (
-    WEBSOCKETS_VERSION,
     PublicSocket,
     SocketClosed,
     StreamSocket,
-    cutting_supported,
     open_socket,
 )
 from quantcore.sim import LocalExchange, ReplaySource
@@ -55,15 +53,11 @@ Script = Callable[[ServerConnection], Awaitable[None]]
 Opener = Callable[[str, list[str], int], Awaitable[StreamSocket]]
 
 _OPENERS: dict[str, Opener] = {"public": PublicSocket.open, "picows": PicowsSocket.open}
-if cutting_supported():
-    from quantcore.feeds.binance.cutter import CuttingSocket
-
-    _OPENERS["cutter"] = CuttingSocket.open
 
 
 @pytest.fixture(params=sorted(_OPENERS))
 def opener(request: pytest.FixtureRequest) -> Opener:
-    """Every way ``feed.transport: websockets`` may read on this websockets version."""
+    """Every direct transport: picows, and websockets' public ``recv`` loop."""
     return _OPENERS[request.param]
 
 
@@ -257,7 +251,7 @@ async def test_pings_are_answered_between_data_frames(opener: Opener) -> None:
 
 
 async def test_a_masked_server_frame_is_a_protocol_error(opener: Opener) -> None:
-    """websockets' checks apply (the cutter hands such a frame to websockets)."""
+    """A masked frame from the server ends the connection with 1002 (RFC 6455 5.1)."""
     stream = _frame(b"ok") + _frame(b"bad", mask=True) + _frame(b"never")
     got: list[bytes] = []
     async with _raw_server([stream], []) as url:
@@ -392,16 +386,6 @@ async def test_a_cancelled_run_stays_cancelled(opener: Opener) -> None:
             await asyncio.wait_for(run, 1)
 
 
-@pytest.mark.parametrize(
-    ("version", "cutting"),
-    [("13.1", False), ("15.0.1", False), ("16.0", True), ("17.4", True), ("18.0", False)],
-)
-def test_the_cutter_runs_only_on_the_websockets_it_is_tested_with(
-    version: str, cutting: bool
-) -> None:
-    assert cutting_supported(version) is cutting
-
-
 async def _opened_reads_hello(transport: str, script: Any) -> StreamSocket:
     """``open_socket(transport, …)`` against a server running ``script``: its first
     message arrives; the closed socket is returned for its type."""
@@ -420,17 +404,12 @@ async def _opened_reads_hello(transport: str, script: Any) -> StreamSocket:
     return socket
 
 
-async def test_the_websockets_transport_reads_the_installed_version_right(opener: Opener) -> None:
+async def test_the_websockets_transport_reads_through_the_public_recv_loop() -> None:
     async def script(ws: ServerConnection) -> None:
         await ws.send("hello")
 
-    async with _open(opener, script) as probe:  # a server for open_socket to reach
-        assert await _run_until(probe, 1) == [b"hello"]
     socket = await _opened_reads_hello("websockets", script)
-    expected = (
-        "CuttingSocket" if WEBSOCKETS_VERSION.split(".")[0] in ("16", "17") else "PublicSocket"
-    )
-    assert type(socket).__name__ == expected, WEBSOCKETS_VERSION
+    assert isinstance(socket, PublicSocket)
 
 
 async def test_the_picows_transport_opens_a_picows_socket() -> None:

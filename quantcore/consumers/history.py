@@ -112,14 +112,19 @@ class HistoryStore(Component):
 
     ``max_rows`` bounds each stream's history (oldest rows dropped); None keeps all.
     Frames returned by :meth:`frame` are read-only snapshots: later bars never
-    change a frame you already hold.
+    change a frame you already hold. The forming bar comes from the feed on request
+    (``context.forming``); ``partials: true`` subscribes to ``bar.partial`` instead, for
+    a feed that keeps none (the redis feed): every update then costs a BarEvent.
     """
 
-    def __init__(self, *, max_rows: int | None = None, name: str | None = None) -> None:
+    def __init__(
+        self, *, max_rows: int | None = None, partials: bool = False, name: str | None = None
+    ) -> None:
         super().__init__(name=name)
         if max_rows is not None and max_rows < 1:
             raise ValueError(f"max_rows must be a positive integer or null, got {max_rows!r}")
         self.max_rows = max_rows
+        self.partials = partials
         self._streams: dict[tuple[str, str], _StreamHistory] = {}
         self._current: dict[tuple[str, str], BarEvent] = {}
 
@@ -132,6 +137,9 @@ class HistoryStore(Component):
         current = self._current.get(key)
         if current is not None and current.open_time <= bar.open_time:
             del self._current[key]
+
+    def wants(self, handler: str) -> bool:
+        return handler != "on_bar_partial" or self.partials
 
     def on_bar_partial(self, bar: BarEvent) -> None:
         self._current[(bar.symbol, bar.interval)] = bar
@@ -146,8 +154,13 @@ class HistoryStore(Component):
         return stream.frame()
 
     def current(self, symbol: str, interval: str) -> BarEvent | None:
-        """The latest in-progress update of the bar still forming, if one arrived."""
-        return self._current.get((symbol, interval))
+        """The latest in-progress update of the bar still forming, if one arrived (one
+        handed to :meth:`on_bar_partial`, else the feed's, converted now)."""
+        bar = self._current.get((symbol, interval))
+        context = self._context
+        if bar is None and context is not None and context.forming is not None:
+            return context.forming(symbol, interval)
+        return bar
 
     def count(self, symbol: str, interval: str) -> int:
         stream = self._streams.get((symbol, interval))

@@ -91,17 +91,19 @@ class KlineCodec:
     of one bar, and event times share their minute, so they are cached by their
     millisecond value."""
 
-    __slots__ = ("_times",)
+    __slots__ = ("times",)
 
     def __init__(self) -> None:
-        self._times: dict[int, datetime] = {}
+        self.times: dict[int, datetime] = {}
+        """The cache behind :meth:`time` (epoch ms → UTC datetime): ``times.get(ms) or
+        time(ms)`` inlines a hit."""
 
     def _time(self, ms: int) -> datetime:
-        moment = self._times.get(ms)
+        moment = self.times.get(ms)
         if moment is None:
-            if len(self._times) >= _MAX_CACHED_TIMES:
-                self._times.clear()
-            moment = self._times[ms] = _utc(ms)
+            if len(self.times) >= _MAX_CACHED_TIMES:
+                self.times.clear()
+            moment = self.times[ms] = _utc(ms)
         return moment
 
     def parse(self, message: Any, received_ns: int = 0) -> BarEvent:
@@ -142,7 +144,7 @@ class KlineCodec:
 
     def time(self, ms: int) -> datetime:
         """Epoch ms → UTC datetime, cached (bar open times repeat ~30 times)."""
-        return self._times.get(ms) or self._time(ms)
+        return self.times.get(ms) or self._time(ms)
 
     def parse_frame(self, message: Any, received_ns: int = 0) -> BarEvent:
         """A decoded WebSocket kline message (raw or combined) → BarEvent."""
@@ -257,7 +259,7 @@ class KlineCodec:
             raise KlineParseError(NOT_PLAIN) from None
         if not (fl <= fo <= fh and fl <= fc <= fh) or n < 0:
             raise KlineParseError(f"inconsistent bar o={fo} h={fh} l={fl} c={fc} v={fv}")
-        times = self._times
+        times = self.times
         into_minute = event_ms % _MINUTE_MS
         minute = event_ms - into_minute
         return BarEvent(

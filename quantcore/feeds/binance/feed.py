@@ -18,7 +18,8 @@ from quantcore.bus import EventBus
 from quantcore.events import BAR_PARTIAL, BarEvent, FeedState, epoch_ms
 from quantcore.feeds.base import StreamKey
 from quantcore.feeds.binance.clock import ExchangeClock
-from quantcore.feeds.binance.codec import KlineCodec, KlineParseError, RawKline
+from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
+from quantcore.feeds.binance.forming import FormingBars
 from quantcore.feeds.binance.limits import RestLimits, connection_budget
 from quantcore.feeds.binance.rest import BackfillError, BinanceRest
 from quantcore.feeds.binance.settings import BinanceFeedSettings
@@ -47,6 +48,8 @@ class BinanceKlineFeed(ConnectionSupervisor):
         super().__init__(bus, streams, name)
         self.settings = settings or BinanceFeedSettings()
         self._codec = KlineCodec()
+        self.forming = FormingBars(self._codec, self.sequencers)
+        """Each stream's bar still forming, converted only when asked for."""
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._settle_lock = asyncio.Lock()
@@ -117,33 +120,68 @@ class BinanceKlineFeed(ConnectionSupervisor):
                 log.info("%s: bars per stream: %s", self.name, self.stream_summary())
 
     async def _pump(self, link: Link, conn: Connection) -> None:
-        """Every frame of the link through the codec to :meth:`_on_bar`, until it ends."""
+        """Every frame of the link through the codec to :meth:`_on_bar`, until it ends.
+
+        Nine frames in ten are in-progress updates; when nobody subscribes to
+        ``bar.partial`` such a frame is decoded into one struct, the stream's state is
+        kept right here (what :meth:`_on_bar` keeps, without floats or a BarEvent; its
+        prices reach nothing until :attr:`forming` converts them on request) and that is
+        all: the hot path of a recorder, bound once per connection.
+        """
         loop = asyncio.get_running_loop()
-        stats = self.stats
+        # asyncio's loop.time() is time.monotonic() behind a Python call: skip the call.
+        now_of = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        stats, states, clock, wake = self.stats, self.states, self.clock, self._wake
         codec = self._codec
         parse, read, convert = codec.parse, codec.read, codec.convert
-        on_bar, on_unheard = self._on_bar, self._on_unheard
+        times, time_of = codec.times, codec.time
+        on_bar, latest = self._on_bar, self.forming.latest
         heard = partial(self.bus.has_subscribers, BAR_PARTIAL)
-        clock = time.time_ns
 
         def on_frame(message: Any) -> None:
-            now = conn.last_frame = conn.last_data = loop.time()
-            received = clock()
+            now = conn.last_frame = conn.last_data = now_of()
             link.frames += 1
             stats.frames += 1
             try:
-                if type(message) is bytes or type(message) is str:
-                    k, event_ms = read(message)
-                    if not k.x and not heard():
-                        on_unheard(k, event_ms, now)
-                        return
-                    bar = convert(k, event_ms, received)
-                else:
-                    bar = parse(message, received)
+                if type(message) is not bytes and type(message) is not str:
+                    on_bar(parse(message, time.time_ns()), now)
+                    return
+                k, event_ms = read(message)
+                if k.x or heard():
+                    on_bar(convert(k, event_ms, time.time_ns()), now)
+                    return
             except KlineParseError as exc:
                 self._not_a_kline(message, exc, conn)
                 return
-            on_bar(bar, now)
+            # An in-progress update nobody subscribes to (its prices are not even checked).
+            key = (k.s, k.i)
+            state = states.get(key)
+            if state is None:
+                stats.stale += 1
+                return
+            open_time = times.get(k.t) or time_of(k.t)
+            seen = state.seen_open
+            sequencer = state.sequencer
+            if seen is None or open_time > seen:
+                state.seen_open = open_time
+                clock.observe(event_ms, now)
+                due = sequencer.next_open()
+                if due is not None and open_time > due:
+                    wake.set()  # the x:true of an earlier bar never came: settle it
+            if k.n > state.seen_trades or open_time != seen:
+                state.seen_trades = k.n
+            limit = self.bar_limit
+            if limit is not None and stats.bars >= limit:
+                stats.stale += 1
+                return
+            last = sequencer.last
+            if last is None:
+                sequencer.anchor(open_time)
+            elif open_time <= last:
+                stats.stale += 1
+                return
+            latest[key] = (k, event_ms)
+            stats.partials += 1
 
         try:
             await link.socket.run(on_frame)
@@ -170,36 +208,7 @@ class BinanceKlineFeed(ConnectionSupervisor):
             if self.bar_limit is not None and self.limit_reached:
                 self.stats.stale += 1
             else:  # most frames: straight to the partial rule, no second stream lookup
+                self.forming.latest[state.key] = bar
                 self.offer_partial(state.sequencer, bar)
             return
         self._on_closed(state, bar)
-
-    def _on_unheard(self, k: RawKline, event_ms: int, now: float) -> None:
-        """An in-progress update nobody subscribes to (``bar.partial``): the same stream
-        state as :meth:`_on_bar` keeps, without floats or a BarEvent (its prices are
-        not even checked: they reach nothing)."""
-        state = self.states.get((k.s, k.i))
-        if state is None:
-            self.stats.stale += 1
-            return
-        open_time = self._codec.time(k.t)
-        seen = state.seen_open
-        sequencer = state.sequencer
-        if seen is None or open_time > seen:
-            state.seen_open = open_time
-            self.clock.observe(event_ms, now)
-            due = sequencer.next_open()
-            if due is not None and open_time > due:
-                self._wake.set()  # the x:true of an earlier bar never came: settle it
-        if k.n > state.seen_trades or open_time != seen:
-            state.seen_trades = k.n
-        last = sequencer.last
-        if self.bar_limit is not None and self.limit_reached:
-            self.stats.stale += 1
-            return
-        if last is None:
-            sequencer.anchor(open_time)
-        elif open_time <= last:
-            self.stats.stale += 1
-            return
-        self.stats.partials += 1

@@ -4,10 +4,8 @@ websockets directly, or python-binance's socket.
 All open ``<ws_url>stream?streams=a/b/...`` and hand each frame's text to a callback
 unchanged; everything above them (supervisor, liveness, settling, sequencing) is shared.
 python-binance wraps every receive in ``asyncio.wait_for`` twice (its read loop and its
-queue). The direct transport uses websockets' public ``recv`` loop
-(:class:`PublicSocket`) on every websockets version setup.cfg allows; on 16 and 17 it
-takes the faster path in :mod:`.cutter` instead, which reads websockets' internals and
-is therefore used only on the releases it is tested with.
+queue). The direct websockets transport is websockets' public ``recv`` loop
+(:class:`PublicSocket`), on every websockets version setup.cfg allows.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from importlib.metadata import version as installed
 from typing import Any, Literal, Protocol
 
 from binance import AsyncClient, BinanceSocketManager
@@ -56,16 +53,6 @@ class StreamSocket(Protocol):
     async def close(self) -> None:
         """Close within a few seconds, whatever state the server is in."""
         ...
-
-
-WEBSOCKETS_VERSION = installed("websockets")
-
-
-def cutting_supported(version: str | None = None) -> bool:
-    """Whether the fast path in :mod:`.cutter` may run: only on the websockets releases
-    it reads the internals of and is tested with (16.x and 17.x)."""
-    major = (version or WEBSOCKETS_VERSION).split(".", 1)[0]
-    return major.isdigit() and 16 <= int(major) <= 17
 
 
 class PublicSocket:
@@ -210,9 +197,5 @@ async def open_socket(
 
         return await PicowsSocket.open(ws_url, names, max_queue)
     if transport == "websockets":
-        if cutting_supported():
-            from quantcore.feeds.binance.cutter import CuttingSocket
-
-            return await CuttingSocket.open(ws_url, names, max_queue)
         return await PublicSocket.open(ws_url, names, max_queue)
     return await LibrarySocket.open(ws_url, names, max_queue)
