@@ -12,7 +12,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from quantcore.config_components import ConsumerSpec
 from quantcore.feeds.binance.feed import BinanceFeedSettings
-from quantcore.feeds.binance.transport import Transport
+from quantcore.feeds.binance.stream_socket import Transport
 from quantcore.feeds.binance.venues import DEFAULT_ARCHIVE_URL, SPOT_NAME
 from quantcore.replay.settings import ReplaySettings
 

@@ -10,18 +10,6 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "quantcore"
 MAX_LINES = 450
 
-BEING_SPLIT = {"feeds/binance/feed.py", "sim/server.py", "sim/market.py", "metrics.py", "app.py"}
-"""Modules other helpers of issue 25 are splitting right now: the lead empties this (and
-KNOWN_CYCLES) after merging their branches."""
-
-KNOWN_CYCLES = [
-    {"app", "metrics"},
-    {"feeds.binance.feed", "feeds.binance.settler", "history.catchup"},
-    {"feeds.binance.transport", "feeds.binance.cutter", "feeds.binance.picows_socket"},
-]
-"""Cycles in the modules being split (names relative to ``quantcore``); a cycle found
-must lie within one of these."""
-
 
 def _modules() -> dict[str, tuple[Path, bool]]:
     """Dotted name relative to ``quantcore`` (the package itself is ``""``) → file, is-package."""
@@ -99,12 +87,7 @@ def test_the_graph_sees_every_kind_of_import() -> None:
 
 
 def test_no_import_cycle() -> None:
-    unexpected = [
-        sorted(cycle)
-        for cycle in _cycles(_graph())
-        if not any(cycle <= known for known in KNOWN_CYCLES)
-    ]
-    assert unexpected == []
+    assert [sorted(cycle) for cycle in _cycles(_graph())] == []
 
 
 def test_no_module_over_450_lines() -> None:
@@ -113,4 +96,4 @@ def test_no_module_over_450_lines() -> None:
         for path in PACKAGE.rglob("*.py")
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
-    assert {name: n for name, n in long.items() if name not in BEING_SPLIT} == {}
+    assert long == {}

@@ -39,12 +39,8 @@ from quantcore.cli import loop_factory
 from quantcore.events import BarEvent
 from quantcore.feeds.binance.codec import KlineCodec, KlineParseError
 from quantcore.feeds.binance.picows_socket import PicowsSocket
-from quantcore.feeds.binance.transport import (
-    PublicSocket,
-    SocketClosed,
-    StreamSocket,
-    open_socket,
-)
+from quantcore.feeds.binance.stream_socket import SocketClosed, StreamSocket
+from quantcore.feeds.binance.transport import PublicSocket, open_socket
 from quantcore.sim import LocalExchange, ReplaySource
 from tests.harness import app_config, csv_rows, truth_row
 from tests.paths import REPO, REST_BTC

@@ -24,9 +24,9 @@ from quantcore.feeds.binance.limits import RestLimits, connection_budget
 from quantcore.feeds.binance.rest import BackfillError, BinanceRest
 from quantcore.feeds.binance.settings import BinanceFeedSettings
 from quantcore.feeds.binance.settler import StreamState, StreamWait
+from quantcore.feeds.binance.stream_socket import SocketClosed
 from quantcore.feeds.binance.supervisor import Connection, ConnectionSupervisor, Link, StreamLost
 from quantcore.feeds.binance.symbols import SymbolCheck
-from quantcore.feeds.binance.transport import SocketClosed
 from quantcore.feeds.snapshot import ConnectionHealth, FeedHealth, RestWeight
 from quantcore.intervals import interval_ms
 

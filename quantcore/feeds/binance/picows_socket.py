@@ -28,7 +28,7 @@ from picows import (
 )
 
 from quantcore.backoff import describe
-from quantcore.feeds.binance.transport import OnFrame, SocketClosed
+from quantcore.feeds.binance.stream_socket import OnFrame, SocketClosed
 
 log = logging.getLogger(__name__)
 

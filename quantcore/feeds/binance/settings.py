@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from quantcore.feeds.base import ReconnectPolicy
 from quantcore.feeds.binance.limits import ConnectLimits, RestLimits
-from quantcore.feeds.binance.transport import Transport
+from quantcore.feeds.binance.stream_socket import Transport
 from quantcore.feeds.binance.venues import SPOT, Venue
 
 MAX_STREAMS_PER_CONNECTION = 1024

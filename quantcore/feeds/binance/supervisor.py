@@ -22,8 +22,9 @@ from quantcore.feeds.binance.limits import ConnectionBudget
 from quantcore.feeds.binance.liveness import market_moved
 from quantcore.feeds.binance.rest import BackfillError, retry_after
 from quantcore.feeds.binance.settler import SettlingFeed, StreamState
+from quantcore.feeds.binance.stream_socket import StreamSocket
 from quantcore.feeds.binance.symbols import UnknownSymbolError
-from quantcore.feeds.binance.transport import StreamSocket, open_socket
+from quantcore.feeds.binance.transport import open_socket
 from quantcore.intervals import bar_open_ms
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import ReadLoopClosed
@@ -23,36 +23,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from quantcore.backoff import describe
+from quantcore.feeds.binance.stream_socket import OnFrame, SocketClosed, StreamSocket, Transport
 
 log = logging.getLogger(__name__)
-
-Transport = Literal["picows", "websockets", "python-binance"]
-TRANSPORTS: tuple[Transport, ...] = ("picows", "websockets", "python-binance")
-
-OnFrame = Callable[[Any], None]
-"""Called with each message's text (``bytes`` or ``str``), in order, one at a time."""
-
-
-class SocketClosed(Exception):
-    """The connection ended; the message says how."""
-
-
-class StreamSocket(Protocol):
-    """One open combined-stream connection."""
-
-    async def run(self, on_frame: OnFrame) -> None:
-        """Hand every message to ``on_frame`` (those that arrived before, first) until
-        :meth:`detach`; raises :class:`SocketClosed` when the connection ends, or what
-        ``on_frame`` raised."""
-        ...
-
-    def detach(self) -> None:
-        """Deliver nothing more: :meth:`run` returns (the socket stays open)."""
-        ...
-
-    async def close(self) -> None:
-        """Close within a few seconds, whatever state the server is in."""
-        ...
 
 
 class PublicSocket:
