@@ -59,4 +59,6 @@ async def test_thirty_days_away_whole_days_from_the_archive_rest_from_rest(
     ]
     feed = app.feed
     assert isinstance(feed, BinanceKlineFeed) and feed.stats.backfilled >= THIRTY_DAYS
-    assert klines_calls <= 5, klines_calls  # today's bars; REST alone pages 44 times
+    # REST alone pages 44 times; these are today's bars (up to 2 pages) and, when a loaded
+    # machine falls behind the fast market clock, the live bars settled over REST
+    assert klines_calls <= 8, klines_calls
