@@ -36,9 +36,8 @@ _MS = timedelta(milliseconds=1)
 def compact(folder: Path) -> int:
     """Merge a month's journal into its ``data.parquet`` (atomically), then drop the journal.
 
-    Idempotent: journal rows already in the file (a crash between rename and unlink, or a
-    power loss that undoes the unlink) are skipped, so the unlink needs no folder fsync.
-    Bytes after the journal's last newline (a line torn by kill -9) are dropped: that
+    Idempotent: journal rows already in the file (a crash between rename and unlink) are
+    skipped. Bytes after the journal's last newline (a line torn by kill -9) are dropped: that
     bar was never acknowledged, so the feed fetches it again. Returns rows added.
     """
     journal = folder / fmt.JOURNAL
@@ -63,6 +62,7 @@ def compact(folder: Path) -> int:
     if torn:
         log.warning("%s: dropped a torn last journal line left by an interrupted write", journal)
     journal.unlink()
+    fmt.fsync_dir(folder)
     return added
 
 
