@@ -37,8 +37,8 @@ def compact(folder: Path) -> int:
     """Merge a month's journal into its ``data.parquet`` (atomically), then drop the journal.
 
     Idempotent: journal rows already in the file (a crash between rename and unlink) are
-    skipped. Bytes after the journal's last newline (a line torn by kill -9) are dropped: that
-    bar was never acknowledged, so the feed fetches it again. Returns rows added.
+    skipped. Bytes after the journal's last newline (a line torn by kill -9) are dropped:
+    that bar was never acknowledged, so the feed fetches it again. Returns rows added.
     """
     journal = folder / fmt.JOURNAL
     try:
