@@ -9,9 +9,9 @@ builds them). Then, in the same run:
   loaded frame equals the HistoryStore's frame of the same bars;
 - disk bytes per bar of both;
 - process CPU per bar (``time.process_time``) of each recorder at live-like rates: the
-  same bars handed to both one at a time, taking turns, with a pause before each call (a
-  cold cache, as live), plus the Parquet recorder's compactions spread over the bars they
-  compact (target: within the CSV recorder's).
+  same bars handed to both one at a time, taking turns (who goes first alternating), with
+  a pause before each call (a cold cache, as live), plus the Parquet recorder's
+  compactions spread over the bars they compact (target: within the CSV recorder's).
 
 Run: python bench/parquet_load.py [--bars 525600] [--live-sample 3000] [--rounds 5]
 """
@@ -76,10 +76,14 @@ def live_cpu_per_bar(
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """(mean, median) process CPU (µs, ``time.process_time``) of one call of each
     recorder's ``on_bar``, each after a 1 ms pause (live-like: caches cold again), the two
-    taking turns bar by bar so both see the same machine load."""
+    taking turns bar by bar, and which goes first alternating, so both see the same load."""
     samples: tuple[list[float], list[float]] = ([], [])
-    for bar in bars:
-        for on_bar, own in ((first, samples[0]), (second, samples[1])):
+    turns = (
+        ((first, samples[0]), (second, samples[1])),
+        ((second, samples[1]), (first, samples[0])),
+    )
+    for n, bar in enumerate(bars):
+        for on_bar, own in turns[n % 2]:
             time.sleep(0.001)
             start = time.process_time_ns()
             on_bar(bar)

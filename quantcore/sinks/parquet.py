@@ -17,6 +17,7 @@ import json
 import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from quantcore.component import Component
@@ -28,6 +29,8 @@ from quantcore.sinks import parquet_format as fmt
 from quantcore.sinks.parquet_format import StoreError
 
 log = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def compact(folder: Path) -> int:
@@ -38,9 +41,15 @@ def compact(folder: Path) -> int:
     that bar was never acknowledged, so the feed fetches it again. Returns rows added.
     """
     journal = folder / fmt.JOURNAL
-    if not journal.exists():
+    try:
+        fd = os.open(journal, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
         return 0
-    size = journal.stat().st_size
+    try:
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+    finally:
+        os.close(fd)
     before = 0
     data = folder / fmt.DATA
     if data.exists():
@@ -50,9 +59,7 @@ def compact(folder: Path) -> int:
     added: int = table.num_rows - before
     if added:
         fmt.write_atomically(folder, table)
-    with open(journal, "rb") as handle:
-        tail = handle.read()[-1:]
-    if size and tail != b"\n":
+    if torn:
         log.warning("%s: dropped a torn last journal line left by an interrupted write", journal)
     journal.unlink()
     fmt.fsync_dir(folder)
@@ -60,7 +67,15 @@ def compact(folder: Path) -> int:
 
 
 class _Stream:
-    """One (symbol, interval): its folder, the open journal of the current month, its last bar."""
+    """One (symbol, interval): its folder, the open journal of the current month, its last bar.
+
+    Slotted, and :meth:`write` kept to one comparison, one line and one ``write`` a bar:
+    at live rates each bar runs with cold caches, so every instruction on this path counts
+    (the line is :func:`~quantcore.sinks.parquet_format.journal_line`'s, inlined).
+    """
+
+    __slots__ = ("_below", "end_ms", "failed", "fd", "folder", "fsync", "last_ms", "lost",
+                 "month_dir", "size", "start_ms", "written")  # fmt: skip
 
     def __init__(self, folder: Path, fsync: bool) -> None:
         self.folder = folder
@@ -79,6 +94,14 @@ class _Stream:
             self.last_ms = fmt.last_open_ms(month)
             if self.last_ms is not None:
                 break
+        self._below = 0
+        self._floor()
+
+    def _floor(self) -> None:
+        """Open times below ``_below`` leave the fast path: the month's start or the bar
+        after the last one, whichever is later (a failed stream takes none)."""
+        after = -(1 << 62) if self.last_ms is None else self.last_ms + 1
+        self._below = (1 << 62) if self.failed else max(self.start_ms, after)
 
     def write(self, bar: BarEvent) -> Path | None:
         """Append the bar's journal line; returns the month folder to compact if it closed.
@@ -87,38 +110,54 @@ class _Stream:
         counted lost, so the run ends non-zero): the journal stays gap-free and a restart
         backfills from its last row. A partly written line is cut off first.
         """
-        open_ms = bar.open_time_ms
+        open_ms = (bar.open_time - _EPOCH) // _MS
+        if not self._below <= open_ms < self.end_ms:
+            return self._write_other(bar, open_ms)
+        d = bar.decimals or bar.decimal_strings()
+        line = (
+            f"{open_ms},{open_ms + (bar.close_time - bar.open_time) // _MS},"
+            f"{(bar.event_time - _EPOCH) // _MS},{bar.trades},{d.open},{d.high},{d.low},{d.close},"
+            f"{d.volume},{d.quote_volume},{d.taker_buy_volume},{d.taker_buy_quote_volume}\n"
+        ).encode("ascii")
+        try:
+            done = os.write(self.fd, line)
+            if done != len(line):
+                raise OSError(errno.ENOSPC, "short write (disk full?)")
+            if self.fsync:
+                os.fsync(self.fd)
+        except OSError as exc:
+            self._failed(open_ms, exc)
+            return None
+        self.size += done
+        self.last_ms = open_ms
+        self._below = open_ms + 1
+        self.written += 1
+        return None
+
+    def _write_other(self, bar: BarEvent, open_ms: int) -> Path | None:
+        """A bar off the fast path: already held, after a failure, or in another month."""
         if self.last_ms is not None and open_ms <= self.last_ms:
             return None
         if self.failed:
             self.lost += 1
             return None
-        closed = None
-        size = -1
+        closed = self.month_dir if self.fd >= 0 else None
         try:
-            if not self.start_ms <= open_ms < self.end_ms:
-                closed = self.month_dir if self.fd >= 0 else None
-                self._open_month(open_ms)
-            size = self.size
-            line = fmt.journal_line(bar, open_ms)
-            if os.write(self.fd, line) != len(line):
-                raise OSError(errno.ENOSPC, "short write (disk full?)")
-            if self.fsync:
-                os.fsync(self.fd)
+            self._open_month(open_ms)
         except OSError as exc:
-            self._failed(open_ms, size, exc)
+            self._failed(open_ms, exc)
             return closed
-        self.size = size + len(line)
-        self.last_ms = open_ms
-        self.written += 1
+        self._floor()
+        self.write(bar)
         return closed
 
-    def _failed(self, open_ms: int, size: int, exc: OSError) -> None:
+    def _failed(self, open_ms: int, exc: OSError) -> None:
         self.failed = True
         self.lost += 1
-        if size >= 0 and self.fd >= 0:
+        self._floor()
+        if self.fd >= 0:
             with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, size)
+                os.ftruncate(self.fd, self.size)
         log.error(
             "%s: cannot append the bar of %s to the journal (%s); recording of this stream "
             "stops here (gap-free), a restart backfills from its last bar",
@@ -132,12 +171,17 @@ class _Stream:
         year, month, self.start_ms, self.end_ms = month_bounds(open_ms)
         self.month_dir = fmt.month_dir(self.folder, year, month)
         self.month_dir.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(
+        fd = os.open(
             self.month_dir / fmt.JOURNAL,
             os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
             0o644,
         )
-        self.size = os.fstat(self.fd).st_size
+        try:
+            self.size = os.fstat(fd).st_size
+        except OSError:
+            os.close(fd)
+            raise
+        self.fd = fd
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -229,7 +273,10 @@ class ParquetRecorder(Component):
         return self._stream(symbol, interval).last_ms
 
     def on_bar(self, bar: BarEvent) -> None:
-        closed = self._stream(bar.symbol, bar.interval).write(bar)
+        stream = self._streams.get((bar.symbol, bar.interval))
+        if stream is None:
+            stream = self._stream(bar.symbol, bar.interval)
+        closed = stream.write(bar)
         if closed is not None:
             self._compact_later(closed)
 

@@ -94,7 +94,9 @@ def months(stream: Path) -> list[Path]:
 
 
 def journal_line(bar: BarEvent, open_ms: int) -> bytes:
-    """One journal row in :data:`JOURNAL_COLUMNS` order: times in ms, the exchange's strings."""
+    """One journal row in :data:`JOURNAL_COLUMNS` order: times in ms, the exchange's strings.
+
+    The recorder builds the same line inline (its hot path); tests hold the two equal."""
     d = bar.decimals or bar.decimal_strings()
     close_ms = open_ms + (bar.close_time - bar.open_time) // _MS
     event_ms = (bar.event_time - _EPOCH) // _MS

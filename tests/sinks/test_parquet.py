@@ -139,7 +139,9 @@ async def test_a_month_that_closes_is_compacted_into_its_own_file(tmp_path: Path
     august, september = stream / "year=2024/month=08", stream / "year=2024/month=09"
     assert pq.read_table(august / "data.parquet").num_rows == 2
     assert not (august / "_journal.csv").exists()
-    assert (september / "_journal.csv").read_bytes().count(b"\n") == 3
+    assert (september / "_journal.csv").read_bytes() == b"".join(
+        fmt.journal_line(bar, bar.open_time_ms) for bar in bars[2:]
+    )
     assert not (september / "data.parquet").exists()
     # The month still open is read from its journal: load() always sees every bar.
     during = quantcore.load(*STREAM, source=root, exact=True)
@@ -150,6 +152,25 @@ async def test_a_month_that_closes_is_compacted_into_its_own_file(tmp_path: Path
     assert list(september_only["datetime"].dt.day) == [1, 1, 1]
     one = quantcore.load(*STREAM, start="2024-08-31 23:59", end="2024-09-01 00:01", source=root)
     assert [str(t) for t in one["datetime"]] == ["2024-08-31 23:59:00", "2024-09-01 00:00:00"]
+
+
+async def test_journal_lines_are_journal_line_s_for_bars_with_and_without_strings(
+    tmp_path: Path,
+) -> None:
+    """The recorder builds its lines inline (hot path): byte for byte fmt.journal_line's,
+    also for bars built in code (no exchange strings); a bar seen again adds nothing."""
+    root = tmp_path / "store"
+    bars = [make_bar(0), msgspec.structs.replace(make_bar(1), decimals=None), make_bar(2)]
+    recorder = ParquetRecorder(root=str(root))
+    bus = EventBus()
+    await start_all(bus, [recorder], [STREAM])
+    publish(bus, [*bars, bars[1]])
+    await bus.drain()
+    expected = b"".join(fmt.journal_line(bar, bar.open_time_ms) for bar in bars)
+    assert (root / MONTH_FOLDER / "_journal.csv").read_bytes() == expected
+    assert b",10.43333333," in expected.splitlines()[1]
+    await stop_all(bus, [recorder])
+    assert recorder.rows_written == 3
 
 
 def test_decimal_38_18_holds_every_binance_tick_step_limit_and_huge_volume() -> None:
