@@ -193,4 +193,6 @@ async def test_current_end_to_end_is_the_forming_bar_with_the_exchange_strings(
         assert lo <= Decimal(exact.close) <= h and Decimal(exact.volume) <= Decimal(row[4])
         assert bar.close == float(exact.close) and bar.open == float(o)
         checked += 1
-    assert checked >= 20, (checked, len(sampler.samples))
+    # the run lasts a fraction of a second at the exchange's pace: how many 3 ms samples
+    # land on bars that then closed depends on the machine's load (12 to 30 seen)
+    assert checked >= 5, (checked, len(sampler.samples))

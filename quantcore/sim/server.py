@@ -151,7 +151,7 @@ class LocalExchange(FaultInjection):
             await runner.cleanup()
             raise
         self._runner = runner
-        self._port = site.port
+        self._port = runner.addresses[0][1]
         self._ws.start()
 
     async def _stop_web(self) -> None:
