@@ -57,7 +57,12 @@ def to_units(text: str) -> int:
 
 
 def units_str(units: int) -> str:
-    """Integer units of 1e-8 -> Binance's 8-decimal string, e.g. "56714.00000000"."""
+    """Integer units of 1e-8 -> Binance's 8-decimal string, e.g. "56714.00000000".
+
+    Hot (every served value): from one unit on, the digits are sliced, not divided."""
+    if units >= SCALE:
+        digits = str(units)
+        return f"{digits[:-8]}.{digits[-8:]}"
     whole, frac = divmod(units, SCALE)
     return f"{whole}.{frac:08d}"
 
