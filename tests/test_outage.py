@@ -213,16 +213,17 @@ async def test_live_bars_in_flight_during_a_capped_catch_up_are_never_dropped(
 async def test_a_bar_the_exchange_lacks_waits_for_evidence_then_is_written_down(
     tmp_path: Path,
 ) -> None:
-    """Bar 40 does not exist on the exchange; REST lags 90 s. The live bars behind the hole
-    wait (``feed.waits()`` shows them) until REST serves a later bar: only then is the bar
-    declared absent, written to the sidecar as an exchange gap, and labelled by check."""
+    """Bar 40 does not exist on the exchange; REST lags 6 minutes (0.75 s in real time at
+    480x). The live bars behind the hole wait (``feed.waits()`` shows them) until REST
+    serves a later bar: only then is the bar declared absent, written to the sidecar as an
+    exchange gap, and labelled by check."""
     real = ReplaySource.from_file(CSV_BTC)
     bars = real.bars(real.first_open_ms, real.end_ms)[:200]
     hole = bars[40]
     source = ReplaySource("BTCUSDT", bars[:40] + bars[41:])
     exchange = LocalExchange(
-        [source], speed=120, updates_per_bar=4, history_bars=30,
-        realism=Realism(rest_lag_ms=90_000),
+        [source], speed=480, updates_per_bar=4, history_bars=30,
+        realism=Realism(rest_lag_ms=360_000),
     )  # fmt: skip
     path = tmp_path / "BTCUSDT_1m.csv"
     hole_stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(hole.open_time / 1000))
