@@ -288,10 +288,11 @@ async def test_kill_9_inside_the_rest_lag_then_restart_records_the_final_bars(
     tmp_path: Path,
 ) -> None:
     """kill -9 a recording process just after a close and restart it at once, while REST
-    still serves that bar with non-final values: the CSV ends up equal to the final bars."""
-    lag_ms = 90_000
-    async with realistic_exchange(speed=60, lag_ms=lag_ms) as exchange:
-        raw = raw_config(exchange, tmp_path, feed_settings(120))
+    still serves that bar with non-final values: the CSV ends up equal to the final bars.
+    (120x: the 3-minute REST lag and the 4-minute settle are 1.5 s and 2 s in real time.)"""
+    lag_ms = 180_000
+    async with realistic_exchange(speed=120, lag_ms=lag_ms) as exchange:
+        raw = raw_config(exchange, tmp_path, feed_settings(240))
         config = tmp_path / "realistic.yaml"
         config.write_text(yaml.safe_dump(raw))
         path = tmp_path / "BTCUSDT_1m.csv"
