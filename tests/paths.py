@@ -4,9 +4,11 @@ where each file came from; the large ones are gzip, read through ``read_data``).
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from quantcore.sim import ReplaySource
 from quantcore.sim.formats import read_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,3 +38,15 @@ CSV_USDM = DATA / "binance_usdm_klines_BTCUSDT_1m_2023-03-11.csv"
 CSV_COINM = DATA / "binance_coinm_klines_BTCUSD_PERP_1m_2022-10-24.csv"
 """Binance COIN-M futures BTCUSD_PERP 1m (dapi klines: volume in contracts)."""
 CSV_COINM_2 = DATA / "binance_coinm_klines_BTCUSD_PERP_1m_2022-10-25.csv"
+
+
+def replay(path: Path, symbol: str | None = None) -> ReplaySource:
+    """``ReplaySource.from_file(path, symbol)``, each file parsed once per test process (the
+    11-day BTCUSDT file takes over a second); every call gets a source of its own."""
+    source = _parsed(path, symbol)
+    return ReplaySource(source.symbol, source.bars(source.first_open_ms, source.end_ms))
+
+
+@cache
+def _parsed(path: Path, symbol: str | None) -> ReplaySource:
+    return ReplaySource.from_file(path, symbol)

@@ -109,7 +109,7 @@ async def test_full_disk_ends_in_exit_3_and_the_file_stays_exact(
     tmp_path: Path, disk: SmallDisk
 ) -> None:
     path = disk.root / "BTCUSDT_1m.csv"
-    async with recorded_exchange(speed=600) as exchange:
+    async with recorded_exchange(speed=1200) as exchange:  # 100 bars: 5 s
         config = disk_config(tmp_path, exchange, disk)
         full = await run_cli(config, "--max-bars", "100", prefix=disk.command())
         await wait_until(lambda: rows_in(path) >= 3, 30, "the first rows")

@@ -31,7 +31,7 @@ from quantcore.metrics import MetricsServer
 from quantcore.quality import check_csv
 from quantcore.replay.feed import replay_config
 from quantcore.replay.settings import ReplaySettings
-from quantcore.sim import LocalExchange, ReplaySource
+from quantcore.sim import LocalExchange
 from tests.harness import (
     Row,
     app_config,
@@ -41,7 +41,7 @@ from tests.harness import (
     truth_since,
     wait_until,
 )
-from tests.paths import CSV_BTC, REPO
+from tests.paths import CSV_BTC, REPO, replay
 from tests.sinks.helpers import make_bar
 
 BARS = 150
@@ -94,7 +94,7 @@ async def start_with_metrics(
 async def test_metrics_match_the_csv_and_the_exchange_under_faults(tmp_path: Path) -> None:
     rng = random.Random(7)
     path = tmp_path / "BTCUSDT_1m.csv"
-    source = ReplaySource.from_file(CSV_BTC)
+    source = replay(CSV_BTC)
     async with LocalExchange([source], speed=1200, updates_per_bar=4) as exchange:
         app, run = await start_with_metrics(exchange, tmp_path)
         async with aiohttp.ClientSession() as session:
@@ -175,7 +175,7 @@ def csv_text(path: Path) -> list[str]:
 
 @pytest.mark.timeout(90)
 async def test_health_is_503_during_a_stall_and_200_again_after(tmp_path: Path) -> None:
-    source = ReplaySource.from_file(CSV_BTC)
+    source = replay(CSV_BTC)
     async with LocalExchange([source], speed=60, updates_per_bar=4) as exchange:
         app, run = await start_with_metrics(exchange, tmp_path)
         async with aiohttp.ClientSession() as session:
@@ -243,7 +243,7 @@ async def test_metrics_port_in_use_refuses_to_start(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        async with LocalExchange([ReplaySource.from_file(CSV_BTC)], speed=60) as exchange:
+        async with LocalExchange([replay(CSV_BTC)], speed=60) as exchange:
             config = app_config(
                 exchange, str(tmp_path / "{symbol}_{interval}.csv"), metrics={"port": port}
             )

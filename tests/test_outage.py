@@ -26,7 +26,7 @@ from quantcore.gapfile import HEADER as GAPS_HEADER
 from quantcore.sim import LocalExchange, Realism, ReplaySource
 from tests import parquet_check
 from tests.harness import Row, app_config, csv_rows, truth_row, wait_until
-from tests.paths import CSV_BTC, REPO
+from tests.paths import CSV_BTC, REPO, replay
 
 MINUTE = 60_000
 THREE_DAYS = 3 * 1440
@@ -53,7 +53,7 @@ async def test_restart_after_three_days_records_all_4320_bars_exactly(tmp_path: 
     """The CSV's last row is 3 days old (4,320 closed 1m bars since): the restart records
     every one of them from REST, then goes on live, the whole file equal to the exchange's
     bars string for string; nothing is capped, skipped or written down as a gap."""
-    source = ReplaySource.from_file(CSV_BTC)
+    source = replay(CSV_BTC)
     async with LocalExchange(
         [source], speed=None, history_bars=THREE_DAYS + 5, updates_per_bar=3
     ) as exchange:
@@ -117,7 +117,7 @@ async def test_restart_after_thirty_days_records_all_43200_bars_exactly(tmp_path
 async def test_backfill_limit_writes_the_skipped_range_down_for_check(tmp_path: Path) -> None:
     """A user-set cap skips what lies beyond it; the range goes to the CSV's ``.gaps``
     sidecar, and ``quantcore check`` labels that hole "skipped by backfill_limit"."""
-    source = ReplaySource.from_file(CSV_BTC)
+    source = replay(CSV_BTC)
     async with LocalExchange([source], speed=None, history_bars=900, updates_per_bar=3) as exchange:
         old = history(exchange, 0)[10]
         path = tmp_path / "BTCUSDT_1m.csv"
@@ -160,7 +160,7 @@ async def test_live_bars_ahead_of_the_rest_clock_never_trigger_the_future_check(
         async def server_time(self) -> int:
             return await super().server_time() - 2 * MINUTE
 
-    source = ReplaySource.from_file(CSV_BTC)
+    source = replay(CSV_BTC)
     async with LocalExchange([source], speed=None, history_bars=50, updates_per_bar=3) as exchange:
         bus = EventBus()
         bars: list[BarEvent] = []
@@ -187,7 +187,7 @@ async def test_live_bars_in_flight_during_a_capped_catch_up_are_never_dropped(
     reads the exchange's clock, the socket already carries bars from before the cap's
     window: the cap stops at the first bar the socket may deliver, so none of those is
     counted as a duplicate and lost (before: 101-164 such bars were)."""
-    source = ReplaySource.from_file(CSV_BTC)
+    source = replay(CSV_BTC)
     async with LocalExchange([source], speed=None, history_bars=600, updates_per_bar=1) as exchange:
         old = history(exchange, 0)[10]
         path = tmp_path / "BTCUSDT_1m.csv"
@@ -213,16 +213,17 @@ async def test_live_bars_in_flight_during_a_capped_catch_up_are_never_dropped(
 async def test_a_bar_the_exchange_lacks_waits_for_evidence_then_is_written_down(
     tmp_path: Path,
 ) -> None:
-    """Bar 40 does not exist on the exchange; REST lags 90 s. The live bars behind the hole
-    wait (``feed.waits()`` shows them) until REST serves a later bar: only then is the bar
-    declared absent, written to the sidecar as an exchange gap, and labelled by check."""
-    real = ReplaySource.from_file(CSV_BTC)
+    """Bar 40 does not exist on the exchange; REST lags 6 minutes (0.75 s in real time at
+    480x). The live bars behind the hole wait (``feed.waits()`` shows them) until REST
+    serves a later bar: only then is the bar declared absent, written to the sidecar as an
+    exchange gap, and labelled by check."""
+    real = replay(CSV_BTC)
     bars = real.bars(real.first_open_ms, real.end_ms)[:200]
     hole = bars[40]
     source = ReplaySource("BTCUSDT", bars[:40] + bars[41:])
     exchange = LocalExchange(
-        [source], speed=120, updates_per_bar=4, history_bars=30,
-        realism=Realism(rest_lag_ms=90_000),
+        [source], speed=480, updates_per_bar=4, history_bars=30,
+        realism=Realism(rest_lag_ms=360_000),
     )  # fmt: skip
     path = tmp_path / "BTCUSDT_1m.csv"
     hole_stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(hole.open_time / 1000))

@@ -31,7 +31,7 @@ from quantcore.events import utc_text
 from quantcore.sim import Kline, LocalExchange, Realism, ReplaySource, sparse
 from tests import parquet_check
 from tests.harness import inject_faults, wait_until
-from tests.paths import CSV_BTC, CSV_SHIB, EXCHANGE_INFO
+from tests.paths import CSV_BTC, CSV_SHIB, EXCHANGE_INFO, replay
 
 MINUTE = 60_000
 ExactRow = tuple[str, str, str, str, str, str, str]
@@ -41,7 +41,7 @@ ExactRow = tuple[str, str, str, str, str, str, str]
 def quiet_shib(start_ms: int, fraction: float = 0.4, max_run: int = 8) -> ReplaySource:
     """The real SHIBUSDT minutes (tiny prices, huge volumes), moved to start at ``start_ms``
     and thinned into a quiet symbol: a seeded share of minutes have no trades at all."""
-    real = ReplaySource.from_file(CSV_SHIB, symbol="SHIBUSDT")
+    real = replay(CSV_SHIB, "SHIBUSDT")
     shift = start_ms - real.first_open_ms
     moved = [
         bar._replace(open_time=bar.open_time + shift, close_time=bar.close_time + shift)
@@ -51,7 +51,7 @@ def quiet_shib(start_ms: int, fraction: float = 0.4, max_run: int = 8) -> Replay
 
 
 def realistic_exchange(speed: float, lag_ms: int, **overrides: Any) -> LocalExchange:
-    btc = ReplaySource.from_file(CSV_BTC)
+    btc = replay(CSV_BTC)
     profile = Realism.binance(
         seed=20241101,
         rest_lag_ms=lag_ms,
@@ -288,10 +288,11 @@ async def test_kill_9_inside_the_rest_lag_then_restart_records_the_final_bars(
     tmp_path: Path,
 ) -> None:
     """kill -9 a recording process just after a close and restart it at once, while REST
-    still serves that bar with non-final values: the CSV ends up equal to the final bars."""
-    lag_ms = 90_000
-    async with realistic_exchange(speed=60, lag_ms=lag_ms) as exchange:
-        raw = raw_config(exchange, tmp_path, feed_settings(120))
+    still serves that bar with non-final values: the CSV ends up equal to the final bars.
+    (120x: the 3-minute REST lag and the 4-minute settle are 1.5 s and 2 s in real time.)"""
+    lag_ms = 180_000
+    async with realistic_exchange(speed=120, lag_ms=lag_ms) as exchange:
+        raw = raw_config(exchange, tmp_path, feed_settings(240))
         config = tmp_path / "realistic.yaml"
         config.write_text(yaml.safe_dump(raw))
         path = tmp_path / "BTCUSDT_1m.csv"
@@ -361,7 +362,7 @@ async def test_halted_symbol_is_warned_about_and_never_mistaken_for_a_stall(
 def lagging_exchange(speed: float) -> LocalExchange:
     """The realistic exchange with REST minutes behind the stream (70-120 s, per request):
     recent bars are served as they stood then, still forming, the newest not at all."""
-    btc = ReplaySource.from_file(CSV_BTC)
+    btc = replay(CSV_BTC)
     profile = Realism.lagging_rest(seed=20241201, missing_close=0.08, exchange_info=EXCHANGE_INFO)
     return LocalExchange(
         [btc, quiet_shib(btc.first_open_ms)],

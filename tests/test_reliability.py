@@ -21,7 +21,7 @@ import yaml
 from quantcore.app import App
 from quantcore.consumers.history import HistoryStore
 from quantcore.events import utc_text
-from quantcore.sim import LocalExchange, ReplaySource
+from quantcore.sim import LocalExchange
 from tests import parquet_check
 from tests.harness import (
     app_config,
@@ -33,13 +33,13 @@ from tests.harness import (
     truth_since,
     wait_until,
 )
-from tests.paths import CSV_BTC
+from tests.paths import CSV_BTC, replay
 
 BARS = 250
 
 
 def recorded_exchange(speed: float) -> LocalExchange:
-    return LocalExchange([ReplaySource.from_file(CSV_BTC)], speed=speed, updates_per_bar=4)
+    return LocalExchange([replay(CSV_BTC)], speed=speed, updates_per_bar=4)
 
 
 @pytest.mark.timeout(120)

@@ -25,9 +25,9 @@ from quantcore.config import parse_config
 from quantcore.events import SignalEvent
 from quantcore.replay.feed import replay_config
 from quantcore.replay.settings import ReplaySettings
-from quantcore.sim import LocalExchange, ReplaySource
+from quantcore.sim import LocalExchange
 from tests.harness import csv_rows
-from tests.paths import CSV_BTC
+from tests.paths import CSV_BTC, replay
 
 STREAMS = [{"symbol": "BTCUSDT", "interval": "1m"}, {"symbol": "BTCUSDT", "interval": "5m"}]
 SMA = {"class": "strategies.sma_cross:SmaCross", "params": {"fast": 5, "slow": 20}}
@@ -83,9 +83,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("store")
 
     async def record() -> None:
-        exchange = LocalExchange(
-            [ReplaySource.from_file(CSV_BTC)], updates_per_bar=2, history_bars=1500, speed=60
-        )
+        exchange = LocalExchange([replay(CSV_BTC)], updates_per_bar=2, history_bars=1500, speed=60)
         async with exchange:
             raw = store_raw(folder)
             raw["exchange"] = {"ws_url": exchange.ws_url, "rest_url": exchange.rest_url}

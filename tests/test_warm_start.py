@@ -12,10 +12,10 @@ from quantcore import BarEvent, Component
 from quantcore.app import App
 from quantcore.config import parse_config
 from quantcore.consumers.history import HistoryStore
-from quantcore.sim import LocalExchange, ReplaySource
+from quantcore.sim import LocalExchange
 from strategies.sma_cross import SmaCross
 from tests.harness import csv_rows
-from tests.paths import CSV_BTC
+from tests.paths import CSV_BTC, replay
 
 
 class Probe(Component):
@@ -42,9 +42,7 @@ class Probe(Component):
 
 
 def exchange(speed: float = 60) -> LocalExchange:
-    return LocalExchange(
-        [ReplaySource.from_file(CSV_BTC)], updates_per_bar=2, history_bars=600, speed=speed
-    )
+    return LocalExchange([replay(CSV_BTC)], updates_per_bar=2, history_bars=600, speed=speed)
 
 
 def config(ex: LocalExchange, folder: Path, **feed: Any) -> Any:

@@ -142,11 +142,14 @@ class RandomWalkSource(KlineSource):
             first = offset // MINUTE_MS
             last = min(60, first + -(-(end_ms - lo) // MINUTE_MS))
             rows: list[list[int]] = self._hour_rows(hour)[first:last].tolist()
+            make = Bar._make  # namedtuple's public constructor from an iterable: 2x Bar(*...)
             out.extend(
-                Bar(t, t + MINUTE_MS - 1, *values)
-                for t, values in zip(
-                    range(lo, lo + len(rows) * MINUTE_MS, MINUTE_MS), rows, strict=True
-                )
+                [
+                    make((t, t + MINUTE_MS - 1, *values))
+                    for t, values in zip(
+                        range(lo, lo + len(rows) * MINUTE_MS, MINUTE_MS), rows, strict=True
+                    )
+                ]
             )
             lo = ORIGIN_MS + (hour + 1) * HOUR_MS
         return out

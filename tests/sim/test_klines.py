@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -58,6 +59,15 @@ def test_numbers_are_normalised_exactly() -> None:
         to_units("0.000000001")
     with pytest.raises(ValueError):
         to_units("-1")
+
+
+def test_units_are_printed_as_the_exact_decimal_on_both_sides_of_one_unit() -> None:
+    """The sliced fast path (from 1.00000000 on) and the divided one agree with Decimal."""
+    edges = [0, 1, 99_999_999, 100_000_000, 100_000_001, 999_999_999, 1_000_000_000]
+    values = [*edges, *range(0, 10**17, 7_777_777_777_777), 5_671_400_000_000, 10**20 + 3]
+    for units in values:
+        assert units_str(units) == f"{Decimal(units).scaleb(-8):.8f}", units
+        assert to_units(units_str(units)) == units
     with pytest.raises(ValueError):
         to_units("abc")
 
