@@ -200,7 +200,14 @@ async def test_partial_updates_reach_the_other_process(
     pub = publisher(redis_server.url, prefix, partials=True)
     await start_all(bus, [pub])
     async with Consumer(redis_server.url, prefix, partials=True).running() as consumer:
-        await asyncio.sleep(0.15)
+        # partial updates are read from "$" (what is new once the reader runs): probe
+        # until the reader answers, instead of guessing how long a loaded machine takes
+        async with asyncio.timeout(10):
+            while not consumer.partials.bars:
+                bus.publish(BAR_PARTIAL, make_bar(0, closed=False))
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        consumer.partials.bars.clear()
         publish(bus, [make_bar(0)])
         updates = [make_bar(1, closed=False, update=u) for u in range(5)]
         for update in updates:
