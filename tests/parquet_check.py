@@ -96,7 +96,16 @@ def assert_store_holds(
     the exchange) string for string, every month is compacted into whole files, and each
     stored bar's exact values, close time and trade count are the exchange's final bar's
     (``exchange`` None: the rows only, for tens of thousands of bars)."""
-    assert store_rows(root, symbol, venue) == list(rows)
+    stored, expected = store_rows(root, symbol, venue), list(rows)
+    first = next(
+        (n for n, pair in enumerate(zip(stored, expected, strict=False)) if pair[0] != pair[1]),
+        None,
+    )
+    assert stored == expected, (
+        f"store {len(stored)} rows, CSV {len(expected)}; first difference at {first}: "
+        f"{stored[first] if first is not None else stored[len(expected) :][:2]} vs "
+        f"{expected[first] if first is not None else expected[len(stored) :][:2]}"
+    )
     assert not list(root.rglob("_journal.csv")), "a journal was left uncompacted at stop"
     assert not list(root.rglob(".data.parquet.tmp")), "a compaction's temporary file was left"
     assert assert_whole_files(root) >= 1
