@@ -10,8 +10,9 @@ builds them). Then, in the same run:
 - disk bytes per bar of both;
 - process CPU per bar (``time.process_time``) of each recorder at live-like rates: the
   same bars handed to both one at a time, taking turns (who goes first alternating), with
-  a pause before each call (a cold cache, as live), plus the Parquet recorder's
-  compactions spread over the bars they compact (target: within the CSV recorder's).
+  a pause before each call (a cold cache, as live), plus the Parquet recorder's month
+  compactions and its year merge spread over the bars (target: within the CSV recorder's);
+- for comparison, the same year as a year in progress keeps it (twelve month files).
 
 Run: python bench/parquet_load.py [--bars 525600] [--live-sample 3000] [--rounds 5]
 """
@@ -29,8 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from _common import Reporter, best_and_median, median, parser
 
 import quantcore
@@ -39,7 +38,8 @@ from quantcore.consumers.history import HistoryStore
 from quantcore.events import BarDecimals, BarEvent
 from quantcore.sim.generator import RandomWalkSource
 from quantcore.sinks import parquet_format as fmt
-from quantcore.sinks.parquet import ParquetRecorder, compact
+from quantcore.sinks import parquet_layout as layout
+from quantcore.sinks.parquet import ParquetRecorder
 
 SYMBOL, INTERVAL = "BTCUSDT", "1m"
 START = datetime(2023, 1, 1, tzinfo=UTC)
@@ -136,27 +136,42 @@ async def main() -> None:
         await csv.stop()
         await store.stop()
 
-        # Compaction, timed alone: every month's journal merged into its file again.
-        stream = fmt.stream_dir(folder / "store", store.venue, SYMBOL, INTERVAL)
+        # Compaction, timed alone: every month's journal compacted into its file again,
+        # then the twelve month files merged into the year's file.
         again = folder / "again"
-        compact_cpu = 0.0
-        by_month: dict[tuple[str, str], list[bytes]] = {}
+        stream = layout.stream_dir(again, store.venue, SYMBOL, INTERVAL)
+        by_month: dict[layout.Part, list[bytes]] = {}
         for bar in bars:
-            by_month.setdefault(month_of(bar), []).append(fmt.journal_line(bar, bar.open_time_ms))
-        for month in fmt.months(stream):
-            target = again / month.relative_to(folder / "store")
-            target.mkdir(parents=True)
-            journal = fmt.row_count(month / fmt.DATA)
-            (target / fmt.JOURNAL).write_bytes(b"".join(by_month[month.parent.name, month.name]))
+            part = layout.month_of(stream, bar.open_time_ms)
+            by_month.setdefault(part, []).append(fmt.journal_line(bar, bar.open_time_ms))
+        compact_cpu = 0.0
+        for part, lines in by_month.items():
+            part.folder.mkdir(parents=True, exist_ok=True)
+            part.journal.write_bytes(b"".join(lines))
             start = time.process_time()
-            assert compact(target) == journal
+            assert layout.compact_month(part) == len(lines)
             compact_cpu += time.process_time() - start
-        compaction = compact_cpu / len(bars) * 1e6
+        start = time.process_time()
+        years = {part.year for part in by_month}
+        merged = sum(layout.compact_year(stream / f"year={y:04d}", y) for y in years)
+        merge_cpu = time.process_time() - start
+        assert merged == len(by_month)
+        months_root = folder / "months"  # the same year, kept as a year in progress keeps it
+        months_stream = layout.stream_dir(months_root, store.venue, SYMBOL, INTERVAL)
+        months_stream.mkdir(parents=True)
+        (months_root / fmt.MARKER).write_bytes((folder / "store" / fmt.MARKER).read_bytes())
+        for part, lines in by_month.items():
+            target = layout.Part(months_stream / part.folder.name, part.year, part.month)
+            target.folder.mkdir(parents=True, exist_ok=True)
+            target.journal.write_bytes(b"".join(lines))
+            layout.compact_month(target)
+        compaction = (compact_cpu + merge_cpu) / len(bars) * 1e6
         parquet_total = parquet_live + compaction
         report.note(
             f"per-bar CPU over {sample:,} bars, mean (median): CsvRecorder {csv_live:.1f} "
             f"({csv_median:.1f}) µs, ParquetRecorder journal append {parquet_live:.1f} "
-            f"({parquet_median:.1f}) µs"
+            f"({parquet_median:.1f}) µs; month compactions {compact_cpu / len(bars) * 1e6:.1f} "
+            f"µs and the year merge {merge_cpu / len(bars) * 1e6:.1f} µs a bar"
         )
         report.add("CsvRecorder CPU per bar (live-like, mean)", f"{csv_live:.1f} µs")
         report.add(
@@ -188,29 +203,25 @@ async def main() -> None:
             return time.perf_counter() - start
 
         loaded = quantcore.load(SYMBOL, INTERVAL, source=folder / "store")
-        year_file = one_year_file(folder / "store", folder / "year.parquet")
-        rewrite = rewrite_cpu(folder / "store", folder / "rewrite") / count * 1e6
-        report.note(
-            f"a layout of one file per year, rewritten at each month close, would add "
-            f"{rewrite:.1f} µs CPU per bar to the recorder (old rows read and written again)"
-        )
+        files = sorted(p.name for p in (folder / "store").rglob("*.parquet"))
+        report.note(f"the store holds the closed year as {files}")
 
         def time_floor() -> float:
-            """Copying the frame's columns once: what any loader must at least write."""
+            """Copying the frame's columns once: what a loader that copies must at least do."""
             start = time.perf_counter()
             copies = [loaded[name].to_numpy().copy() for name in loaded.columns]
             assert len(copies[0]) == count
             return time.perf_counter() - start
 
-        def time_year_file() -> float:
+        def time_months() -> float:
             start = time.perf_counter()
-            assert len(read_year_file(year_file)) == count
+            assert len(quantcore.load(SYMBOL, INTERVAL, source=months_root)) == count
             return time.perf_counter() - start
 
         # Alternating rounds, so all see the same machine load; best of each.
         rounds = [(time_parquet(), time_csv()) for _ in range(args.rounds)]
         floor = min(time_floor() for _ in range(args.rounds))
-        year_best = min(time_year_file() for _ in range(args.rounds))
+        months_best = min(time_months() for _ in range(args.rounds))
         parquet_best = min(p for p, _ in rounds)
         csv_best = min(c for _, c in rounds)
         ratio = csv_best / parquet_best
@@ -230,8 +241,8 @@ async def main() -> None:
         report.note(
             f"floor, one copy of the frame's {loaded.memory_usage().sum() / 1e6:.0f} MB: "
             f"{floor * 1000:.1f} ms (read_csv / floor {csv_best / floor:.1f}x); the same "
-            f"year as one file (not the store's month layout): {year_best * 1000:.0f} ms "
-            f"(read_csv / that {csv_best / year_best:.1f}x)"
+            f"year as a year in progress keeps it, twelve month files: {months_best * 1000:.0f} "
+            f"ms (read_csv / that {csv_best / months_best:.1f}x)"
         )
         exact_best, _ = best_and_median(
             lambda: _timed(lambda: quantcore.load(SYMBOL, INTERVAL, source=folder / "store",
@@ -246,48 +257,6 @@ async def main() -> None:
             ratio=f"{store_bytes / csv_bytes:.2f}x",
         )
     report.save()
-
-
-def one_year_file(store: Path, path: Path) -> Path:
-    """The store's months of the stream written as one file with the store's settings:
-    what a load would read if closed years were compacted (an experiment, not the layout)."""
-    stream = fmt.stream_dir(store, "binance-spot", SYMBOL, INTERVAL)
-    table = pa.concat_tables([fmt.read_month(month) for month in fmt.months(stream)])
-    fmt.write_atomically(path.parent, table)
-    (path.parent / fmt.DATA).rename(path)
-    return path
-
-
-def rewrite_cpu(store: Path, work: Path) -> float:
-    """Process CPU (s) of rewriting one growing year file at each month close, minus
-    writing each month's rows alone (monthly compaction costs that already)."""
-    stream = fmt.stream_dir(store, "binance-spot", SYMBOL, INTERVAL)
-    alone = work / "month"
-    alone.mkdir(parents=True)
-    spent = 0.0
-    for month in fmt.months(stream):
-        rows = fmt.read_month(month)
-        start = time.process_time()
-        table = rows
-        if (work / fmt.DATA).exists():
-            with fmt.open_ours(work / fmt.DATA) as opened:
-                table = pa.concat_tables([opened.read(), rows])
-        fmt.write_atomically(work, table)
-        middle = time.process_time()
-        fmt.write_atomically(alone, rows)
-        spent += 2 * middle - start - time.process_time()
-    return spent
-
-
-def read_year_file(path: Path) -> pd.DataFrame:
-    names = ["open_time", *(f"{name}_float" for name in fmt.FLOAT_COLUMNS)]
-    table = pq.ParquetFile(path, memory_map=True).read(columns=names)
-    columns = {name: table.column(name).to_numpy() for name in names}
-    return pd.DataFrame(columns, copy=False)
-
-
-def month_of(bar: BarEvent) -> tuple[str, str]:
-    return (f"year={bar.open_time.year:04d}", f"month={bar.open_time.month:02d}")
 
 
 def _timed(fn: Callable[[], object]) -> float:

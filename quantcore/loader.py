@@ -195,22 +195,31 @@ def _from_parquet(
     exact: bool,
     venue: str | None,
 ) -> pd.DataFrame:
-    """The month files (and journals not yet compacted) overlapping the range, converted."""
+    """The year and month files (and journals not yet compacted) overlapping the range.
+
+    Floats go to pandas through Arrow's own conversion, one block per column: a range
+    read from one file (a closed year) becomes the frame without a copy."""
+    import pyarrow as pa
+
     from quantcore.sinks import parquet_format as fmt
+    from quantcore.sinks import parquet_layout as layout
+    from quantcore.sinks.parquet_decimals import exact_strings
 
     names = [_SOURCE_OF[name] for name in _VALUES]
     wanted = [*names, "scales"] if exact else [f"{name}_float" for name in names]
     try:
-        table = fmt.read_stream(root, symbol, interval, lo, hi, venue, wanted)
+        table = layout.read_stream(root, symbol, interval, lo, hi, venue, wanted)
     except fmt.StoreError as exc:
         raise LoadError(str(exc)) from None
-    times = table.column("open_time").to_numpy().view(np.int64)
-    values: dict[str, np.ndarray] = {}
-    scales = table.column("scales").to_numpy() if exact else None
+    times = table.column("open_time").cast(pa.timestamp("ms"))
+    if not exact:
+        columns = [table.column(f"{stored}_float") for stored in names]
+        frame = pa.table([*columns, times], names=list(COLUMNS))
+        loaded: pd.DataFrame = frame.to_pandas(split_blocks=True, coerce_temporal_nanoseconds=False)
+        return loaded
+    values: dict[str, Any] = {}
+    scales = table.column("scales").to_numpy()
     for name, stored in zip(_VALUES, names, strict=True):
-        if scales is None:
-            values[name] = table.column(f"{stored}_float").to_numpy()
-        else:
-            own = (scales >> (5 * fmt.EXACT_COLUMNS.index(stored))) & 31
-            values[name] = pd.array(fmt.exact_strings(table.column(stored), own), dtype=_TEXT)
-    return _frame(times, values)
+        own = (scales >> (5 * fmt.EXACT_COLUMNS.index(stored))) & 31
+        values[name] = pd.array(exact_strings(table.column(stored), own), dtype=_TEXT)
+    return _frame(times.to_numpy(), values)

@@ -3,8 +3,8 @@
 The same report as for a CSV or a SQLite table (:mod:`quantcore.quality`): holes,
 duplicates, order, grid and OHLC sanity on the exact values (each decimal with the scale
 it was recorded with), plus what only a store can get wrong: a ``close_time`` that is not
-open + interval - 1 ms, a bar filed under another month's folder, a month file that
-cannot be read. Month files and the journal of a month not compacted yet are both read,
+open + interval - 1 ms, a bar filed in another year's or month's file, a file that
+cannot be read. Year and month files and the journal of a month not compacted yet are read,
 so the report covers every recorded bar; the stream's ``_gaps.csv`` labels known gaps.
 """
 
@@ -14,13 +14,14 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from quantcore.gapfile import STORE_NAME, GapFileError, read_from
 from quantcore.intervals import interval_ms
 from quantcore.quality_report import CheckError, SeriesReport, Values, analyze, explain
 from quantcore.sinks import parquet_format as fmt
+from quantcore.sinks import parquet_layout as layout
+from quantcore.sinks.parquet_decimals import exact_strings
 
 _SIX = list(fmt.FLOAT_COLUMNS)
 """open, high, low, close, volume, quote_volume: the order of ``quality_report.Values``."""
@@ -55,28 +56,27 @@ def check_store(root: Path) -> list[SeriesReport]:
 def _rows(
     report: SeriesReport, stream: Path, step: int | None
 ) -> Iterator[tuple[str, int, Values | None]]:
-    """Every stored bar, month by month in stored order: (where, open ms, exact values)."""
-    for folder in fmt.months(stream):
-        label = f"{folder.parent.name}/{folder.name}"
+    """Every stored bar, file by file in stored order: (where, open ms, exact values)."""
+    for part in layout.parts(stream):
+        label = part.label
         try:
-            table = fmt.read_month(folder, [*_SIX, "close_time", "scales"])
+            table = layout.read_part(part, [*_SIX, "close_time", "scales"])
         except (OSError, pa.ArrowException) as exc:
-            report.add("unreadable months", f"{label}: {exc}")
+            report.add("unreadable files", f"{label}: {exc}")
             continue
         opens = table.column("open_time").cast(pa.int64()).to_numpy()
         closes = table.column("close_time").cast(pa.int64()).to_numpy()
         scales = table.column("scales").to_numpy()
         texts = [
-            fmt.exact_strings(table.column(name), (scales >> (5 * i)) & 31).to_pylist()
+            exact_strings(table.column(name), (scales >> (5 * i)) & 31).to_pylist()
             for i, name in enumerate(_SIX)
         ]
-        months = opens.astype("datetime64[ms]").astype("datetime64[M]").astype(np.int64)
-        year, month = int(folder.parent.name[5:]), int(folder.name[6:])
-        own = (year - 1970) * 12 + month - 1
+        first, following = part.bounds()
         for n, open_ms in enumerate(opens.tolist()):
             where = f"{label} row {n + 1}"
-            if months[n] != own:
-                report.add("bad rows", f"{where}: open time {open_ms} is not in this month")
+            if not first <= open_ms < following:
+                report.add("bad rows", f"{where}: open time {open_ms} is not in this file's "
+                           f"{'month' if part.month else 'year'}")  # fmt: skip
             if step is not None and closes[n] != open_ms + step - 1:
                 report.add("bad rows", f"{where}: close_time {closes[n]} is not open + {step} - 1")
             o, h, low, c, v, q = (Decimal(column[n]) for column in texts)

@@ -10,6 +10,7 @@ string, with its close time and trade count. Readers only ever see whole files.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -69,7 +70,7 @@ def assert_whole_files(root: Path) -> int:
     returns how many there are."""
     files = visible_files(root)
     for path in files:
-        assert path.name == "data.parquet", f"{path}: a file readers should never see"
+        assert re.fullmatch(r"\d{4}(-\d{2})?\.parquet", path.name), f"{path}: not a data file"
         with pq.ParquetFile(path) as opened:
             assert opened.read().num_rows == opened.metadata.num_rows > 0, path
     return len(files)
@@ -106,8 +107,9 @@ def assert_store_holds(
         f"{stored[first] if first is not None else stored[len(expected) :][:2]} vs "
         f"{expected[first] if first is not None else expected[len(stored) :][:2]}"
     )
-    assert not list(root.rglob("_journal.csv")), "a journal was left uncompacted at stop"
-    assert not list(root.rglob(".data.parquet.tmp")), "a compaction's temporary file was left"
+    assert not list(root.rglob("_*.journal.csv")), "a journal was left uncompacted at stop"
+    assert not list(root.rglob(".*.tmp")), "a compaction's temporary file was left"
+    assert not list(root.rglob(".*.merged")), "a year merge left a hidden month"
     assert assert_whole_files(root) >= 1
     table = stored_table(root, symbol, venue)
     assert table.num_rows == len(rows)
@@ -148,7 +150,7 @@ def tear_journal(root: Path, symbol: str, back: int, venue: str = "binance-spot"
     lines gone, half of the first one left. Returns the open time (ms) of the store's last
     whole bar, where a restart must resume."""
     stream = root / f"venue={venue}" / f"symbol={symbol}" / "interval=1m"
-    journals = sorted(stream.glob("year=*/month=*/_journal.csv"))
+    journals = sorted(stream.glob("year=*/_*.journal.csv"))
     assert journals, f"{stream}: no journal after the kill"
     lines = journals[-1].read_bytes().splitlines(keepends=True)
     assert len(lines) > back, f"{journals[-1]}: too few lines to tear"

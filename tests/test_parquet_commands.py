@@ -25,7 +25,9 @@ from quantcore.consumers.csv_recorder import HEADER
 from quantcore.events import BarEvent, epoch_ms
 from quantcore.sim.sources import ReplaySource
 from quantcore.sinks import parquet_format as fmt
+from quantcore.sinks import parquet_layout as layout
 from quantcore.sinks.parquet import ParquetRecorder
+from quantcore.sinks.parquet_decimals import exact_strings
 from quantcore.sinks.sqlite import SqliteRecorder
 from tests.harness import Row, csv_rows, truth_row
 from tests.paths import CSV_BTC, CSV_SHIB
@@ -88,9 +90,8 @@ def test_the_real_recording_converts_string_for_string(
     assert loaded_rows(store, "SHIBUSDT")[0][:4] == (
         "0.00001035", "0.00001036", "0.00001034", "0.00001036",
     )  # fmt: skip
-    table = fmt.read_month(
-        store / "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/month=08"
-    )
+    year = store / "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025"
+    table = layout.read_part(layout.Part(year, 2025, 8))
     for name in ("trades", "taker_buy_volume", "taker_buy_quote_volume", "event_time"):
         assert table.column(name).null_count == BTC_ROWS, name
     closes = table.column("close_time").cast(pa.int64()).to_numpy()
@@ -99,8 +100,8 @@ def test_the_real_recording_converts_string_for_string(
     assert sorted(files(store)) == [
         "_quantcore.json",
         "_venue=binance-spot.lock",
-        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/month=08/data.parquet",
-        "venue=binance-spot/symbol=SHIBUSDT/interval=1m/year=2024/month=01/data.parquet",
+        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/2025-08.parquet",
+        "venue=binance-spot/symbol=SHIBUSDT/interval=1m/year=2024/2024-01.parquet",
     ]
 
 
@@ -123,10 +124,10 @@ def test_a_sqlite_stream_converts_with_every_field(
     code, err = export(capsys, "--db", str(db), "--symbol", "BTCUSDT", "--out", str(store))
     assert (code, err) == (0, f"export: 100 bars of BTCUSDT 1m into {store}\n")
     assert stored_bars(store, "BTCUSDT") == [fields(bar) for bar in bars]
-    folders = sorted(str(p.relative_to(store)) for p in store.glob("venue=*/*/*/*/*"))
-    assert folders == [
-        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2024/month=09",
-        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2024/month=10",
+    names = sorted(str(p.relative_to(store)) for p in store.glob("venue=*/*/*/*/*"))
+    assert names == [
+        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2024/2024-09.parquet",
+        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2024/2024-10.parquet",
     ]
 
 
@@ -140,10 +141,10 @@ def fields(bar: BarEvent) -> tuple[object, ...]:
 
 def stored_bars(store: Path, symbol: str) -> list[tuple[object, ...]]:
     """Every field of every stored bar: times in ms, trades, the eight exact strings."""
-    table = fmt.read_stream(store, symbol, "1m", None, None, None)
+    table = layout.read_stream(store, symbol, "1m", None, None, None)
     scales = table.column("scales").to_numpy()
     texts = [
-        fmt.exact_strings(table.column(name), (scales >> (5 * n)) & 31).to_pylist()
+        exact_strings(table.column(name), (scales >> (5 * n)) & 31).to_pylist()
         for n, name in enumerate(fmt.EXACT_COLUMNS)
     ]
     times = [table.column(c).cast(pa.int64()).to_pylist()
@@ -193,7 +194,9 @@ def test_a_stream_the_store_holds_is_continued_only_when_the_shared_bars_agree(
     september = write_csv(tmp_path / "september.csv", recording_after(rows, 2, days=31))
     assert export(capsys, "--csv", str(september), *argv, "--force")[0] == 0
     assert loaded_rows(store, "BTCUSDT") == csv_rows(september)
-    assert not (store / "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/month=08").exists()
+    assert not (
+        store / "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/2025-08.parquet"
+    ).exists()
 
 
 def recording_after(rows: list[Row], count: int, days: int = 0) -> list[Row]:
@@ -308,9 +311,9 @@ def test_check_reports_a_planted_gap_in_a_store_as_in_the_csv(
         "  holes: 1 (3 bars missing)",
         "    2025-08-01 01:40:00 .. 2025-08-01 01:42:00 missing (3 bars)",
     ]
-    month = next(store.glob("venue=*/symbol=*/interval=*/year=*/month=*"))
+    month = next(store.glob("venue=*/symbol=*/interval=*/year=*/2025-08.parquet"))
     opened = 1_754_042_400_000  # 2025-08-01 10:00, after the file's last bar: low above open
-    (month / fmt.JOURNAL).write_text(
+    (month.parent / "_2025-08.journal.csv").write_text(
         f"{opened},{opened + 59_999},{opened + 60_000},7,1,2,1.5,1,1,1,1,1\n"
     )
     assert main(["check", str(store)]) == 1
@@ -319,8 +322,8 @@ def test_check_reports_a_planted_gap_in_a_store_as_in_the_csv(
         "  holes: 1 (3 bars missing)",
         "    2025-08-01 01:40:00 .. 2025-08-01 01:42:00 missing (3 bars)",
         "  ohlc: 2",
-        "    year=2025/month=08 row 598: 2025-08-01 10:00:00: low 1.5 > open 1",
-        "    year=2025/month=08 row 598: 2025-08-01 10:00:00: low 1.5 > close 1",
+        "    year=2025/2025-08.parquet row 598: 2025-08-01 10:00:00: low 1.5 > open 1",
+        "    year=2025/2025-08.parquet row 598: 2025-08-01 10:00:00: low 1.5 > close 1",
     ]
 
 
@@ -376,8 +379,8 @@ def test_history_fills_a_store_with_the_exchanges_strings_and_resumes_it(tmp_pat
     assert months == [
         "_quantcore.json",
         "_venue=binance-spot.lock",
-        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/month=02/data.parquet",
-        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/month=03/data.parquet",
+        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/2025-02.parquet",
+        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/2025-03.parquet",
     ]
     converted = tmp_path / "converted"
     argv = ["export", "--to", "parquet", "--csv", str(csv), "--symbol", "BTCUSDT",

@@ -276,7 +276,7 @@ async def test_demo_records_three_venues_at_once(tmp_path: Path) -> None:
         symbol = csv.name.removesuffix("_1m.csv")
         assert parquet_check.store_rows(tmp_path / "store", symbol, venue.name) == csv_rows(csv)
     assert parquet_check.assert_whole_files(tmp_path / "store") >= 3
-    assert not list((tmp_path / "store").rglob("_journal.csv"))
+    assert not list((tmp_path / "store").rglob("_*.journal.csv"))
     feeds = [part.feed for part in app.parts]
     assert [f.name for f in feeds if f is not None] == ["binance", USDM.name, COINM.name]
 

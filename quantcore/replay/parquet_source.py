@@ -1,8 +1,8 @@
 """The Parquet research store read back as closed bars (``replay.source: parquet``).
 
 Every field the store keeps comes back: the exchange's strings (each decimal column with
-the scale it was recorded with), trades, close and event times. Month files and the
-journal of the month not compacted yet are both read, so a replay sees every stored bar.
+the scale it was recorded with), trades, close and event times. Year and month files and
+the journal of the month not compacted yet are all read, so a replay sees every stored bar.
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ class ParquetSource(BarSource):
             raise ReplayError(f"{self.root}: no such Parquet store")
 
     def _table(self, key: StreamKey, lo: int | None, hi: int | None) -> Any:
-        from quantcore.sinks import parquet_format as fmt
+        from quantcore.sinks.parquet_format import StoreError
+        from quantcore.sinks.parquet_layout import read_stream
 
         try:
-            return fmt.read_stream(self.root, key[0], key[1], lo, hi, None)
-        except fmt.StoreError:
+            return read_stream(self.root, key[0], key[1], lo, hi, None)
+        except StoreError:
             return None
 
     def extent(self, key: StreamKey) -> tuple[int, int] | None:
@@ -53,15 +54,16 @@ class ParquetSource(BarSource):
         return int(times[0].as_py()), int(times[-1].as_py())
 
     def bars(self, key: StreamKey, start_ms: int, end_ms: int) -> Iterator[BarEvent]:
-        from quantcore.sinks import parquet_format as fmt
+        from quantcore.sinks.parquet_decimals import exact_strings
+        from quantcore.sinks.parquet_format import EXACT_COLUMNS
 
         table = self._table(key, start_ms, end_ms)
         if table is None:
             return
         scales = table.column("scales").to_numpy()
         texts = [
-            fmt.exact_strings(table.column(name), (scales >> (5 * n)) & 31).to_pylist()
-            for n, name in enumerate(fmt.EXACT_COLUMNS)
+            exact_strings(table.column(name), (scales >> (5 * n)) & 31).to_pylist()
+            for n, name in enumerate(EXACT_COLUMNS)
         ]
         times = [table.column(c).cast("int64").to_pylist() for c in ("open_time", "close_time")]
         events = table.column("event_time").cast("int64").to_pylist()

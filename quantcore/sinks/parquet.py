@@ -2,10 +2,11 @@
 
 Each bar is appended as one line to its month's hidden journal (as cheap as a CSV line,
 and a process crash loses nothing the OS accepted). A month's journal is compacted into
-that month's ``data.parquet`` when the month closes, when the recorder stops, and at the
-next start after a crash: rows are merged in a background thread, written under a hidden
-temporary name, fsynced and renamed into place, so readers only ever see whole files.
-Layout and schema: :mod:`quantcore.sinks.parquet_format`.
+that month's file when the month closes, when the recorder stops, and at the next start
+after a crash; when a year closes, its months are merged into one file. Both run in a
+background thread and write under a hidden temporary name, fsync and rename, so readers
+only ever see whole files. Layout: :mod:`quantcore.sinks.parquet_layout`; schema:
+:mod:`quantcore.sinks.parquet_format`.
 """
 
 from __future__ import annotations
@@ -24,46 +25,13 @@ from quantcore.component import Component
 from quantcore.events import BarEvent, GapEvent, epoch_ms, utc_text
 from quantcore.filelock import FileBusyError, WriterLock, lock_for_writing
 from quantcore.gapfile import STORE_NAME, append_to
-from quantcore.intervals import month_bounds
 from quantcore.sinks import parquet_format as fmt
+from quantcore.sinks import parquet_layout as layout
 from quantcore.sinks.parquet_format import StoreError
 
 log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-
-
-def compact(folder: Path) -> int:
-    """Merge a month's journal into its ``data.parquet`` (atomically), then drop the journal.
-
-    Idempotent: journal rows already in the file (a crash between rename and unlink) are
-    skipped. Bytes after the journal's last newline (a line torn by kill -9) are dropped:
-    that bar was never acknowledged, so the feed fetches it again. Returns rows added.
-    """
-    journal = folder / fmt.JOURNAL
-    try:
-        fd = os.open(journal, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return 0
-    try:
-        size = os.fstat(fd).st_size
-        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-    finally:
-        os.close(fd)
-    before = 0
-    data = folder / fmt.DATA
-    if data.exists():
-        fmt.check_ours(data)
-        before = fmt.row_count(data)
-    table = fmt.read_month(folder)
-    added: int = table.num_rows - before
-    if added:
-        fmt.write_atomically(folder, table)
-    if torn:
-        log.warning("%s: dropped a torn last journal line left by an interrupted write", journal)
-    journal.unlink()
-    fmt.fsync_dir(folder)
-    return added
 
 
 class _Stream:
@@ -75,25 +43,28 @@ class _Stream:
     """
 
     __slots__ = ("_below", "end_ms", "failed", "fd", "folder", "fsync", "last_ms", "lost",
-                 "month_dir", "size", "start_ms", "written")  # fmt: skip
+                 "month", "size", "start_ms", "written")  # fmt: skip
 
     def __init__(self, folder: Path, fsync: bool) -> None:
         self.folder = folder
         self.fsync = fsync
         self.fd = -1
-        self.month_dir: Path | None = None
+        self.month: layout.Part | None = None
         self.start_ms = self.end_ms = 0
         self.written = 0
         self.lost = 0
         self.size = 0
         self.failed = False
-        for month in fmt.months(folder):
-            compact(month)
+        layout.recover(folder)
+        for part in layout.parts(folder):
+            layout.compact_month(part)
         self.last_ms: int | None = None
-        for month in reversed(fmt.months(folder)):
-            self.last_ms = fmt.last_open_ms(month)
+        for part in reversed(layout.parts(folder)):
+            self.last_ms = layout.last_open_ms(part)
             if self.last_ms is not None:
                 break
+        if self.last_ms is not None:
+            layout.settle(folder, self.last_ms)  # a year a crash left unmerged
         self._below = 0
         self._floor()
 
@@ -103,8 +74,9 @@ class _Stream:
         after = -(1 << 62) if self.last_ms is None else self.last_ms + 1
         self._below = (1 << 62) if self.failed else max(self.start_ms, after)
 
-    def write(self, bar: BarEvent) -> Path | None:
-        """Append the bar's journal line; returns the month folder to compact if it closed.
+    def write(self, bar: BarEvent) -> layout.Part | None:
+        """Append the bar's journal line; returns the month it opened, if it opened one
+        (what came before it is then closed: :func:`~.parquet_layout.settle` it).
 
         After a failed append the stream appends nothing more this run (each later bar is
         counted lost, so the run ends non-zero): the journal stays gap-free and a restart
@@ -134,22 +106,21 @@ class _Stream:
         self.written += 1
         return None
 
-    def _write_other(self, bar: BarEvent, open_ms: int) -> Path | None:
+    def _write_other(self, bar: BarEvent, open_ms: int) -> layout.Part | None:
         """A bar off the fast path: already held, after a failure, or in another month."""
         if self.last_ms is not None and open_ms <= self.last_ms:
             return None
         if self.failed:
             self.lost += 1
             return None
-        closed = self.month_dir if self.fd >= 0 else None
         try:
             self._open_month(open_ms)
         except OSError as exc:
             self._failed(open_ms, exc)
-            return closed
+            return None
         self._floor()
         self.write(bar)
-        return closed
+        return self.month
 
     def _failed(self, open_ms: int, exc: OSError) -> None:
         self.failed = True
@@ -168,11 +139,11 @@ class _Stream:
 
     def _open_month(self, open_ms: int) -> None:
         self.close()
-        year, month, self.start_ms, self.end_ms = month_bounds(open_ms)
-        self.month_dir = fmt.month_dir(self.folder, year, month)
-        self.month_dir.mkdir(parents=True, exist_ok=True)
+        self.month = month = layout.month_of(self.folder, open_ms)
+        self.start_ms, self.end_ms = month.bounds()
+        month.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(
-            self.month_dir / fmt.JOURNAL,
+            month.journal,
             os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
             0o644,
         )
@@ -191,7 +162,7 @@ class _Stream:
 
 
 class ParquetRecorder(Component):
-    """Records closed bars under ``root`` in ``venue=/symbol=/interval=/year=/month=`` folders.
+    """Records closed bars under ``root`` in ``venue=/symbol=/interval=/year=`` folders.
 
     ``venue`` names the partition (the config's venue name); ``fsync=True`` makes each
     journal line durable against power loss (a disk flush per bar); the default survives
@@ -211,12 +182,12 @@ class ParquetRecorder(Component):
         super().__init__(name=name)
         self.root = Path(root)
         self.venue = venue
-        fmt.stream_dir(self.root, venue, "BTCUSDT", "1m")
+        layout.stream_dir(self.root, venue, "BTCUSDT", "1m")
         self.fsync = fsync
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._lock: WriterLock | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._compactions: list[Future[int]] = []
+        self._compactions: list[Future[None]] = []
         self._closed_lost = self._closed_written = 0
         self.stop_grace = 30.0
 
@@ -238,6 +209,12 @@ class ParquetRecorder(Component):
                 found = None
             if not isinstance(found, dict) or found.get("format") != fmt.FORMAT["format"]:
                 raise StoreError(f"{marker}: not a quantcore store marker; left as is")
+            if found.get("layout") != fmt.STORE_FORMAT["layout"]:
+                raise StoreError(
+                    f"{marker}: a store of layout {found.get('layout', 1)} (year=/month= folders, "
+                    f"written by an earlier quantcore); this one writes layout "
+                    f"{fmt.STORE_FORMAT['layout']}: record into a new root; left as is"
+                )
         elif self.root.is_dir() and any(not p.name.startswith(".") for p in self.root.iterdir()):
             raise StoreError(
                 f"{self.root}: not a quantcore Parquet store (no {fmt.MARKER}); left as is"
@@ -245,7 +222,7 @@ class ParquetRecorder(Component):
         else:
             self.root.mkdir(parents=True, exist_ok=True)
             temp = self.root / f".{fmt.MARKER}.{os.getpid()}.tmp"
-            temp.write_bytes(fmt.META_VALUE + b"\n")
+            temp.write_bytes(fmt.STORE_MARKER + b"\n")
             with temp.open("rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(temp, marker)
@@ -260,7 +237,7 @@ class ParquetRecorder(Component):
         stream = self._streams.get(key)
         if stream is None:
             self._open_store()
-            folder = fmt.stream_dir(self.root, self.venue, symbol, interval)
+            folder = layout.stream_dir(self.root, self.venue, symbol, interval)
             stream = self._streams[key] = _Stream(folder, self.fsync)
         return stream
 
@@ -276,9 +253,8 @@ class ParquetRecorder(Component):
         stream = self._streams.get((bar.symbol, bar.interval))
         if stream is None:
             stream = self._stream(bar.symbol, bar.interval)
-        closed = stream.write(bar)
-        if closed is not None:
-            self._compact_later(closed)
+        if stream.write(bar) is not None:
+            self._settle_later(stream.folder, stream.last_ms)
 
     def on_gap(self, gap: GapEvent) -> None:
         """Write the range down in the stream folder's ``_gaps.csv`` (the CSV sidecar's
@@ -294,29 +270,37 @@ class ParquetRecorder(Component):
             log.error("%s: cannot write down the gap %s .. %s (%s): %s", folder, gap.first_open,
                       gap.last_open, gap.reason.value, exc.strerror or exc)  # fmt: skip
 
-    def _compact_later(self, folder: Path) -> None:
-        """Compact a closed month in the background thread (the loop never waits on it)."""
+    def _settle_later(self, folder: Path, newest_ms: int | None) -> None:
+        """Compact the months before the one of ``newest_ms`` and merge the finished years
+        in the background thread (the loop never waits on it; jobs run one at a time)."""
+        if newest_ms is None:
+            return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="parquet-compact")
         self._compactions = [f for f in self._compactions if not f.done()]
-        self._compactions.append(self._executor.submit(self._compact_logged, folder))
+        self._compactions.append(self._executor.submit(self._settle_logged, folder, newest_ms))
 
     @staticmethod
-    def _compact_logged(folder: Path) -> int:
+    def _settle_logged(folder: Path, newest_ms: int) -> None:
         try:
-            return compact(folder)
+            layout.settle(folder, newest_ms)
         except (OSError, ValueError) as exc:
-            log.error(
-                "%s: compaction failed (%s); the journal is kept for the next start", folder, exc
-            )
-            return 0
+            log.error("%s: compaction failed (%s); its files are kept for the next start",
+                      folder, exc)  # fmt: skip
 
     def compact_all(self) -> None:
-        """Close every journal and compact the current months (on stop; synchronous)."""
+        """Close every journal, compact the current months and merge a year their last
+        bars finished (on stop; synchronous)."""
         for stream in self._streams.values():
             stream.close()
-            if stream.month_dir is not None:
-                self._compact_logged(stream.month_dir)
+            if stream.month is not None and stream.last_ms is not None:
+                try:
+                    layout.compact_month(stream.month)
+                except (OSError, ValueError) as exc:
+                    log.error("%s: compaction failed (%s); the journal is kept for the next "
+                              "start", stream.month.journal, exc)  # fmt: skip
+                    continue
+                self._settle_logged(stream.folder, stream.last_ms)
 
     def unrecorded(self) -> int:
         return self._closed_lost + sum(s.lost for s in self._streams.values())

@@ -5,8 +5,8 @@ decimal, times strictly increasing on the interval's grid; else one line naming 
 or bar, nothing written). The store is opened the way the ParquetRecorder opens it: the
 same refusal of a folder that is not a store and the same one-writer lock, so a running
 recorder and a conversion never write one venue of a store together. Each month is
-written whole (temporary name, fsync, rename): an interrupted conversion leaves complete
-months, and running it again adds the rest.
+written whole (temporary name, fsync, rename), then each finished year is merged into one
+file: an interrupted conversion leaves complete months, and running it again adds the rest.
 
 A stream the store already holds: the bars after its last bar are appended, provided
 every bar both hold is equal, digit for digit (else refused, nothing written); ``--force``
@@ -37,6 +37,7 @@ from quantcore.gapfile import STORE_NAME, GapFileError, KnownGap, merge_into, re
 from quantcore.intervals import bar_open_ms, interval_ms
 from quantcore.progress import progress
 from quantcore.sinks import parquet_format as fmt
+from quantcore.sinks import parquet_layout as layout
 from quantcore.sinks import schema
 from quantcore.sinks.export import EXIT_BAD_INPUT, EXIT_NO_BARS, EXIT_OK, ExportError, count_bars
 from quantcore.sinks.parquet import ParquetRecorder
@@ -253,13 +254,13 @@ def write_store(
     recorder = ParquetRecorder(root=str(root), venue=venue)
     try:
         last = recorder.resume_point(symbol, interval)  # refuses foreign folders, locks
-        stream = fmt.stream_dir(root, venue, symbol, interval)
+        stream = layout.stream_dir(root, venue, symbol, interval)
         if source.gaps is not None and not force:
             read_from(stream / STORE_NAME)  # a bad gaps file refuses before any bar is written
         new, held, missing = source.table, 0, 0
         if last is not None and not force:
             first = int(_open_times(source.table)[0])
-            stored = fmt.read_stream(root, symbol, interval, first, last + 1, venue,
+            stored = layout.read_stream(root, symbol, interval, first, last + 1, venue,
                                      [*fmt.EXACT_COLUMNS[:_SIX], "scales"])  # fmt: skip
             if stored.num_rows:
                 missing = _compare(source, stored, root, f"{symbol} {interval}")
@@ -269,7 +270,10 @@ def write_store(
             held = source.table.num_rows - new.num_rows
         written = _write_months(new, stream, replace=force)
         if force:
-            _drop_other_months(stream, written)
+            _drop_other_parts(stream, written)
+        newest = [layout.last_open_ms(part) for part in layout.parts(stream)[-1:]]
+        if newest and newest[0] is not None:
+            layout.settle(stream, newest[0])
         if source.gaps is not None:
             stream.mkdir(parents=True, exist_ok=True)
             merge_into(stream / STORE_NAME, source.gaps, replace=force)
@@ -278,40 +282,39 @@ def write_store(
         asyncio.run(recorder.stop())
 
 
-def _write_months(table: pa.Table, stream: Path, replace: bool) -> set[Path]:
-    """Each month of ``table`` into its folder (merged after the rows there unless
-    ``replace``), written whole; returns the month folders written."""
+def _write_months(table: pa.Table, stream: Path, replace: bool) -> set[layout.Part]:
+    """Each month of ``table`` into its file (after the rows there unless ``replace``),
+    written whole; returns the months written."""
     if not table.num_rows:
         return set()
     months = _open_times(table).astype("datetime64[ms]").astype("datetime64[M]").astype(np.int64)
     cuts = [0, *(np.flatnonzero(np.diff(months)) + 1).tolist(), len(months)]
-    written: set[Path] = set()
+    written: set[layout.Part] = set()
     with progress(len(cuts) - 1, f"export {stream.parent.name[7:]}", unit="month") as shown:
         for start, stop in pairwise(cuts):
             month = int(months[start])
-            folder = fmt.month_dir(stream, 1970 + month // 12, month % 12 + 1)
-            folder.mkdir(parents=True, exist_ok=True)
-            part = table.slice(start, stop - start)
-            if not replace and (folder / fmt.DATA).exists():
-                part = pa.concat_tables([fmt.read_month(folder), part])
-            fmt.write_atomically(folder, part)
-            written.add(folder)
+            year = 1970 + month // 12
+            part = layout.Part(stream / f"year={year:04d}", year, month % 12 + 1)
+            part.folder.mkdir(parents=True, exist_ok=True)
+            rows = table.slice(start, stop - start)
+            if not replace and part.data.exists():
+                rows = pa.concat_tables([layout.read_part(part), rows])
+            fmt.write_atomically(part.data, rows)
+            written.add(part)
             shown.update(1)
     return written
 
 
-def _drop_other_months(stream: Path, keep: set[Path]) -> None:
-    """``--force``: the stream's months the source does not have are removed."""
-    for folder in fmt.months(stream):
-        if folder in keep:
+def _drop_other_parts(stream: Path, keep: set[layout.Part]) -> None:
+    """``--force``: the stream's years and months the source does not have are removed."""
+    for part in layout.parts(stream):
+        if part in keep:
             continue
-        for name in (fmt.DATA, fmt.JOURNAL):
-            (folder / name).unlink(missing_ok=True)
-        fmt.fsync_dir(folder)
-        if not any(folder.iterdir()):
-            folder.rmdir()
-            if not any(folder.parent.iterdir()):
-                folder.parent.rmdir()
+        part.data.unlink(missing_ok=True)
+        part.journal.unlink(missing_ok=True)
+        fmt.fsync_dir(part.folder)
+        if not any(part.folder.iterdir()):
+            part.folder.rmdir()
 
 
 def _stamp(ms: int) -> str:

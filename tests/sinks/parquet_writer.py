@@ -14,8 +14,9 @@ from quantcore.events import BarDecimals, BarEvent
 from quantcore.sinks.parquet import ParquetRecorder
 
 STREAM = ("ETHBTC", "1m")
-T0 = datetime(2024, 1, 31, 23, 0, tzinfo=UTC)
-"""An hour before a month closes, so the first compaction comes soon."""
+T0 = datetime(2024, 11, 30, 23, 0, tzinfo=UTC)
+"""An hour before a month closes, so the first compaction comes soon, and a month before
+the year closes, so the writer merges a year (two months) within seconds."""
 
 
 def bar(i: int) -> BarEvent:

@@ -1,4 +1,4 @@
-"""ParquetRecorder: exact decimals, month files, resume, one writer, foreign files refused."""
+"""ParquetRecorder: exact decimals, month and year files, resume, one writer, foreign files refused."""
 
 from __future__ import annotations
 
@@ -23,12 +23,15 @@ from quantcore.sim.formats import read_data
 from quantcore.sinks import parquet as parquet_module
 from quantcore.sinks import parquet_format as fmt
 from quantcore.sinks.parquet import ParquetRecorder
+from quantcore.sinks.parquet_decimals import exact_strings
 from quantcore.sinks.parquet_format import StoreError
 from tests.harness import csv_rows
 from tests.paths import DATA
 from tests.sinks.helpers import STREAM, make_bar, publish, start_all, stop_all
 
-MONTH_FOLDER = "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2024/month=09"
+YEAR_FOLDER = "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2024"
+MONTH_FILE = f"{YEAR_FOLDER}/2024-09.parquet"
+JOURNAL = f"{YEAR_FOLDER}/_2024-09.journal.csv"
 
 
 def at(bar: BarEvent, open_time: datetime, interval: str = "1m") -> BarEvent:
@@ -91,8 +94,8 @@ async def test_same_bars_as_the_csv_string_for_string_and_floats_as_the_history(
     assert recorder.rows_written == 50 and recorder.unrecorded() == 0
 
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert files == ["_quantcore.json", "_venue=binance-spot.lock", f"{MONTH_FOLDER}/data.parquet"]
-    table = pq.read_table(root / MONTH_FOLDER / "data.parquet")
+    assert files == ["_quantcore.json", "_venue=binance-spot.lock", MONTH_FILE]
+    table = pq.read_table(root / MONTH_FILE)
     assert table.schema.field("quote_volume").type == pa.decimal128(38, 18)
     assert table.schema.field("open_time").type == pa.timestamp("ms", tz="UTC")
     assert table.column("quote_volume")[7].as_py() == Decimal(
@@ -136,18 +139,18 @@ async def test_a_month_that_closes_is_compacted_into_its_own_file(tmp_path: Path
     for future in recorder._compactions:
         future.result(timeout=10)
     stream = root / "venue=binance-spot/symbol=BTCUSDT/interval=1m"
-    august, september = stream / "year=2024/month=08", stream / "year=2024/month=09"
-    assert pq.read_table(august / "data.parquet").num_rows == 2
-    assert not (august / "_journal.csv").exists()
-    assert (september / "_journal.csv").read_bytes() == b"".join(
+    year = stream / "year=2024"
+    assert pq.read_table(year / "2024-08.parquet").num_rows == 2
+    assert not (year / "_2024-08.journal.csv").exists()
+    assert (year / "_2024-09.journal.csv").read_bytes() == b"".join(
         fmt.journal_line(bar, bar.open_time_ms) for bar in bars[2:]
     )
-    assert not (september / "data.parquet").exists()
+    assert not (year / "2024-09.parquet").exists()
     # The month still open is read from its journal: load() always sees every bar.
     during = quantcore.load(*STREAM, source=root, exact=True)
     assert list(during["open"]) == [b.decimal_strings().open for b in bars]
     await stop_all(bus, [recorder])
-    assert pq.read_table(september / "data.parquet").num_rows == 3
+    assert pq.read_table(year / "2024-09.parquet").num_rows == 3
     september_only = quantcore.load(*STREAM, start="2024-09-01", source=root)
     assert list(september_only["datetime"].dt.day) == [1, 1, 1]
     one = quantcore.load(*STREAM, start="2024-08-31 23:59", end="2024-09-01 00:01", source=root)
@@ -167,7 +170,7 @@ async def test_journal_lines_are_journal_line_s_for_bars_with_and_without_string
     publish(bus, [*bars, bars[1]])
     await bus.drain()
     expected = b"".join(fmt.journal_line(bar, bar.open_time_ms) for bar in bars)
-    assert (root / MONTH_FOLDER / "_journal.csv").read_bytes() == expected
+    assert (root / JOURNAL).read_bytes() == expected
     assert b",10.43333333," in expected.splitlines()[1]
     await stop_all(bus, [recorder])
     assert recorder.rows_written == 3
@@ -213,7 +216,7 @@ def test_decimal_38_18_holds_every_binance_tick_step_limit_and_huge_volume() -> 
     for position, name in enumerate(fmt.EXACT_COLUMNS):
         stored = table.column(name)
         own = (scales >> (5 * position)) & 31
-        texts = fmt.exact_strings(stored, own).to_pylist()
+        texts = exact_strings(stored, own).to_pylist()
         assert list(texts) == [row[position] for row in rows], name
         assert stored.to_pylist() == [Decimal(row[position]) for row in rows]
         if name in fmt.FLOAT_COLUMNS:
@@ -255,14 +258,13 @@ async def test_one_writer_per_store_and_foreign_folders_and_files_are_refused(
         ParquetRecorder(root=str(foreign)).resume_point(*STREAM)
     assert sorted(p.name for p in foreign.iterdir()) == ["cat.jpg"]
 
-    month = root / MONTH_FOLDER
-    month.mkdir(parents=True)
-    pq.write_table(pa.table({"x": [1]}), month / "data.parquet")
-    (month / "_journal.csv").write_bytes(fmt.journal_line(make_bar(0), make_bar(0).open_time_ms))
-    with pytest.raises(StoreError, match=r"data\.parquet: not a quantcore Parquet file"):
+    (root / YEAR_FOLDER).mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1]}), root / MONTH_FILE)
+    (root / JOURNAL).write_bytes(fmt.journal_line(make_bar(0), make_bar(0).open_time_ms))
+    with pytest.raises(StoreError, match=r"2024-09\.parquet: not a quantcore Parquet file"):
         ParquetRecorder(root=str(root)).resume_point(*STREAM)
-    assert pq.read_table(month / "data.parquet").column_names == ["x"]
-    assert (month / "_journal.csv").exists()
+    assert pq.read_table(root / MONTH_FILE).column_names == ["x"]
+    assert (root / JOURNAL).exists()
 
 
 async def test_a_torn_journal_line_is_dropped_and_that_bar_is_fetched_again(
@@ -274,7 +276,7 @@ async def test_a_torn_journal_line_is_dropped_and_that_bar_is_fetched_again(
     bus = EventBus()
     await start_all(bus, [recorder], [STREAM])
     publish(bus, bars[:5])
-    journal = root / MONTH_FOLDER / "_journal.csv"
+    journal = root / JOURNAL
     with journal.open("ab") as handle:
         handle.write(fmt.journal_line(bars[5], bars[5].open_time_ms)[:30])
     recorder._streams[STREAM].close()  # as a kill -9 leaves it: journal not compacted
@@ -322,7 +324,7 @@ async def test_a_failed_append_stops_the_stream_gap_free_and_a_restart_fills_it(
     await start_all(bus, [recorder], [STREAM])
     publish(bus, bars)
     await bus.drain()
-    journal = root / MONTH_FOLDER / "_journal.csv"
+    journal = root / JOURNAL
     assert journal.read_bytes().endswith(fmt.journal_line(bars[4], bars[4].open_time_ms))
     await stop_all(bus, [recorder])
     assert (recorder.rows_written, recorder.unrecorded()) == (5, 5)

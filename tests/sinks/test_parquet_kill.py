@@ -1,10 +1,12 @@
-"""kill -9 a ParquetRecorder process at random moments and during compactions: no bar it
-accepted is lost, none is stored twice, and readers only ever see whole Parquet files."""
+"""kill -9 a ParquetRecorder process at random moments and during compactions and the
+year merge: no bar it accepted is lost, none is stored twice, and readers only ever see
+whole Parquet files."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -42,12 +44,13 @@ def read_everything(root: Path) -> int:
 
 
 def temp_exists(root: Path) -> bool:
-    """Whether a compaction is writing its temporary file (checked cheaply, month by month)."""
+    """Whether a compaction or a year merge is writing its temporary file (checked
+    cheaply, name by name)."""
     stream = root / "venue=binance-spot/symbol=ETHBTC/interval=1m"
     return any(
-        os.path.exists(stream / f"year={year}/month={month:02d}/.data.parquet.tmp")
+        os.path.exists(stream / f"year={year}/.{name}.parquet.tmp")
         for year in (2024, 2025)
-        for month in range(1, 13)
+        for name in (f"{year}", *(f"{year}-{month:02d}" for month in range(1, 13)))
     )
 
 
@@ -87,7 +90,7 @@ async def test_kill_9_at_any_moment_loses_nothing_and_shows_no_half_file(tmp_pat
         acked, hit = run_and_kill(root, rng, during_compaction=round_ % 2 == 1)
         assert acked > last_acked
         last_acked, hits = acked, hits + hit
-        assert not [p for p in visible_parquet(root) if p.name != "data.parquet"]
+        assert all(re.fullmatch(r"\d{4}(-\d{2})?\.parquet", p.name) for p in visible_parquet(root))
     assert hits >= 2, "the kills during compaction must land while a temporary file exists"
 
     recorder = ParquetRecorder(root=str(root))
@@ -102,4 +105,7 @@ async def test_kill_9_at_any_moment_loses_nothing_and_shows_no_half_file(tmp_pat
     assert list(frame["baseVolume"]) == [b.decimal_strings().quote_volume for b in expected]
     assert list(frame["low"]) == ["0.00000001"] * count
     assert read_everything(root) == count
-    assert not temp_exists(root) and not any(root.rglob("_journal.csv"))
+    assert not temp_exists(root) and not any(root.rglob("_*.journal.csv"))
+    stream = root / "venue=binance-spot/symbol=ETHBTC/interval=1m"
+    assert (stream / "year=2024/2024.parquet").exists(), "the closed year was not merged"
+    assert sorted(p.name for p in (stream / "year=2024").iterdir()) == ["2024.parquet"]
