@@ -434,3 +434,26 @@ def test_the_docs_console_example_prints_what_it_shows(
         assert main(shlex.split(command)) == 0
         out, err = capsys.readouterr()
         assert out + err == shown, command
+
+
+def test_an_export_over_a_year_end_merges_the_finished_year_into_one_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bars from 2024-12-31 23:57 to 2025-01-01 00:02: 2024 is over (a 2025 bar exists), so
+    its month becomes ``2024.parquet``; 2025 stays a month file; check reads both."""
+    start = [("1.5", "2", "1", "1.25", "10", "12.5", "2024-12-31 23:56:00")]
+    rows = recording_after(start, 6)
+    csv = write_csv(tmp_path / "BTCUSDT_1m.csv", rows)
+    store = tmp_path / "store"
+    code, err = export(capsys, "--csv", str(csv), "--symbol", "BTCUSDT", "--out", str(store))
+    assert (code, err) == (0, f"export: 6 bars of BTCUSDT 1m into {store}\n")
+    assert [name for name in files(store) if name.endswith(".parquet")] == [
+        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2024/2024.parquet",
+        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/2025-01.parquet",
+    ]
+    assert loaded_rows(store, "BTCUSDT") == csv_rows(csv)
+    assert main(["check", str(store)]) == 0
+    assert capsys.readouterr().out == (
+        f"{store}:binance-spot: BTCUSDT 1m: 6 rows, 2024-12-31 23:57:00 .. "
+        "2025-01-01 00:02:00 UTC: clean\n"
+    )
