@@ -23,11 +23,11 @@ from pathlib import Path
 
 from quantcore.consumers.csv_recorder import HEADER
 from quantcore.events import parse_datetime_ms
-from quantcore.gapfile import GapFileError, KnownGap, read_gaps
+from quantcore.gapfile import GapFileError, read_gaps
 from quantcore.intervals import INTERVAL_MS, interval_ms
 from quantcore.quality_report import CheckError, SeriesReport, Values, analyze, explain
 from quantcore.sinks import schema
-from quantcore.sinks.sqlite import connect
+from quantcore.sinks.sqlite import connect, known_gaps
 
 EXIT_CLEAN = 0
 EXIT_PROBLEMS = 1
@@ -95,26 +95,12 @@ def check_sqlite(path: Path, table: str = "bars") -> list[SeriesReport]:
             report = SeriesReport(f"{path}:{table}", f"{symbol} {interval}", step)
             rows = conn.execute(schema.select_stream(quoted, "?"), (symbol, interval))
             reports.append(analyze(report, _sqlite_rows(report, rows, step), interval))
-            explain(report, _sqlite_gaps(conn, table, symbol, interval))
+            explain(report, known_gaps(conn, table, symbol, interval))
         return reports
     except (sqlite3.Error, ValueError) as exc:
         raise CheckError(f"{path}: {table}: {exc}") from None
     finally:
         conn.close()
-
-
-def _sqlite_gaps(conn: sqlite3.Connection, table: str, symbol: str, interval: str
-                 ) -> list[KnownGap]:  # fmt: skip
-    """The known gaps the SqliteRecorder wrote down beside ``table`` (none: no such table)."""
-    gaps = schema.gaps_table(table)
-    try:
-        query = (
-            f'SELECT first_open, last_open, reason FROM {gaps} WHERE symbol = ? AND "interval" = ?'
-        )
-        rows = conn.execute(f"{query} ORDER BY first_open", (symbol, interval))
-    except sqlite3.OperationalError:
-        return []
-    return [KnownGap(int(first), int(last), str(reason)) for first, last, reason in rows]
 
 
 def _sqlite_rows(

@@ -22,7 +22,8 @@ import quantcore
 from quantcore.bus import EventBus
 from quantcore.cli import main
 from quantcore.consumers.csv_recorder import HEADER
-from quantcore.events import BarEvent, epoch_ms
+from quantcore.events import GAP, BarEvent, GapEvent, GapReason, epoch_ms
+from quantcore.gapfile import STORE_NAME
 from quantcore.sim.sources import ReplaySource
 from quantcore.sinks import parquet_format as fmt
 from quantcore.sinks import parquet_layout as layout
@@ -129,6 +130,43 @@ def test_a_sqlite_stream_converts_with_every_field(
         "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2024/2024-09.parquet",
         "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2024/2024-10.parquet",
     ]
+
+
+def test_a_sqlite_stream_s_exchange_gaps_come_along_and_check_labels_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bars 0-9 and 13-19 with 10-12 written down by the SqliteRecorder as an exchange gap:
+    the store's ``_gaps.csv`` gets the range, and ``check`` calls the hole known, as it
+    does for the database itself."""
+    db = tmp_path / "bars.sqlite"
+    bars = [make_bar(i) for i in [*range(10), *range(13, 20)]]
+    gap = GapEvent("BTCUSDT", "1m", make_bar(10).open_time, make_bar(12).open_time,
+                   GapReason.EXCHANGE)  # fmt: skip
+
+    async def record() -> None:
+        bus, recorder = EventBus(), SqliteRecorder(path=str(db))
+        await start_all(bus, [recorder])
+        publish(bus, bars[:10])
+        bus.publish(GAP, gap)
+        publish(bus, bars[10:])
+        await stop_all(bus, [recorder])
+
+    asyncio.run(record())
+    store = tmp_path / "store"
+    code, err = export(capsys, "--db", str(db), "--symbol", "BTCUSDT", "--out", str(store))
+    assert (code, err) == (0, f"export: 17 bars of BTCUSDT 1m into {store}\n")
+    gaps = store / "venue=binance-spot/symbol=BTCUSDT/interval=1m" / STORE_NAME
+    assert gaps.read_text().splitlines()[1:] == [
+        f"2024-09-04 02:37:00,2024-09-04 02:39:00,{GapReason.EXCHANGE.value}"
+    ]
+    for target in (db, store):
+        assert main(["check", str(target)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[1:] == [
+            "  known gaps: 1 (3 bars, not counted as problems)",
+            "    2024-09-04 02:37:00 .. 2024-09-04 02:39:00 missing (3 bars): "
+            f"{GapReason.EXCHANGE.value}",
+        ], lines
 
 
 def fields(bar: BarEvent) -> tuple[object, ...]:

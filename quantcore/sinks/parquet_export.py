@@ -12,7 +12,8 @@ A stream the store already holds: the bars after its last bar are appended, prov
 every bar both hold is equal, digit for digit (else refused, nothing written); ``--force``
 replaces the stream instead. Values keep the exchange's strings; a CSV has no trades,
 taker volumes or event times, so those are null (unknown), never invented. The CSV's
-``.gaps`` sidecar goes into the stream's ``_gaps.csv`` (ranges it lacks; ``--force``: all).
+``.gaps`` sidecar, or SQLite's ``<table>_gaps``, goes into the stream's ``_gaps.csv``
+(ranges it lacks; ``--force``: all).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from quantcore.sinks import schema
 from quantcore.sinks.export import EXIT_BAD_INPUT, EXIT_NO_BARS, EXIT_OK, ExportError, count_bars
 from quantcore.sinks.parquet import ParquetRecorder
 from quantcore.sinks.rows import ROW_COLUMNS
-from quantcore.sinks.sqlite import connect
+from quantcore.sinks.sqlite import connect, known_gaps
 
 _PLAIN = r"^[0-9]+(\.[0-9]+)?$"
 _STAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
@@ -64,7 +65,8 @@ class Source:
     where: list[str]
     """Per row, where it came from (``line 17``, ``open_time 1725408000000``)."""
     gaps: list[KnownGap] | None = None
-    """Known gaps to carry over (a CSV's ``.gaps`` sidecar); None: the source has none."""
+    """Known gaps to carry over (a CSV's ``.gaps`` sidecar, SQLite's ``<table>_gaps``); None:
+    the source keeps none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,13 +185,15 @@ def read_csv(path: Path, interval: str) -> Source:
 
 
 def read_sqlite(db: Path, table: str, symbol: str, interval: str) -> Source:
-    """One stream of a SqliteRecorder table as store rows, every field kept."""
+    """One stream of a SqliteRecorder table as store rows, every field kept, with the
+    exchange gaps the recorder wrote down beside it (``<table>_gaps``)."""
     count_bars(db, symbol, interval, table)
     try:
         conn = connect(db, read_only=True)
         try:
             quoted = schema.table_name(table)
             rows = conn.execute(schema.select_stream(quoted, "?"), (symbol, interval)).fetchall()
+            gaps = known_gaps(conn, table, symbol, interval)
         finally:
             conn.close()
     except (sqlite3.Error, ValueError) as exc:
@@ -209,7 +213,7 @@ def read_sqlite(db: Path, table: str, symbol: str, interval: str) -> Source:
     }
     columns = {"open_time": pa.array(times), **ints, **texts}
     journal = pa.table([columns[n] for n in fmt.JOURNAL_COLUMNS], names=list(fmt.JOURNAL_COLUMNS))
-    return Source(f"{db}:{table}", _store_table(f"{db}:{table}", journal), where)
+    return Source(f"{db}:{table}", _store_table(f"{db}:{table}", journal), where, gaps)
 
 
 def _store_table(name: str, journal: pa.Table) -> pa.Table:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from quantcore.events import BarEvent, GapEvent, epoch_ms
 from quantcore.filelock import WriterLock, lock_for_writing
+from quantcore.gapfile import KnownGap
 from quantcore.sinks import schema
 from quantcore.sinks.base import BufferedSink
 from quantcore.sinks.rows import to_row
@@ -150,3 +151,17 @@ class SqliteRecorder(BufferedSink):
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def known_gaps(conn: sqlite3.Connection, table: str, symbol: str, interval: str
+                 ) -> list[KnownGap]:  # fmt: skip
+    """The known gaps the SqliteRecorder wrote down beside ``table`` (none: no such table)."""
+    gaps = schema.gaps_table(table)
+    try:
+        query = (
+            f'SELECT first_open, last_open, reason FROM {gaps} WHERE symbol = ? AND "interval" = ?'
+        )
+        rows = conn.execute(f"{query} ORDER BY first_open", (symbol, interval))
+    except sqlite3.OperationalError:
+        return []
+    return [KnownGap(int(first), int(last), str(reason)) for first, last, reason in rows]
