@@ -35,9 +35,87 @@ EXIT_BAD_INPUT = 2
 EXIT_INCOMPLETE = 3
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """One subparser per command, each with a one-line help and ``set_defaults(handler=)``;
-    a new command is one more block here."""
+def _run_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument("config", help="YAML config, e.g. config/btc.yaml or config/demo.yaml")
+    run.add_argument("--duration", type=_positive, help="stop after this many seconds")
+    run.add_argument("--max-bars", type=int, help="stop after this many closed bars")
+    run.set_defaults(handler=_run)
+
+
+def _simulate_options(simulate: argparse.ArgumentParser) -> None:
+    from quantcore.sim.cli import configure_parser
+
+    configure_parser(simulate)
+    simulate.set_defaults(handler=_simulate)
+
+
+def _plot_options(chart: argparse.ArgumentParser) -> None:
+    from quantcore import plot
+
+    plot.configure_parser(chart)
+    chart.set_defaults(handler=plot.main)
+
+
+def _export_options(export: argparse.ArgumentParser) -> None:
+    from quantcore.sinks import export as export_module
+
+    export_module.configure_parser(export)
+    export.set_defaults(handler=_export)
+
+
+def _validate_options(validate: argparse.ArgumentParser) -> None:
+    validate.add_argument("config", help="YAML config to check")
+    validate.set_defaults(handler=_validate)
+
+
+def _history_options(past: argparse.ArgumentParser) -> None:
+    from quantcore.history import command as history
+
+    history.configure_parser(past)
+    past.set_defaults(handler=history.main)
+
+
+def _replay_options(replay: argparse.ArgumentParser) -> None:
+    from quantcore.replay import command as replay_command
+
+    replay_command.configure_parser(replay)
+    replay.set_defaults(handler=replay_command.main)
+
+
+def _check_options(check: argparse.ArgumentParser) -> None:
+    from quantcore import quality
+
+    quality.configure_parser(check)
+    check.set_defaults(handler=quality.main)
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("record: run the feed and consumers from a YAML config", _run_options),
+    "simulate": ("serve the Binance-compatible local exchange", _simulate_options),
+    "plot": ("draw a candlestick PNG of a recorded CSV", _plot_options),
+    "export": (
+        "one stream of a SQLite database as CSV, or a recording into a Parquet store",
+        _export_options,
+    ),
+    "validate": (
+        "check a config, print the resolved settings; connects to nothing",
+        _validate_options,
+    ),
+    "history": ("record the past: archive + REST, verified", _history_options),
+    "replay": ("feed a config's components its recorded bars", _replay_options),
+    "check": (
+        "data-quality report of recorded CSV/SQLite files and Parquet stores",
+        _check_options,
+    ),
+}
+"""Command → (one-line help, what adds its options and handler). A new command is one
+more entry. Each command's modules are imported only when that command runs, so a
+command starts without loading the others (``check`` does not import the feed)."""
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """One subparser per command, each with its one-line help; the options (and imports)
+    of ``only`` (None: every command) are added, ``--help`` of the rest lists them."""
     summary, _, details = (__doc__ or "").partition("\n\n")
     parser = argparse.ArgumentParser(
         prog="quantcore",
@@ -46,58 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser("run", help="record: run the feed and consumers from a YAML config")
-    run.add_argument("config", help="YAML config, e.g. config/btc.yaml or config/demo.yaml")
-    run.add_argument("--duration", type=_positive, help="stop after this many seconds")
-    run.add_argument("--max-bars", type=int, help="stop after this many closed bars")
-    run.set_defaults(handler=_run)
-
-    from quantcore.sim.cli import configure_parser as simulate_options
-
-    simulate = commands.add_parser("simulate", help="serve the Binance-compatible local exchange")
-    simulate_options(simulate)
-    simulate.set_defaults(handler=_simulate)
-
-    from quantcore import plot
-
-    chart = commands.add_parser("plot", help="draw a candlestick PNG of a recorded CSV")
-    plot.configure_parser(chart)
-    chart.set_defaults(handler=plot.main)
-
-    from quantcore.sinks import export as export_module
-
-    export = commands.add_parser(
-        "export", help="one stream of a SQLite database as CSV, or a recording into a Parquet store"
-    )
-    export_module.configure_parser(export)
-    export.set_defaults(handler=_export)
-
-    validate = commands.add_parser(
-        "validate", help="check a config, print the resolved settings; connects to nothing"
-    )
-    validate.add_argument("config", help="YAML config to check")
-    validate.set_defaults(handler=_validate)
-
-    from quantcore.history import command as history
-
-    past = commands.add_parser("history", help="record the past: archive + REST, verified")
-    history.configure_parser(past)
-    past.set_defaults(handler=history.main)
-
-    from quantcore.replay import command as replay_command
-
-    replay = commands.add_parser("replay", help="feed a config's components its recorded bars")
-    replay_command.configure_parser(replay)
-    replay.set_defaults(handler=replay_command.main)
-
-    from quantcore import quality
-
-    check = commands.add_parser(
-        "check", help="data-quality report of recorded CSV/SQLite files and Parquet stores"
-    )
-    quality.configure_parser(check)
-    check.set_defaults(handler=quality.main)
+    for name, (text, add_options) in COMMANDS.items():
+        command = commands.add_parser(name, help=text)
+        if only is None or only == name:
+            add_options(command)
     return parser
 
 
@@ -106,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ``run`` answers Ctrl-C / SIGTERM gracefully from here on, before the heavy imports.
     guard = _stop_on_signals() if words[:1] == ["run"] else contextlib.nullcontext()
     with guard:
-        args = build_parser().parse_args(words)
+        args = build_parser(words[0] if words[:1] and words[0] in COMMANDS else "").parse_args(
+            words
+        )
         code: int = args.handler(args)
     return code
 

@@ -30,6 +30,22 @@ def test_help_lists_every_command_with_one_line() -> None:
     assert '"""' not in text
 
 
+def test_a_command_imports_only_its_own_modules() -> None:
+    """``check`` and ``--help`` start without loading the feed, the local exchange or the
+    history command (each command's modules load when it runs)."""
+    probe = (
+        "import sys\n"
+        "from quantcore.cli import build_parser\n"
+        "build_parser('check').parse_args(['check', 'x.csv'])\n"
+        "build_parser('').format_help()\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('quantcore.feeds', "
+        "'quantcore.sim', 'quantcore.history', 'quantcore.app', 'binance'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60, cwd=REPO)  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
+
+
 def test_validate_prints_the_resolved_settings(tmp_path: Path) -> None:
     result = quantcore("validate", str(REPO / "config" / "demo.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
