@@ -45,6 +45,17 @@ def consumer(root: Path) -> dict[str, Any]:
     return {"class": "parquet", "params": {"root": str(root)}}
 
 
+def every_recorder(template: str, root: Path) -> list[dict[str, Any]]:
+    """HistoryStore, CsvRecorder (``template``), console and the store under ``root``: the
+    consumers an outage test runs, so each asserts on every output it can."""
+    return [
+        {"class": "history"},
+        {"class": "csv", "params": {"path": template}},
+        {"class": "console"},
+        consumer(root),
+    ]
+
+
 def store_rows(root: Path, symbol: str, venue: str | None = None) -> list[Row]:
     """The store's 1m bars of ``symbol`` as CSV rows: the exact strings ``quantcore.load``
     returns (journal rows not yet compacted included), and the open time."""

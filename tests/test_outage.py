@@ -88,12 +88,7 @@ async def test_restart_after_thirty_days_records_all_43200_bars_exactly(tmp_path
             app_config(
                 exchange,
                 template,
-                consumers=[
-                    {"class": "history"},
-                    {"class": "csv", "params": {"path": template}},
-                    {"class": "console"},
-                    parquet_check.consumer(store),
-                ],
+                consumers=parquet_check.every_recorder(template, store),
             )
         )
         began = time.monotonic()

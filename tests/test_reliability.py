@@ -51,12 +51,7 @@ async def test_fault_schedule_records_exact_ground_truth(tmp_path: Path, transpo
         config = app_config(
             exchange,
             template,
-            consumers=[
-                {"class": "history"},
-                {"class": "csv", "params": {"path": template}},
-                {"class": "console"},
-                parquet_check.consumer(tmp_path / "store"),
-            ],
+            consumers=parquet_check.every_recorder(template, tmp_path / "store"),
             feed={
                 "stall_timeout": 0.5,
                 "reconnect": {"initial_delay": 0.05, "max_delay": 0.3},
