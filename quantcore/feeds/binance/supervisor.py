@@ -234,7 +234,9 @@ class ConnectionSupervisor(SettlingFeed):
 
     async def _hand_over(self, old: Link, conn: Connection, reason: str) -> Link:
         """Make before break: the new socket is subscribed before the old one closes, so a
-        planned close loses nothing and needs no REST call."""
+        planned close loses nothing and needs no REST call. Until it returns, the caller
+        owns only ``old``: a stop (or error) on the way closes ``new`` here, also while
+        ``old`` is closing, so no pump outlives the feed."""
         self.report(FeedState.CONNECTING, f"handover ({reason}): {conn.label}")
         new = await self._connect(conn)
         try:
@@ -245,10 +247,10 @@ class ConnectionSupervisor(SettlingFeed):
                 if new.pump.done():
                     break
                 await asyncio.sleep(0.01)
+            await close_link(old)
         except BaseException:
             await close_link(new)
             raise
-        await close_link(old)
         self.stats.handovers += 1
         self.report(FeedState.LIVE, f"handed over ({reason}): {conn.label}")
         return new
