@@ -43,7 +43,7 @@ class _Stream:
     """
 
     __slots__ = ("_below", "end_ms", "failed", "fd", "folder", "fsync", "last_ms", "lost",
-                 "month", "size", "start_ms", "written")  # fmt: skip
+                 "month", "retired", "size", "start_ms", "written")  # fmt: skip
 
     def __init__(self, folder: Path, fsync: bool) -> None:
         self.folder = folder
@@ -54,7 +54,7 @@ class _Stream:
         self.written = 0
         self.lost = 0
         self.size = 0
-        self.failed = False
+        self.failed = self.retired = False
         layout.recover(folder)
         for part in layout.parts(folder):
             layout.compact_month(part)
@@ -72,7 +72,7 @@ class _Stream:
         """Open times below ``_below`` leave the fast path: the month's start or the bar
         after the last one, whichever is later (a failed stream takes none)."""
         after = -(1 << 62) if self.last_ms is None else self.last_ms + 1
-        self._below = (1 << 62) if self.failed else max(self.start_ms, after)
+        self._below = (1 << 62) if self.failed or self.retired else max(self.start_ms, after)
 
     def write(self, bar: BarEvent) -> layout.Part | None:
         """Append the bar's journal line; returns the month it opened, if it opened one
@@ -110,8 +110,11 @@ class _Stream:
         """A bar off the fast path: already held, after a failure, or in another month."""
         if self.last_ms is not None and open_ms <= self.last_ms:
             return None
-        if self.failed:
+        if self.failed or self.retired:
             self.lost += 1
+            if self.retired:
+                log.error("%s: the bar of %s arrived while the recorder stopped: not recorded "
+                          "(a restart fetches it)", self.folder, utc_text(open_ms))  # fmt: skip
             return None
         try:
             self._open_month(open_ms)
@@ -154,6 +157,13 @@ class _Stream:
             raise
         self.fd = fd
 
+    def retire(self) -> None:
+        """The recorder stops: the journal is closed and every later bar counted lost, so a
+        compaction never races an append (and no closed descriptor is written to)."""
+        self.retired = True
+        self._floor()
+        self.close()
+
     def close(self) -> None:
         if self.fd >= 0:
             with contextlib.suppress(OSError):
@@ -189,6 +199,7 @@ class ParquetRecorder(Component):
         self._executor: ThreadPoolExecutor | None = None
         self._compactions: list[Future[None]] = []
         self._closed_lost = self._closed_written = 0
+        self._stopped = False
         self.stop_grace = 30.0
 
     def _open_store(self) -> None:
@@ -242,6 +253,7 @@ class ParquetRecorder(Component):
         return stream
 
     async def start(self) -> None:
+        self._stopped = False
         self._open_store()
         for symbol, interval in self.context.streams:
             self._stream(symbol, interval)
@@ -252,6 +264,11 @@ class ParquetRecorder(Component):
     def on_bar(self, bar: BarEvent) -> None:
         stream = self._streams.get((bar.symbol, bar.interval))
         if stream is None:
+            if self._stopped:  # never reopen the store (and re-take its lock) after stop
+                self._closed_lost += 1
+                log.error("%s: a bar of %s %s arrived after the recorder stopped: not recorded",
+                          self.root, bar.symbol, bar.interval)  # fmt: skip
+                return
             stream = self._stream(bar.symbol, bar.interval)
         if stream.write(bar) is not None:
             self._settle_later(stream.folder, stream.last_ms)
@@ -311,7 +328,10 @@ class ParquetRecorder(Component):
         return self._closed_written + sum(s.written for s in self._streams.values())
 
     async def stop(self) -> None:
-        """Wait for background compactions, compact each current month, release the lock."""
+        """Retire the streams (a bar arriving from now on is counted lost, not written),
+        wait for background compactions, compact each current month, release the lock."""
+        for stream in self._streams.values():
+            stream.retire()
         try:
             for future in self._compactions:
                 await asyncio.wrap_future(future)
@@ -324,6 +344,7 @@ class ParquetRecorder(Component):
             self._closed_lost += sum(s.lost for s in self._streams.values())
             self._closed_written += sum(s.written for s in self._streams.values())
             self._streams.clear()
+            self._stopped = True
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None

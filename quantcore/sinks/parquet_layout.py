@@ -46,6 +46,10 @@ from quantcore.sinks.parquet_format import (
 
 log = logging.getLogger(__name__)
 _MERGED = ".merged"
+ONE_GROUP_ROWS = 1 << 21
+"""A year up to this many rows (every interval from 1m up) is merged in memory into one
+row group, which loads without a copy; a larger one (1s bars: 31.5 million a year) is
+written a month at a time, one row group each, so a merge never holds a year in memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,9 +273,10 @@ def compact_month(part: Part) -> int:
 def compact_year(folder: Path, year: int) -> int:
     """Merge a closed year's month files into ``YYYY.parquet``; returns the months merged.
 
-    Three atomic steps: the year's file is written and fsynced under a hidden name; the
-    month files are hidden (``.YYYY-MM.parquet.merged``); the year's file is renamed into
-    place and the hidden months deleted. A reader listing the folder between the last two
+    Three atomic steps: the year's file is written and fsynced under a hidden name (in
+    memory: the year, or one month at a time of a large one); the month files are hidden
+    (``.YYYY-MM.parquet.merged``); the year's file is renamed into place and the hidden
+    months deleted. A reader listing the folder between the last two
     steps (microseconds, once a year) misses those months rather than seeing them twice;
     ``quantcore.load`` reads hidden months while the year's file is absent, and
     :func:`recover` finishes a merge a crash interrupted.
@@ -280,10 +285,12 @@ def compact_year(folder: Path, year: int) -> int:
     months = [p for p in parts(folder.parent) if p.year == year and p.month and p.data.exists()]
     if not months:
         return 0
-    tables = [read_part(whole)] if whole.data.exists() else []
-    tables += [read_part(Part(folder, year, p.month)) for p in months]
+    sources = ([whole] if whole.data.exists() else []) + months
     temp = temp_of(whole.data)
-    write_file(temp, pa.concat_tables(tables))
+    if sum(row_count(part.data) for part in sources) <= ONE_GROUP_ROWS:
+        write_file(temp, pa.concat_tables([read_part(part) for part in sources]))
+    else:
+        write_file(temp, (read_part(part) for part in sources))
     for month in months:
         os.replace(month.data, month.merged)
     os.replace(temp, whole.data)

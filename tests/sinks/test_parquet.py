@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -356,3 +357,28 @@ async def test_two_venues_share_a_store_one_writer_each(tmp_path: Path) -> None:
         quantcore.load(*STREAM, source=root)
     frame = quantcore.load(*STREAM, source=root, venue="binance-usdm", exact=True)
     assert list(frame["close"]) == [make_bar(i).decimal_strings().close for i in range(3)]
+
+
+async def test_a_bar_that_reaches_a_stopping_recorder_is_counted_lost_never_half_written(
+    tmp_path: Path,
+) -> None:
+    """A bar arriving while the journal is compacted (or after the stop) is not appended to
+    a journal being merged or closed, nor does it reopen the store: it is counted as not
+    recorded, and the store holds exactly the bars before the stop."""
+    root = tmp_path / "store"
+    bars = [make_bar(i) for i in range(7)]
+    recorder = ParquetRecorder(root=str(root))
+    bus = EventBus()
+    await start_all(bus, [recorder], [STREAM])
+    publish(bus, bars[:5])
+    await bus.drain()
+    stopping = asyncio.create_task(recorder.stop())
+    await asyncio.sleep(0)  # the stop has begun: its compaction runs in a thread now
+    recorder.on_bar(bars[5])
+    await stopping
+    recorder.on_bar(bars[6])
+    assert (recorder.rows_written, recorder.unrecorded()) == (5, 2)
+    frame = quantcore.load(*STREAM, source=root, exact=True)
+    assert list(frame["open"]) == [b.decimal_strings().open for b in bars[:5]]
+    assert not (root / JOURNAL).exists()
+    assert ParquetRecorder(root=str(root)).resume_point(*STREAM) == bars[4].open_time_ms

@@ -11,6 +11,7 @@ import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import quantcore
@@ -102,6 +103,21 @@ async def test_the_last_bar_of_a_year_closes_it_when_the_recorder_stops(tmp_path
     await record(root, BARS[:4])
     assert names(year) == ["2024.parquet"]
     assert exact_opens(root) == strings(BARS[:4])
+
+
+async def test_a_year_too_large_for_memory_is_merged_a_month_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ``ONE_GROUP_ROWS`` (a year of 1s bars) each month becomes its own row group,
+    streamed, so the merge never holds the year; the bars read back the same."""
+    monkeypatch.setattr(layout, "ONE_GROUP_ROWS", 2)
+    root = tmp_path / "store"
+    await record(root, BARS)
+    year = root / STREAM_DIR / "year=2024"
+    assert names(year) == ["2024.parquet"]
+    assert pq.ParquetFile(year / "2024.parquet").num_row_groups == 2
+    assert exact_opens(root) == strings(BARS)
+    assert len(pd.read_parquet(root)) == len(BARS)
 
 
 def hide_months(year: Path, months: list[layout.Part]) -> None:
