@@ -63,6 +63,22 @@ def test_restart_appends_without_duplicates(tmp_path: Path) -> None:
     assert again.rows_written == 2
 
 
+def test_a_bar_after_the_stop_is_counted_lost_and_reopens_nothing(tmp_path: Path) -> None:
+    """A stopped recorder never reopens its file (nor re-takes the lock, which would be held
+    until the process ends): the bar is counted as not recorded, the file stays as it was."""
+    rec = recorder(tmp_path)
+    rec.on_bar(make_bar(0))
+    asyncio.run(rec.stop())
+    path = tmp_path / "BTCUSDT_1m.csv"
+    before = path.read_bytes()
+    rec.on_bar(make_bar(1))
+    assert (rec.rows_written, rec.unrecorded()) == (1, 1)
+    assert path.read_bytes() == before
+    again = recorder(tmp_path)  # the lock is free
+    assert again.resume_point("BTCUSDT", "1m") == make_bar(0).open_time_ms
+    asyncio.run(again.stop())
+
+
 def test_torn_last_line_is_repaired(tmp_path: Path) -> None:
     rec = recorder(tmp_path)
     for i in range(3):

@@ -340,6 +340,7 @@ class CsvRecorder(Component):
         self._files: dict[tuple[str, str], _CsvFile] = {}
         self._closed_written = 0
         self._closed_lost = 0
+        self._stopped = False
 
     @property
     def rows_written(self) -> int:
@@ -383,6 +384,7 @@ class CsvRecorder(Component):
         return csv
 
     async def start(self) -> None:
+        self._stopped = False
         for symbol, interval in self.context.streams:
             self.open(symbol, interval)
 
@@ -390,7 +392,15 @@ class CsvRecorder(Component):
         return self.open(symbol, interval).last_ms
 
     def on_bar(self, bar: BarEvent) -> None:
-        self.open(bar.symbol, bar.interval).write(bar)
+        csv = self._files.get((bar.symbol, bar.interval))
+        if csv is None:
+            if self._stopped:  # never reopen a file (and re-take its lock) after stop
+                self._closed_lost += 1
+                log.error("a bar of %s %s arrived after the CSV recorder stopped: not recorded",
+                          bar.symbol, bar.interval)  # fmt: skip
+                return
+            csv = self.open(bar.symbol, bar.interval)
+        csv.write(bar)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -427,3 +437,4 @@ class CsvRecorder(Component):
             self._closed_written += csv.written
             self._closed_lost += csv.lost
         self._files.clear()
+        self._stopped = True
