@@ -35,6 +35,13 @@ MONTH_FILE = f"{YEAR_FOLDER}/2024-09.parquet"
 JOURNAL = f"{YEAR_FOLDER}/_2024-09.journal.csv"
 
 
+async def running(root: Path) -> tuple[ParquetRecorder, EventBus]:
+    """A started ParquetRecorder of the store under ``root`` and the bus it listens on."""
+    recorder, bus = ParquetRecorder(root=str(root)), EventBus()
+    await start_all(bus, [recorder], [STREAM])
+    return recorder, bus
+
+
 def at(bar: BarEvent, open_time: datetime, interval: str = "1m") -> BarEvent:
     """``bar`` moved to ``open_time`` (same values), for month boundaries."""
     span = bar.close_time - bar.open_time
@@ -110,16 +117,12 @@ async def test_same_bars_as_the_csv_string_for_string_and_floats_as_the_history(
 async def test_resumes_after_its_last_bar_and_appends_without_duplicates(tmp_path: Path) -> None:
     root = tmp_path / "store"
     bars = [make_bar(i) for i in range(40)]
-    recorder = ParquetRecorder(root=str(root))
-    bus = EventBus()
-    await start_all(bus, [recorder], [STREAM])
+    recorder, bus = await running(root)
     assert recorder.resume_point(*STREAM) is None
     publish(bus, bars[:25])
     await stop_all(bus, [recorder])
 
-    again = ParquetRecorder(root=str(root))
-    bus = EventBus()
-    await start_all(bus, [again], [STREAM])
+    again, bus = await running(root)
     assert again.resume_point(*STREAM) == bars[24].open_time_ms
     publish(bus, bars)
     assert again.resume_point(*STREAM) == bars[-1].open_time_ms
@@ -133,9 +136,7 @@ async def test_a_month_that_closes_is_compacted_into_its_own_file(tmp_path: Path
     root = tmp_path / "store"
     last_of_august = datetime(2024, 8, 31, 23, 58, tzinfo=UTC)
     bars = [at(make_bar(i), last_of_august + timedelta(minutes=i)) for i in range(5)]
-    recorder = ParquetRecorder(root=str(root))
-    bus = EventBus()
-    await start_all(bus, [recorder], [STREAM])
+    recorder, bus = await running(root)
     publish(bus, bars)
     for future in recorder._compactions:
         future.result(timeout=10)
@@ -165,9 +166,7 @@ async def test_journal_lines_are_journal_line_s_for_bars_with_and_without_string
     also for bars built in code (no exchange strings); a bar seen again adds nothing."""
     root = tmp_path / "store"
     bars = [make_bar(0), msgspec.structs.replace(make_bar(1), decimals=None), make_bar(2)]
-    recorder = ParquetRecorder(root=str(root))
-    bus = EventBus()
-    await start_all(bus, [recorder], [STREAM])
+    recorder, bus = await running(root)
     publish(bus, [*bars, bars[1]])
     await bus.drain()
     expected = b"".join(fmt.journal_line(bar, bar.open_time_ms) for bar in bars)
@@ -243,9 +242,7 @@ async def test_one_writer_per_store_and_foreign_folders_and_files_are_refused(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "store"
-    first = ParquetRecorder(root=str(root))
-    bus = EventBus()
-    await start_all(bus, [first], [STREAM])
+    first, bus = await running(root)
     with pytest.raises(
         StoreError, match=rf"_venue=binance-spot is being written .*pid {os.getpid()}"
     ):
@@ -273,9 +270,7 @@ async def test_a_torn_journal_line_is_dropped_and_that_bar_is_fetched_again(
 ) -> None:
     root = tmp_path / "store"
     bars = [make_bar(i) for i in range(6)]
-    recorder = ParquetRecorder(root=str(root))
-    bus = EventBus()
-    await start_all(bus, [recorder], [STREAM])
+    recorder, bus = await running(root)
     publish(bus, bars[:5])
     journal = root / JOURNAL
     with journal.open("ab") as handle:
@@ -320,9 +315,7 @@ async def test_a_failed_append_stops_the_stream_gap_free_and_a_restart_fills_it(
         return real_write(fd, data)
 
     monkeypatch.setattr(parquet_module.os, "write", full_disk)
-    recorder = ParquetRecorder(root=str(root))
-    bus = EventBus()
-    await start_all(bus, [recorder], [STREAM])
+    recorder, bus = await running(root)
     publish(bus, bars)
     await bus.drain()
     journal = root / JOURNAL
@@ -367,9 +360,7 @@ async def test_a_bar_that_reaches_a_stopping_recorder_is_counted_lost_never_half
     recorded, and the store holds exactly the bars before the stop."""
     root = tmp_path / "store"
     bars = [make_bar(i) for i in range(7)]
-    recorder = ParquetRecorder(root=str(root))
-    bus = EventBus()
-    await start_all(bus, [recorder], [STREAM])
+    recorder, bus = await running(root)
     publish(bus, bars[:5])
     await bus.drain()
     stopping = asyncio.create_task(recorder.stop())

@@ -15,15 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import quantcore
-from quantcore.bus import EventBus
 from quantcore.events import BarEvent
 from quantcore.quality_parquet import check_store
 from quantcore.sinks import parquet_format as fmt
 from quantcore.sinks import parquet_layout as layout
 from quantcore.sinks.parquet import ParquetRecorder
 from quantcore.sinks.parquet_format import StoreError
-from tests.sinks.helpers import STREAM, make_bar, publish, start_all, stop_all
-from tests.sinks.test_parquet import at
+from tests.sinks.helpers import STREAM, make_bar, publish, stop_all
+from tests.sinks.test_parquet import at, running
 
 STREAM_DIR = "venue=binance-spot/symbol=BTCUSDT/interval=1m"
 MOMENTS = [
@@ -50,9 +49,7 @@ def strings(bars: list[BarEvent]) -> list[str]:
 
 
 async def record(root: Path, bars: list[BarEvent]) -> ParquetRecorder:
-    recorder = ParquetRecorder(root=str(root))
-    bus = EventBus()
-    await start_all(bus, [recorder], [STREAM])
+    recorder, bus = await running(root)
     publish(bus, bars)
     await stop_all(bus, [recorder])
     return recorder
@@ -62,9 +59,7 @@ async def test_a_closed_year_is_one_file_that_pandas_polars_and_duckdb_read(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "store"
-    recorder = ParquetRecorder(root=str(root))
-    bus = EventBus()
-    await start_all(bus, [recorder], [STREAM])
+    recorder, bus = await running(root)
     publish(bus, BARS)
     await bus.drain()
     for future in recorder._compactions:
