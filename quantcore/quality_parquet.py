@@ -30,8 +30,10 @@ _SIX = list(fmt.FLOAT_COLUMNS)
 def check_store(root: Path) -> list[SeriesReport]:
     """One report per (venue, symbol, interval) of the store under ``root``, sorted;
     CheckError when ``root`` is not a store."""
-    if not (root / fmt.MARKER).is_file():
-        raise CheckError(f"{root}: not a quantcore Parquet store (no {fmt.MARKER})")
+    try:
+        layout.check_store(root)
+    except fmt.StoreError as exc:
+        raise CheckError(str(exc)) from None
     reports = []
     for stream in sorted(root.glob("venue=*/symbol=*/interval=*")):
         if not stream.is_dir():

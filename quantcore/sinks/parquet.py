@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -214,18 +213,7 @@ class ParquetRecorder(Component):
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"{self.root}: not a folder; left as is")
         if marker.exists():
-            try:
-                found = json.loads(marker.read_bytes())
-            except ValueError:
-                found = None
-            if not isinstance(found, dict) or found.get("format") != fmt.FORMAT["format"]:
-                raise StoreError(f"{marker}: not a quantcore store marker; left as is")
-            if found.get("layout") != fmt.STORE_FORMAT["layout"]:
-                raise StoreError(
-                    f"{marker}: a store of layout {found.get('layout', 1)} (year=/month= folders, "
-                    f"written by an earlier quantcore); this one writes layout "
-                    f"{fmt.STORE_FORMAT['layout']}: record into a new root; left as is"
-                )
+            layout.check_store(self.root)
         elif self.root.is_dir() and any(not p.name.startswith(".") for p in self.root.iterdir()):
             raise StoreError(
                 f"{self.root}: not a quantcore Parquet store (no {fmt.MARKER}); left as is"

@@ -18,6 +18,7 @@ and only ``*.parquet`` files are data.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from quantcore.intervals import interval_ms, month_bounds
 from quantcore.sinks.parquet_format import (
     MARKER,
     SCHEMA,
+    STORE_FORMAT,
     StoreError,
     check_ours,
     fsync_dir,
@@ -90,6 +92,26 @@ class Part:
         else:
             following = datetime(self.year + 1, 1, 1, tzinfo=UTC)
         return int(first.timestamp() * 1000), int(following.timestamp() * 1000)
+
+
+def check_store(root: Path) -> None:
+    """StoreError (naming the file) unless ``root`` is marked as a store of this layout:
+    a store of another layout is refused, never read as if empty."""
+    marker = root / MARKER
+    try:
+        found = json.loads(marker.read_bytes())
+    except (FileNotFoundError, NotADirectoryError):
+        raise StoreError(f"{root}: not a quantcore Parquet store (no {MARKER})") from None
+    except ValueError:
+        found = None
+    if not isinstance(found, dict) or found.get("format") != STORE_FORMAT["format"]:
+        raise StoreError(f"{marker}: not a quantcore store marker; left as is")
+    if found.get("layout") != STORE_FORMAT["layout"]:
+        raise StoreError(
+            f"{marker}: a store of layout {found.get('layout', 1)} (year=/month= folders, "
+            f"written by an earlier quantcore); this one reads and writes layout "
+            f"{STORE_FORMAT['layout']}: record or export into a new root; left as is"
+        )
 
 
 def stream_dir(root: Path, venue: str, symbol: str, interval: str) -> Path:
@@ -207,8 +229,7 @@ def read_stream(
     merge replacing it) makes the listing start again. StoreError names a root that is not
     a store, a stream it lacks, or a stream held for several venues (pass ``venue``).
     """
-    if not (root / MARKER).is_file():
-        raise StoreError(f"{root}: not a quantcore Parquet store (no {MARKER})")
+    check_store(root)
     venues = [venue] if venue else sorted(p.name[6:] for p in root.glob("venue=*"))
     folders = [stream_dir(root, v, symbol, interval) for v in venues]
     found = [f for f in folders if f.is_dir()]

@@ -4,6 +4,7 @@ and a merge a crash interrupted is finished (or undone) at the next start, nothi
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import quantcore
+from quantcore.cli import main
 from quantcore.events import BarEvent
 from quantcore.quality_parquet import check_store
 from quantcore.sinks import parquet_format as fmt
@@ -149,12 +151,21 @@ async def test_a_year_merge_a_crash_interrupted_is_completed_or_undone_at_the_ne
 
 
 def test_a_store_of_the_month_folder_layout_is_refused_with_its_layout_named(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "store"
     root.mkdir()
     old = json.dumps({"format": "quantcore-parquet", "version": 1}).encode()
     (root / fmt.MARKER).write_bytes(old)
-    with pytest.raises(StoreError, match=r"_quantcore\.json: a store of layout 1 \(year=/month="):
+    month = root / STREAM_DIR / "year=2024" / "month=09"
+    month.mkdir(parents=True)
+    (month / "data.parquet").write_bytes(b"PAR1 a layout-1 file")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    named = r"_quantcore\.json: a store of layout 1 \(year=/month="
+    with pytest.raises(StoreError, match=named):
         ParquetRecorder(root=str(root)).resume_point(*STREAM)
-    assert names(root) == ["_quantcore.json"] and (root / fmt.MARKER).read_bytes() == old
+    with pytest.raises(quantcore.LoadError, match=named):  # never read as an empty store
+        quantcore.load(*STREAM, source=root)
+    assert main(["check", str(root)]) == 2
+    assert re.search(named, capsys.readouterr().err)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
