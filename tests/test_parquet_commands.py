@@ -375,10 +375,10 @@ def test_check_of_a_folder_that_is_not_a_store_exits_2(
 
 
 def test_history_fills_a_store_with_the_exchanges_strings_and_resumes_it(tmp_path: Path) -> None:
-    """``history`` with a ``class: parquet`` consumer (beside the CSV) over a month's end,
+    """``history`` with a ``class: parquet`` consumer (beside the CSV) over a year's end,
     then again over a longer range: every field of every bar equals the exchange's, none
-    twice, each month compacted into its file; the CSV converted by ``export`` holds the
-    same values as the store ``history`` wrote."""
+    twice, the finished year merged into one file and the new year's month in its own;
+    the CSV converted by ``export`` holds the same values as the store ``history`` wrote."""
     from quantcore.config import parse_config
     from quantcore.history.command import record_history
     from quantcore.sim import LocalExchange
@@ -407,18 +407,20 @@ def test_history_fills_a_store_with_the_exchanges_strings_and_resumes_it(tmp_pat
     def without_event_time(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
         return [(*row[:2], *row[3:]) for row in rows]
 
-    expected = asyncio.run(fill("2025-02-27", "2025-03-01"))
+    expected = asyncio.run(fill("2024-12-30", "2025-01-01"))
     assert len(expected) == 3 * 1440
     assert without_event_time(stored_bars(store, "BTCUSDT")) == expected
-    longer = asyncio.run(fill("2025-02-27", "2025-03-02"))
+    year = store / "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2024"
+    assert sorted(p.name for p in year.iterdir()) == ["2024.parquet"]
+    longer = asyncio.run(fill("2024-12-30", "2025-01-02"))
     assert longer[: len(expected)] == expected and len(longer) == 4 * 1440
     assert without_event_time(stored_bars(store, "BTCUSDT")) == longer
     months = sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
     assert months == [
         "_quantcore.json",
         "_venue=binance-spot.lock",
-        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/2025-02.parquet",
-        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/2025-03.parquet",
+        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2024/2024.parquet",
+        "venue=binance-spot/symbol=BTCUSDT/interval=1m/year=2025/2025-01.parquet",
     ]
     converted = tmp_path / "converted"
     argv = ["export", "--to", "parquet", "--csv", str(csv), "--symbol", "BTCUSDT",
