@@ -12,6 +12,7 @@ import quantcore
 from quantcore.app import App
 from quantcore.consumers.history import COLUMNS, HistoryStore
 from quantcore.sim import LocalExchange, ReplaySource
+from quantcore.sinks.parquet_format import STORE_MARKER
 from tests.harness import app_config, csv_rows, truth_row
 from tests.paths import REST_BTC
 from tests.sinks.servers import PostgresServer
@@ -77,6 +78,11 @@ def test_bad_sources_get_one_line(tmp_path: Path) -> None:
     with pytest.raises(quantcore.LoadError, match="not a quantcore Parquet store"):
         quantcore.load("BTCUSDT", "1m", source=tmp_path / "empty")
     (tmp_path / "empty" / "_quantcore.json").write_text("{}")
+    with pytest.raises(
+        quantcore.LoadError, match=r"_quantcore\.json: not a quantcore store marker"
+    ):
+        quantcore.load("ETHBTC", "1m", source=tmp_path / "empty")
+    (tmp_path / "empty" / "_quantcore.json").write_bytes(STORE_MARKER)
     with pytest.raises(quantcore.LoadError, match="no bars of ETHBTC 1m in this store"):
         quantcore.load("ETHBTC", "1m", source=tmp_path / "empty")
     other = tmp_path / "other.csv"
