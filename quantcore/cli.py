@@ -82,6 +82,13 @@ def _replay_options(replay: argparse.ArgumentParser) -> None:
     replay.set_defaults(handler=replay_command.main)
 
 
+def _upgrade_options(upgrade: argparse.ArgumentParser) -> None:
+    from quantcore.sinks import parquet_upgrade
+
+    parquet_upgrade.configure_parser(upgrade)
+    upgrade.set_defaults(handler=parquet_upgrade.main)
+
+
 def _check_options(check: argparse.ArgumentParser) -> None:
     from quantcore import quality
 
@@ -107,6 +114,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
         "data-quality report of recorded CSV/SQLite files and Parquet stores",
         _check_options,
     ),
+    "upgrade": ("rewrite a Parquet store of an earlier layout in place", _upgrade_options),
 }
 """Command → (one-line help, what adds its options and handler). A new command is one
 more entry. Each command's modules are imported only when that command runs, so a

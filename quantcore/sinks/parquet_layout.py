@@ -110,7 +110,7 @@ def check_store(root: Path) -> None:
         raise StoreError(
             f"{marker}: a store of layout {found.get('layout', 1)} (year=/month= folders, "
             f"written by an earlier quantcore); this one reads and writes layout "
-            f"{STORE_FORMAT['layout']}: record or export into a new root; left as is"
+            f"{STORE_FORMAT['layout']}: `quantcore upgrade {root}` rewrites it; left as is"
         )
 
 

@@ -18,6 +18,7 @@ import pytest
 import quantcore
 from quantcore.cli import main
 from quantcore.events import BarEvent
+from quantcore.filelock import lock_for_writing
 from quantcore.quality_parquet import check_store
 from quantcore.sinks import parquet_format as fmt
 from quantcore.sinks import parquet_layout as layout
@@ -169,3 +170,59 @@ def test_a_store_of_the_month_folder_layout_is_refused_with_its_layout_named(
     assert main(["check", str(root)]) == 2
     assert re.search(named, capsys.readouterr().err)
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def as_layout_1(root: Path) -> None:
+    """Rewrite a store as quantcore wrote it before layout 2: ``year=/month=/data.parquet``
+    with nullable columns, and a marker without a layout."""
+    for path in sorted(root.glob("venue=*/symbol=*/interval=*/year=*/*.parquet")):
+        month = path.stem.split("-")[1]
+        folder = path.parent / f"month={month}"
+        folder.mkdir()
+        old = pa.schema([field.with_nullable(True) for field in fmt.SCHEMA],
+                        metadata=fmt.SCHEMA.metadata)  # fmt: skip
+        fmt.write_file(folder / "data.parquet", pq.read_table(path).cast(old))
+        path.unlink()
+    (root / fmt.MARKER).write_text(json.dumps(fmt.FORMAT))
+
+
+async def test_upgrade_rewrites_a_layout_1_store_in_place_every_bar_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Month folders (one with a journal the old recorder left, one a journal only) become
+    month files, the finished year one file, the marker layout 2; every exact value is
+    kept. A venue being written, or a file that is not ours in a month folder, refuses
+    it (exit 2, nothing lost) and a rerun finishes it."""
+    root = tmp_path / "store"
+    await record(root, BARS[:3])
+    as_layout_1(root)
+    stream = root / STREAM_DIR
+    (stream / "year=2024/month=12/_journal.csv").write_bytes(
+        fmt.journal_line(BARS[3], BARS[3].open_time_ms)
+    )
+    (stream / "year=2025/month=01").mkdir(parents=True)
+    (stream / "year=2025/month=01/_journal.csv").write_bytes(
+        b"".join(fmt.journal_line(bar, bar.open_time_ms) for bar in BARS[4:])
+    )
+    stranger = stream / "year=2025/month=01/notes.txt"
+    stranger.write_text("mine")
+    assert main(["upgrade", str(root)]) == 2
+    assert "year=2025/month=01" in capsys.readouterr().err
+    assert stranger.read_text() == "mine"
+    stranger.unlink()
+
+    busy = lock_for_writing(root / "_venue=binance-spot")
+    assert main(["upgrade", str(root)]) == 2
+    assert "_venue=binance-spot is being written" in capsys.readouterr().err
+    busy.release()
+
+    assert main(["upgrade", str(root)]) == 0
+    assert capsys.readouterr().err.startswith(f"upgrade: {root}: layout 2, ")
+    assert json.loads((root / fmt.MARKER).read_bytes())["layout"] == 2
+    assert names(stream / "year=2024") == ["2024.parquet"]
+    assert names(stream / "year=2025") == ["2025-01.parquet"]
+    assert exact_opens(root) == strings(BARS)
+    frame = quantcore.load(*STREAM, source=root, exact=True)
+    assert list(frame["baseVolume"]) == [b.decimal_strings().quote_volume for b in BARS]
+    assert main(["upgrade", str(root)]) == 0
+    assert capsys.readouterr().err == f"upgrade: {root}: layout 2, 0 months moved\n"
