@@ -182,7 +182,8 @@ def _from_postgres(
         with psycopg.connect(dsn, connect_timeout=10) as conn:
             rows = conn.execute(_query(table, "%s", lo, hi), (symbol, interval)).fetchall()
     except psycopg.Error as exc:
-        raise LoadError(f"PostgreSQL table {table!r}: {str(exc).strip()}") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise LoadError(f"PostgreSQL table {table!r}: {first}") from None
     return _rows_frame(rows, exact)
 
 

@@ -16,8 +16,7 @@ import argparse
 import sqlite3
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from decimal import Decimal, InvalidOperation
+from collections.abc import Iterable
 from itertools import pairwise
 from pathlib import Path
 
@@ -25,7 +24,15 @@ from quantcore.consumers.csv_recorder import HEADER
 from quantcore.events import parse_datetime_ms
 from quantcore.gapfile import GapFileError, read_gaps
 from quantcore.intervals import INTERVAL_MS, interval_ms
-from quantcore.quality_report import CheckError, SeriesReport, Values, analyze, explain
+from quantcore.quality_report import (
+    CheckError,
+    SeriesReport,
+    Values,
+    analyze,
+    decimals,
+    explain,
+    sql_rows,
+)
 from quantcore.sinks import schema
 from quantcore.sinks.sqlite import connect, known_gaps
 
@@ -94,7 +101,7 @@ def check_sqlite(path: Path, table: str = "bars") -> list[SeriesReport]:
             step = interval_ms(interval)
             report = SeriesReport(f"{path}:{table}", f"{symbol} {interval}", step)
             rows = conn.execute(schema.select_stream(quoted, "?"), (symbol, interval))
-            reports.append(analyze(report, _sqlite_rows(report, rows, step), interval))
+            reports.append(analyze(report, sql_rows(report, rows, step), interval))
             explain(report, known_gaps(conn, table, symbol, interval))
         return reports
     except (sqlite3.Error, ValueError) as exc:
@@ -103,24 +110,18 @@ def check_sqlite(path: Path, table: str = "bars") -> list[SeriesReport]:
         conn.close()
 
 
-def _sqlite_rows(
-    report: SeriesReport, rows: Iterable[tuple[object, ...]], step: int
-) -> Iterator[tuple[str, int, Values | None]]:
-    for row in rows:
-        open_ms, close_ms = int(str(row[2])), int(str(row[3]))
-        where = f"open_time {open_ms}"
-        values = _decimals([str(row[i]) for i in (4, 5, 6, 7, 8, 9)])
-        if values is None:
-            report.add("bad rows", f"{where}: values {row[4:10]!r}")
-        if close_ms != open_ms + step - 1:
-            report.add("bad rows", f"{where}: close_time {close_ms} is not open + {step} - 1")
-        yield where, open_ms, values
+def check_paths(
+    paths: Iterable[str], interval: str | None = None, table: str = "bars"
+) -> list[SeriesReport]:
+    """Reports for every file, store or PostgreSQL DSN (``table`` of a database);
+    CheckError for the first that cannot be checked."""
+    from quantcore.quality_postgres import check_postgres, is_dsn
 
-
-def check_paths(paths: Iterable[str], interval: str | None = None) -> list[SeriesReport]:
-    """Reports for every file; CheckError for the first file that cannot be checked."""
     reports: list[SeriesReport] = []
     for name in paths:
+        if is_dsn(name):
+            reports.extend(check_postgres(name, table))
+            continue
         path = Path(name)
         if path.is_dir():
             reports.extend(_check_store(path))
@@ -131,7 +132,7 @@ def check_paths(paths: Iterable[str], interval: str | None = None) -> list[Serie
         except OSError as exc:
             raise CheckError(f"{path}: cannot read: {exc.strerror}") from None
         if magic == SQLITE_MAGIC:
-            reports.extend(check_sqlite(path))
+            reports.extend(check_sqlite(path, table))
         else:
             reports.append(check_csv(path, interval))
     return reports
@@ -149,8 +150,12 @@ def _check_store(root: Path) -> list[SeriesReport]:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "files", nargs="+", metavar="FILE", help="recorded CSV or SQLite files, Parquet store roots"
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="recorded CSV or SQLite files, Parquet store roots, PostgreSQL DSNs",
     )
+    parser.add_argument("--table", default="bars", help="SQLite/PostgreSQL table (default bars)")
     parser.add_argument("--interval", help="bar interval of the CSVs (default: from the name)")
     parser.add_argument(
         "--max-list", type=int, default=20, help="findings listed per kind (default 20)"
@@ -168,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
     status = EXIT_CLEAN
     for name in args.files:
         try:
-            reports = check_paths([name], args.interval)
+            reports = check_paths([name], args.interval, args.table)
         except CheckError as exc:
             print(f"quantcore check: {exc}", file=sys.stderr)
             status = EXIT_UNREADABLE
@@ -189,19 +194,8 @@ def _parse_csv_row(line: str) -> tuple[int, Values | None] | None:
     except ValueError:
         return None
     close, high, low, open_, volume, quote = parts[:6]
-    values = _decimals([open_, high, low, close, volume, quote])
+    values = decimals([open_, high, low, close, volume, quote])
     return None if values is None else (open_ms, values)
-
-
-def _decimals(texts: list[str]) -> Values | None:
-    try:
-        values = [Decimal(t) for t in texts]
-    except InvalidOperation:
-        return None
-    if not all(v.is_finite() for v in values):
-        return None
-    o, h, low, c, v, q = values
-    return (o, h, low, c, v, q)
 
 
 def _name_parts(path: Path) -> tuple[str | None, str | None]:

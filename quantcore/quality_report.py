@@ -6,9 +6,9 @@ Shared by every source :mod:`quantcore.quality` reads and by the Parquet store's
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from itertools import pairwise
 
 from quantcore.events import datetime_text
@@ -168,3 +168,31 @@ def explain(report: SeriesReport, gaps: list[KnownGap]) -> None:
         if cursor < end:
             holes.append(Hole(cursor, (end - cursor) // step, step))
     report.holes = holes
+
+
+def decimals(texts: list[str]) -> Values | None:
+    """Six value texts as finite Decimals (open, high, low, close, volume, quote), or None."""
+    try:
+        values = [Decimal(t) for t in texts]
+    except InvalidOperation:
+        return None
+    if not all(v.is_finite() for v in values):
+        return None
+    o, h, low, c, v, q = values
+    return (o, h, low, c, v, q)
+
+
+def sql_rows(
+    report: SeriesReport, rows: Iterable[tuple[object, ...]], step: int
+) -> Iterator[tuple[str, int, Values | None]]:
+    """A recorder table's rows (ROW_COLUMNS order; values as text or Decimal) for
+    :func:`analyze`, with a ``close_time`` other than open + step - 1 a bad row."""
+    for row in rows:
+        open_ms, close_ms = int(str(row[2])), int(str(row[3]))
+        where = f"open_time {open_ms}"
+        values = decimals([str(row[i]) for i in (4, 5, 6, 7, 8, 9)])
+        if values is None:
+            report.add("bad rows", f"{where}: values {row[4:10]!r}")
+        if close_ms != open_ms + step - 1:
+            report.add("bad rows", f"{where}: close_time {close_ms} is not open + {step} - 1")
+        yield where, open_ms, values
