@@ -220,12 +220,7 @@ class ParquetRecorder(Component):
             )
         else:
             self.root.mkdir(parents=True, exist_ok=True)
-            temp = self.root / f".{fmt.MARKER}.{os.getpid()}.tmp"
-            temp.write_bytes(fmt.STORE_MARKER + b"\n")
-            with temp.open("rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temp, marker)
-            fmt.fsync_dir(self.root)
+            layout.write_marker(self.root)
         try:
             self._lock = lock_for_writing(self.root / f"_venue={self.venue}")
         except FileBusyError as exc:

@@ -34,6 +34,7 @@ from quantcore.sinks.parquet_format import (
     MARKER,
     SCHEMA,
     STORE_FORMAT,
+    STORE_MARKER,
     StoreError,
     check_ours,
     fsync_dir,
@@ -94,9 +95,9 @@ class Part:
         return int(first.timestamp() * 1000), int(following.timestamp() * 1000)
 
 
-def check_store(root: Path) -> None:
-    """StoreError (naming the file) unless ``root`` is marked as a store of this layout:
-    a store of another layout is refused, never read as if empty."""
+def store_layout(root: Path) -> int:
+    """The layout ``root``'s marker names (1 when it names none: the first stores);
+    StoreError (naming the file) when ``root`` is not marked as a store at all."""
     marker = root / MARKER
     try:
         found = json.loads(marker.read_bytes())
@@ -104,14 +105,36 @@ def check_store(root: Path) -> None:
         raise StoreError(f"{root}: not a quantcore Parquet store (no {MARKER})") from None
     except ValueError:
         found = None
-    if not isinstance(found, dict) or found.get("format") != STORE_FORMAT["format"]:
+    layout = found.get("layout", 1) if isinstance(found, dict) else None
+    if (
+        not isinstance(found, dict)
+        or found.get("format") != STORE_FORMAT["format"]
+        or (not isinstance(layout, int))
+    ):
         raise StoreError(f"{marker}: not a quantcore store marker; left as is")
-    if found.get("layout") != STORE_FORMAT["layout"]:
+    return layout
+
+
+def check_store(root: Path) -> None:
+    """StoreError unless ``root`` is marked as a store of this layout: a store of another
+    layout is refused, never read as if empty."""
+    found = store_layout(root)
+    if found != STORE_FORMAT["layout"]:
         raise StoreError(
-            f"{marker}: a store of layout {found.get('layout', 1)} (year=/month= folders, "
+            f"{root / MARKER}: a store of layout {found} (year=/month= folders, "
             f"written by an earlier quantcore); this one reads and writes layout "
             f"{STORE_FORMAT['layout']}: `quantcore upgrade {root}` rewrites it; left as is"
         )
+
+
+def write_marker(root: Path) -> None:
+    """Mark ``root`` as a store of this layout, atomically (temporary name, fsync, rename)."""
+    temp = root / f".{MARKER}.{os.getpid()}.tmp"
+    temp.write_bytes(STORE_MARKER + b"\n")
+    with temp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temp, root / MARKER)
+    fsync_dir(root)
 
 
 def stream_dir(root: Path, venue: str, symbol: str, interval: str) -> Path:

@@ -12,13 +12,11 @@ recomputed: the exact decimals, scales and floats of every bar stay as they were
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from quantcore.filelock import FileBusyError, WriterLock, lock_for_writing
 from quantcore.sinks import parquet_format as fmt
@@ -32,49 +30,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="a Parquet store written by an earlier quantcore")
 
 
-def _layout_of(root: Path) -> int:
-    """The marker's layout (1 when absent: the first stores had none); StoreError when
-    ``root`` is not a store at all."""
-    try:
-        found = json.loads((root / fmt.MARKER).read_bytes())
-    except (FileNotFoundError, NotADirectoryError):
-        raise fmt.StoreError(f"{root}: not a quantcore Parquet store (no {fmt.MARKER})") from None
-    except ValueError:
-        found = None
-    if not isinstance(found, dict) or found.get("format") != fmt.FORMAT["format"]:
-        raise fmt.StoreError(f"{root / fmt.MARKER}: not a quantcore store marker; left as is")
-    return int(found.get("layout", 1))
-
-
-def _old_month(folder: Path) -> pa.Table:
-    """A layout-1 month: its file plus the journal's complete rows after it, as the store's
-    schema (the same columns; values the schema requires must be present)."""
-    tables = []
-    last = -1
-    if (folder / _OLD_DATA).exists():
-        with fmt.open_ours(folder / _OLD_DATA) as opened:
-            table = opened.read()
-        tables.append(table.cast(fmt.SCHEMA))
-        if table.num_rows:
-            last = table.column("open_time")[-1].cast(pa.int64()).as_py()
-    if (folder / _OLD_JOURNAL).exists():
-        rows = fmt.read_journal(folder / _OLD_JOURNAL)
-        rows = rows.filter(pc.greater(rows.column("open_time"), last))
-        if rows.num_rows:
-            tables.append(fmt.to_store_table(rows))
-    return pa.concat_tables(tables) if tables else fmt.SCHEMA.empty_table()
-
-
 def upgrade_stream(stream: Path) -> int:
-    """Every layout-1 month of one stream into its month file; returns months moved."""
+    """Every layout-1 month of one stream into its month file; returns months moved.
+
+    The old file is rewritten under the new name (as the schema now has it: the columns
+    every bar has are required) and deleted, then the old journal is renamed to the
+    month's journal, so :func:`~.parquet_layout.compact_month` merges them as the
+    recorder would. Each step leaves every bar in exactly one place, so a rerun after a
+    crash between any two loses none: a month file already written is not written again."""
     moved = 0
     for folder in sorted(stream.glob("year=*/month=*")):
-        year, month = int(folder.parent.name[5:]), int(folder.name[6:])
-        table = _old_month(folder)
-        if table.num_rows:
-            fmt.write_atomically(layout.Part(folder.parent, year, month).data, table)
-        for name in (_OLD_DATA, _OLD_JOURNAL, f".{_OLD_DATA}.tmp"):
+        part = layout.Part(folder.parent, int(folder.parent.name[5:]), int(folder.name[6:]))
+        if (folder / _OLD_DATA).exists() and not part.data.exists():
+            with fmt.open_ours(folder / _OLD_DATA) as opened:
+                fmt.write_atomically(part.data, opened.read().cast(fmt.SCHEMA))
+        for name in (_OLD_DATA, f".{_OLD_DATA}.tmp"):
             (folder / name).unlink(missing_ok=True)
+        if (folder / _OLD_JOURNAL).exists():
+            os.replace(folder / _OLD_JOURNAL, part.journal)
+        layout.compact_month(part)
         folder.rmdir()  # anything else in it is not ours: refused (OSError), left as is
         fmt.fsync_dir(folder.parent)
         moved += 1
@@ -88,7 +62,7 @@ def upgrade_stream(stream: Path) -> int:
 def upgrade(root: Path) -> int:
     """Lock every venue, move every stream, then mark the store layout 2; returns months
     moved (0: already layout 2)."""
-    if _layout_of(root) == fmt.STORE_FORMAT["layout"]:
+    if layout.store_layout(root) == fmt.STORE_FORMAT["layout"]:
         return 0
     locks: list[WriterLock] = []
     try:
@@ -98,12 +72,7 @@ def upgrade(root: Path) -> int:
             except FileBusyError as exc:
                 raise fmt.StoreError(str(exc)) from None
         moved = sum(upgrade_stream(s) for s in sorted(root.glob("venue=*/symbol=*/interval=*")))
-        temp = root / f".{fmt.MARKER}.{os.getpid()}.tmp"
-        temp.write_bytes(fmt.STORE_MARKER + b"\n")
-        with temp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, root / fmt.MARKER)
-        fmt.fsync_dir(root)
+        layout.write_marker(root)
         return moved
     finally:
         for lock in locks:

@@ -191,8 +191,9 @@ async def test_upgrade_rewrites_a_layout_1_store_in_place_every_bar_kept(
 ) -> None:
     """Month folders (one with a journal the old recorder left, one a journal only) become
     month files, the finished year one file, the marker layout 2; every exact value is
-    kept. A venue being written, or a file that is not ours in a month folder, refuses
-    it (exit 2, nothing lost) and a rerun finishes it."""
+    kept, also of a month an interrupted upgrade left half moved. A venue being written,
+    or a file that is not ours in a month folder, refuses it (exit 2, nothing lost) and
+    a rerun finishes it."""
     root = tmp_path / "store"
     await record(root, BARS[:3])
     as_layout_1(root)
@@ -204,6 +205,12 @@ async def test_upgrade_rewrites_a_layout_1_store_in_place_every_bar_kept(
     (stream / "year=2025/month=01/_journal.csv").write_bytes(
         b"".join(fmt.journal_line(bar, bar.open_time_ms) for bar in BARS[4:])
     )
+    # December as a crash in an earlier upgrade left it: its month file written and the old
+    # file deleted, the old journal (23:59) still there.
+    december = stream / "year=2024/month=12"
+    fmt.write_atomically(layout.Part(stream / "year=2024", 2024, 12).data,
+                         pq.read_table(december / "data.parquet").cast(fmt.SCHEMA))  # fmt: skip
+    (december / "data.parquet").unlink()
     stranger = stream / "year=2025/month=01/notes.txt"
     stranger.write_text("mine")
     assert main(["upgrade", str(root)]) == 2
