@@ -281,9 +281,9 @@ class ParquetRecorder(Component):
         self._compactions.append(self._executor.submit(self._settle_logged, folder, newest_ms))
 
     @staticmethod
-    def _settle_logged(folder: Path, newest_ms: int) -> None:
+    def _settle_logged(folder: Path, newest_ms: int, final: bool = False) -> None:
         try:
-            layout.settle(folder, newest_ms)
+            layout.settle(folder, newest_ms, final=final)
         except (OSError, ValueError) as exc:
             log.error("%s: compaction failed (%s); its files are kept for the next start",
                       folder, exc)  # fmt: skip
@@ -294,13 +294,7 @@ class ParquetRecorder(Component):
         for stream in self._streams.values():
             stream.close()
             if stream.month is not None and stream.last_ms is not None:
-                try:
-                    layout.compact_month(stream.month)
-                except (OSError, ValueError) as exc:
-                    log.error("%s: compaction failed (%s); the journal is kept for the next "
-                              "start", stream.month.journal, exc)  # fmt: skip
-                    continue
-                self._settle_logged(stream.folder, stream.last_ms)
+                self._settle_logged(stream.folder, stream.last_ms, final=True)
 
     def unrecorded(self) -> int:
         return self._closed_lost + sum(s.lost for s in self._streams.values())

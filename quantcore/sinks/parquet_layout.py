@@ -379,15 +379,16 @@ def year_done(stream: Path, year: int, newest_ms: int) -> bool:
     return month_bounds(newest_ms + step)[0] > year
 
 
-def settle(stream: Path, newest_ms: int) -> None:
+def settle(stream: Path, newest_ms: int, *, final: bool = False) -> None:
     """Compact the journals of months before the one of ``newest_ms`` (the newest bar
-    written) and merge every finished year whose months are all compacted. Idempotent;
-    the writer appends only to that month or later meanwhile."""
+    written; ``final``: that month's too, the writer has stopped) and merge every finished
+    year whose months are all compacted. Idempotent; the writer appends only to that month
+    or later meanwhile."""
     current = month_of(stream, newest_ms)
     journals: set[int] = set()
     for part in parts(stream):
         if part.month and part.journal.exists():
-            if (part.year, part.month) < (current.year, current.month):
+            if final or (part.year, part.month) < (current.year, current.month):
                 compact_month(part)
             else:
                 journals.add(part.year)
