@@ -93,9 +93,7 @@ def check_sqlite(path: Path, table: str = "bars") -> list[SeriesReport]:
     except (ValueError, sqlite3.Error) as exc:
         raise CheckError(f"{path}: {exc}") from None
     try:
-        streams = conn.execute(
-            f'SELECT DISTINCT symbol, "interval" FROM {quoted} ORDER BY 1, 2'
-        ).fetchall()
+        streams = conn.execute(schema.select_streams(quoted)).fetchall()
         reports = []
         for symbol, interval in streams:
             step = interval_ms(interval)

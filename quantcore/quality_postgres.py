@@ -33,9 +33,7 @@ def check_postgres(dsn: str, table: str = "bars") -> list[SeriesReport]:
         raise CheckError(f"{where}: {exc}") from None
     try:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
-            streams = conn.execute(
-                f'SELECT DISTINCT symbol, "interval" FROM {quoted} ORDER BY 1, 2'
-            ).fetchall()
+            streams = conn.execute(schema.select_streams(quoted)).fetchall()
             has_gaps = conn.execute("SELECT to_regclass(%s)", (gaps,)).fetchone()
             reports = []
             for symbol, interval in streams:
@@ -44,8 +42,7 @@ def check_postgres(dsn: str, table: str = "bars") -> list[SeriesReport]:
                 rows = conn.execute(schema.select_stream(quoted, "%s"), (symbol, interval))
                 analyze(report, sql_rows(report, rows, step), interval)
                 if has_gaps is not None and has_gaps[0] is not None:
-                    query = (f'SELECT first_open, last_open, reason FROM {gaps} WHERE symbol = %s '
-                             'AND "interval" = %s ORDER BY first_open')  # fmt: skip
+                    query = schema.select_gaps(gaps, "%s")
                     found = conn.execute(query, (symbol, interval)).fetchall()
                     explain(report, [KnownGap(int(a), int(b), str(r)) for a, b, r in found])
                 reports.append(report)

@@ -104,8 +104,9 @@ def _count(conn: sqlite3.Connection, quoted: str, symbol: str, interval: str) ->
 
 
 def _streams(conn: sqlite3.Connection, quoted: str) -> list[str]:
-    query = f'SELECT DISTINCT symbol, "interval" FROM {quoted} ORDER BY symbol, "interval"'
-    return [f"{symbol} {interval}" for symbol, interval in conn.execute(query)]
+    return [
+        f"{symbol} {interval}" for symbol, interval in conn.execute(schema.select_streams(quoted))
+    ]
 
 
 def check_target(out: Path, db: Path, force: bool) -> None:

@@ -85,6 +85,11 @@ def select_stream(table: str, placeholder: str) -> str:
     )
 
 
+def select_streams(table: str) -> str:
+    """Every (symbol, interval) the table holds, sorted."""
+    return f'SELECT DISTINCT symbol, "interval" FROM {table} ORDER BY symbol, "interval"'
+
+
 def gaps_table(table: str) -> str:
     """The quoted table beside ``table`` (as given, unquoted) holding its known gaps."""
     return table_name(f"{table}_gaps")
@@ -107,4 +112,12 @@ def insert_gap(gaps: str, placeholder: str) -> str:
     return (
         f'INSERT INTO {gaps} VALUES ({values}) ON CONFLICT (symbol, "interval", first_open) '
         "DO UPDATE SET last_open = excluded.last_open, reason = excluded.reason"
+    )
+
+
+def select_gaps(gaps: str, placeholder: str) -> str:
+    """One stream's written-down ranges (first_open, last_open, reason), oldest first."""
+    return (
+        f"SELECT first_open, last_open, reason FROM {gaps} WHERE symbol = {placeholder} AND "
+        f'"interval" = {placeholder} ORDER BY first_open'
     )

@@ -156,12 +156,9 @@ class SqliteRecorder(BufferedSink):
 def known_gaps(conn: sqlite3.Connection, table: str, symbol: str, interval: str
                  ) -> list[KnownGap]:  # fmt: skip
     """The known gaps the SqliteRecorder wrote down beside ``table`` (none: no such table)."""
-    gaps = schema.gaps_table(table)
     try:
-        query = (
-            f'SELECT first_open, last_open, reason FROM {gaps} WHERE symbol = ? AND "interval" = ?'
-        )
-        rows = conn.execute(f"{query} ORDER BY first_open", (symbol, interval))
+        query = schema.select_gaps(schema.gaps_table(table), "?")
+        rows = conn.execute(query, (symbol, interval))
     except sqlite3.OperationalError:
         return []
     return [KnownGap(int(first), int(last), str(reason)) for first, last, reason in rows]
