@@ -57,11 +57,7 @@ class _Stream:
         layout.recover(folder)
         for part in layout.parts(folder):
             layout.compact_month(part)
-        self.last_ms: int | None = None
-        for part in reversed(layout.parts(folder)):
-            self.last_ms = layout.last_open_ms(part)
-            if self.last_ms is not None:
-                break
+        self.last_ms = layout.newest_open_ms(folder)
         if self.last_ms is not None:
             layout.settle(folder, self.last_ms)  # a year a crash left unmerged
         self._below = 0

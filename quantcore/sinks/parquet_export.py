@@ -275,9 +275,9 @@ def write_store(
         written = _write_months(new, stream, replace=force)
         if force:
             _drop_other_parts(stream, written)
-        newest = [layout.last_open_ms(part) for part in layout.parts(stream)[-1:]]
-        if newest and newest[0] is not None:
-            layout.settle(stream, newest[0])
+        newest = layout.newest_open_ms(stream)
+        if newest is not None:
+            layout.settle(stream, newest)
         if source.gaps is not None:
             stream.mkdir(parents=True, exist_ok=True)
             merge_into(stream / STORE_NAME, source.gaps, replace=force)
@@ -291,14 +291,13 @@ def _write_months(table: pa.Table, stream: Path, replace: bool) -> set[layout.Pa
     written whole; returns the months written."""
     if not table.num_rows:
         return set()
-    months = _open_times(table).astype("datetime64[ms]").astype("datetime64[M]").astype(np.int64)
+    times = _open_times(table)
+    months = times.astype("datetime64[ms]").astype("datetime64[M]").astype(np.int64)
     cuts = [0, *(np.flatnonzero(np.diff(months)) + 1).tolist(), len(months)]
     written: set[layout.Part] = set()
     with progress(len(cuts) - 1, f"export {stream.parent.name[7:]}", unit="month") as shown:
         for start, stop in pairwise(cuts):
-            month = int(months[start])
-            year = 1970 + month // 12
-            part = layout.Part(stream / f"year={year:04d}", year, month % 12 + 1)
+            part = layout.month_of(stream, int(times[start]))
             part.folder.mkdir(parents=True, exist_ok=True)
             rows = table.slice(start, stop - start)
             if not replace and part.data.exists():

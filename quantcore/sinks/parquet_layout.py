@@ -237,6 +237,15 @@ def last_open_ms(part: Part) -> int | None:
     return None
 
 
+def newest_open_ms(stream: Path) -> int | None:
+    """Open time (ms) of the stream's newest stored bar (journals included), or None."""
+    for part in reversed(parts(stream)):
+        newest = last_open_ms(part)
+        if newest is not None:
+            return newest
+    return None
+
+
 def read_stream(
     root: Path,
     symbol: str,

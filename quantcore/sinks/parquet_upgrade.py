@@ -52,8 +52,7 @@ def upgrade_stream(stream: Path) -> int:
         folder.rmdir()  # anything else in it is not ours: refused (OSError), left as is
         fmt.fsync_dir(folder.parent)
         moved += 1
-    found = layout.parts(stream)
-    newest = layout.last_open_ms(found[-1]) if found else None
+    newest = layout.newest_open_ms(stream)
     if newest is not None:
         layout.settle(stream, newest)
     return moved
